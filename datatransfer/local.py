@@ -1,0 +1,70 @@
+"""Local launcher: runs a store's missing rows on this machine in ``launcher.workers`` processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from .job import Worker, cpus_allotted, run_rows
+from .store import Store
+
+_worker: Worker | None = None  # one per pool process: datasets are loaded once, not once per row
+
+
+def _init(cfg, path: str, threads: int) -> None:
+    global _worker
+    _worker = Worker(cfg, path, threads)
+
+
+def _work(row: int) -> int:
+    _worker.run_row(row)
+    return row
+
+
+def run_local(cfg, store: Store) -> int:
+    """Run every missing row; returns how many rows this call completed. Ctrl-C keeps completed rows."""
+    rows = store.missing_rows()
+    total = store.num_rows
+    if len(rows) == 0:
+        return 0
+    workers = max(1, min(int(cfg.launcher.workers), len(rows)))
+    threads = max(1, cpus_allotted() // workers)
+    bar = tqdm(total=total, initial=total - len(rows), unit="row", desc="rows", dynamic_ncols=True)
+    done = 0
+    try:
+        if workers == 1:
+            def tick(row, stats):
+                nonlocal done
+                done += 1
+                bar.update(1)
+            run_rows(cfg, str(store.path), rows, threads=threads, on_row=tick)
+        else:
+            # spawn: a fresh interpreter per worker, no torch state forked from the parent
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init, initargs=(cfg, str(store.path), threads)) as pool:
+                for _ in pool.imap_unordered(_work, [int(r) for r in rows]):
+                    done += 1
+                    bar.update(1)
+    finally:
+        bar.close()
+    return done
+
+
+def summary(store: Store) -> str:
+    """A few lines: rows completed, mean source accuracy, mean test accuracy per target and mode."""
+    completed = np.flatnonzero(store.completed())
+    lines = [f"store: {store.path}", f"rows completed: {len(completed)} / {store.num_rows}"]
+    if len(completed) == 0:
+        return "\n".join(lines)
+    stats = np.stack([store.row_stats()[int(i)] for i in completed])
+    fields = store.row_stat_fields
+    lines.append(f"source accuracy (kept classes): {np.nanmean(stats[:, fields.index('source_accuracy')]):.3f}")
+    lines.append(f"seconds per row: {np.nanmean(stats[:, fields.index('total_seconds')]):.1f}")
+    for t in store.targets:
+        acc = store.target_accuracy(t, completed).mean(axis=0)
+        per_mode = ", ".join(f"{m} {a:.3f}" for m, a in zip(store.modes, acc))
+        lines.append(f"target {t} test accuracy: {per_mode}")
+    return "\n".join(lines)

@@ -1,0 +1,263 @@
+"""The sweep store: one Zarr v3 directory holding every row of a sweep (format documented in docs/store-format.md).
+
+Row protocol: a worker writes every per-row array of row i (each row owns whole chunks, so concurrent writers never
+touch the same file), then sets ``completed[i]``. Readers trust only completed rows. Rewriting a row is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import zarr
+
+FORMAT = "datatransfer-store"
+FORMAT_VERSION = 1
+ROW_STAT_FIELDS = ("source_accuracy", "train_seconds", "total_seconds")
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be created or opened as asked; the message names the problem."""
+
+
+def fingerprint(sweep_defining: Mapping[str, Any]) -> str:
+    """Hash of the sweep-defining config sections (canonical JSON)."""
+    blob = json.dumps(sweep_defining, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: Dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): d}
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+    """Dotted keys whose values differ, as 'key: old -> new' lines."""
+    a, b = _flatten(old), _flatten(new)
+    lines = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<absent>") != b.get(k, "<absent>"):
+            lines.append(f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}")
+    return lines
+
+
+@dataclass
+class TargetSpec:
+    """What the store needs to know of a target before any row is written."""
+
+    name: str
+    labels: np.ndarray  # (n_t,) test-split labels
+    class_names: Sequence[str]
+
+
+@dataclass
+class StoreSpec:
+    """Everything that defines a store's layout; built from the resolved config by the caller."""
+
+    config: Dict[str, Any]  # resolved config, as plain containers
+    sweep_defining: Dict[str, Any]
+    unit_names: Sequence[str]
+    targets: Sequence[TargetSpec]
+    modes: Sequence[str]
+    output_kinds: Sequence[str]
+    masks: np.ndarray  # bool (M, U)
+    unit: str = "class"
+    code_version: str = ""
+
+
+class Store:
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = path
+        self.group = group
+        attrs = dict(group.attrs)
+        self.attrs = attrs
+        self.targets: List[str] = list(attrs["targets"])
+        self.modes: List[str] = list(attrs["modes"])
+        self.output_kinds: List[str] = list(attrs["output_kinds"])
+        self.unit_names: List[str] = list(attrs["unit_names"])
+        self.fingerprint: str = attrs["fingerprint"]
+        self._masks: Optional[np.ndarray] = None
+
+    # ---- opening -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> "Store":
+        p = Path(path)
+        if not (p / "zarr.json").is_file():
+            raise StoreError(f"no store at {p} (no zarr.json there)")
+        group = zarr.open_group(store=str(p), mode="r" if mode == "r" else "r+")
+        if group.attrs.get("format") != FORMAT:
+            raise StoreError(f"{p} is a Zarr group but not a {FORMAT} (attrs.format={group.attrs.get('format')!r})")
+        version = group.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(f"{p} has format_version {version}; this code reads version {FORMAT_VERSION}")
+        return cls(p, group)
+
+    @classmethod
+    def create_or_open(cls, path: str | os.PathLike, spec: StoreSpec) -> "Store":
+        """Open the store at ``path`` if it holds this sweep; create it if absent; refuse if it holds another."""
+        p = Path(path)
+        fp = fingerprint(spec.sweep_defining)
+        if p.exists():
+            return cls._reopen_same(p, fp, spec)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store's folder {p.parent}: {e.strerror or e}") from e
+        if not os.access(p.parent, os.W_OK):
+            raise StoreError(f"cannot write the store: folder {p.parent} is not writable")
+        # Build beside the final path, then rename: a failed or interrupted creation leaves no half-made store,
+        # and two concurrent creators cannot both win.
+        tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
+        try:
+            _write_new(tmp, spec, fp)
+            os.rename(tmp, p)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if p.exists():  # another process created it first
+                return cls._reopen_same(p, fp, spec)
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(p, mode="r+")
+
+    @classmethod
+    def _reopen_same(cls, p: Path, fp: str, spec: StoreSpec) -> "Store":
+        store = cls.open(p, mode="r+")
+        if store.fingerprint != fp:
+            old = {k: store.attrs["config"].get(k) for k in spec.sweep_defining}
+            diff = config_diff(old, spec.sweep_defining)
+            shown = "\n  ".join(diff[:30]) + ("\n  ..." if len(diff) > 30 else "")
+            raise StoreError(
+                f"{p} holds a different sweep (fingerprint {store.fingerprint}, this config {fp}); "
+                f"it is left untouched. Differing keys:\n  {shown}\n"
+                f"Use another store.path, or the original settings to continue that sweep."
+            )
+        return store
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        return int(self.group["completed"].shape[0])
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._masks is None:
+            self._masks = np.asarray(self.group["masks"][:], dtype=bool)
+        return self._masks
+
+    def completed(self) -> np.ndarray:
+        return np.asarray(self.group["completed"][:], dtype=bool)
+
+    def missing_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.completed())
+
+    def labels(self, target: str) -> np.ndarray:
+        return np.asarray(self.group[f"targets/{target}/labels"][:])
+
+    def class_names(self, target: str) -> List[str]:
+        return list(self.group[f"targets/{target}/labels"].attrs["class_names"])
+
+    def outputs(self, target: str) -> zarr.Array:
+        return self.group[f"outputs/{target}"]
+
+    def predictions(self, target: str) -> zarr.Array:
+        return self.group[f"predictions/{target}"]
+
+    def row_stats(self) -> zarr.Array:
+        return self.group["row_stats"]
+
+    @property
+    def row_stat_fields(self) -> List[str]:
+        return list(self.group["row_stats"].attrs["fields"])
+
+    def target_accuracy(self, target: str, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), n_modes) test accuracy, derived from stored predictions and labels."""
+        labels = self.labels(target)
+        preds = self.predictions(target)
+        return np.stack([(preds[int(i)] == labels[None, :]).mean(axis=1) for i in rows]) if len(rows) else \
+            np.zeros((0, len(self.modes)))
+
+    # ---- writing -------------------------------------------------------------------------------------------
+    def write_row(
+        self,
+        row: int,
+        outputs: Mapping[str, np.ndarray],
+        predictions: Mapping[str, np.ndarray],
+        stats: Mapping[str, float],
+    ) -> None:
+        """Write every array of ``row``, then mark it completed (the commit point)."""
+        if not 0 <= row < self.num_rows:
+            raise StoreError(f"row {row} outside the store's {self.num_rows} rows")
+        for t in self.targets:
+            out = np.asarray(outputs[t], dtype=np.float32)
+            expected = self.outputs(t).shape[1:]
+            if out.shape != expected:
+                raise StoreError(f"row {row}, target {t}: outputs of shape {out.shape}, store expects {expected}")
+            self.outputs(t)[row] = out
+            self.predictions(t)[row] = np.asarray(predictions[t], dtype=np.int32)
+        fields = self.row_stat_fields
+        self.row_stats()[row] = np.array([stats.get(f, np.nan) for f in fields], dtype=np.float32)
+        self.group["completed"][row] = True
+
+
+def _write_new(path: Path, spec: StoreSpec, fp: str) -> None:
+    masks = np.asarray(spec.masks, dtype=bool)
+    m, u = masks.shape
+    if u != len(spec.unit_names):
+        raise StoreError(f"masks have {u} units but {len(spec.unit_names)} unit names were given")
+    modes, kinds = list(spec.modes), list(spec.output_kinds)
+    root = zarr.open_group(store=str(path), mode="w-")
+    root.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fp,
+            "config": spec.config,
+            "unit": spec.unit,
+            "unit_names": list(spec.unit_names),
+            "targets": [t.name for t in spec.targets],
+            "modes": modes,
+            "output_kinds": kinds,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "code_version": spec.code_version,
+        }
+    )
+    root.create_array(
+        "masks", data=masks, chunks=(min(m, 4096), u), dimension_names=("row", "unit")
+    )
+    root.create_array(
+        "completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",)
+    )
+    root.create_array(
+        "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),
+        fill_value=np.nan, dimension_names=("row", "field"), attributes={"fields": list(ROW_STAT_FIELDS)},
+    )
+    tg, og, pg = root.create_group("targets"), root.create_group("outputs"), root.create_group("predictions")
+    for t in spec.targets:
+        n = int(len(t.labels))
+        tg.create_group(t.name).create_array(
+            "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
+            attributes={"class_names": list(t.class_names)},
+        )
+        og.create_array(
+            t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
+            fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
+            attributes={"modes": modes, "kinds": kinds},
+        )
+        pg.create_array(
+            t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
+            dimension_names=("row", "mode", "example"), attributes={"modes": modes},
+        )

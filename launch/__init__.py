@@ -1,0 +1,1 @@
+"""Hydra apps that start, watch and resume sweeps: `python -m launch ...`."""
