@@ -8,7 +8,8 @@ with a message naming the key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -83,6 +84,7 @@ class FullTransferConfig:
     weight_decay: float = 0.0
     schedule: str = "onecycle"
     peak_epoch: float = 0.3
+    head_init: str = "linear_probe"  # random (the paper) | linear_probe (start from the fixed-feature head: LP-FT)
 
 
 @dataclass
@@ -159,9 +161,25 @@ def validate(cfg: Any) -> None:
     need(cfg.train.epochs >= 1, "train.epochs", f"must be at least 1, got {cfg.train.epochs}")
     need(cfg.train.batch_size >= 1, "train.batch_size", f"must be at least 1, got {cfg.train.batch_size}")
     need(cfg.train.lr > 0, "train.lr", f"must be positive, got {cfg.train.lr}")
+    need(cfg.transfer.full.head_init in ("random", "linear_probe"), "transfer.full.head_init",
+         f"must be 'random' or 'linear_probe', got {cfg.transfer.full.head_init!r}")
+    need(cfg.model.arch in ("small_cnn", "resnet18"), "model.arch",
+         f"unknown architecture {cfg.model.arch!r} (small_cnn | resnet18)")
     workers = getattr(cfg.launcher, "workers", 1)
     need(workers >= 1, "launcher.workers", f"must be at least 1, got {workers}")
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
+    """The config that `python -m launch <overrides>` would see (for tests, scripts and notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
 def register() -> None:
@@ -171,3 +189,97 @@ def register() -> None:
 
 
 register()
+
+
+# ---- aggregate: influences, diagnostics and report (`python -m aggregate`, `python -m aggregate.report`) -------
+@dataclass
+class DimEstimatorConfig:
+    """Difference of means, the paper's Eq. 1 / Algorithm 1 (no settings)."""
+
+    name: str = "dim"
+
+
+@dataclass
+class RidgeEstimatorConfig:
+    """Datamodels variant (Appendix B): ridge regression of the output on the mask, with an unpenalised bias.
+    Objective (1/N) sum (y - b - x.w)^2 + lambda |w|^2; lambda per output column, the grid value with the least
+    squared error on held-out rows; then refitted on all rows."""
+
+    name: str = "ridge"
+    lambdas: List[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0])
+    holdout_fraction: float = 0.2  # rows held out (picked by a hash of the row index) to choose lambda
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Convergence curves vs the number of rows N (Appendix A.5 and F), computed with difference of means."""
+
+    enabled: bool = True
+    holdout_fraction: float = 0.2  # rows held out for rank correlation and LDS (paper: 1,540 of 7,540)
+    bootstrap: int = 500  # resamples per N (paper: 500)
+    points: int = 6  # values of N, geometric, up to all fit rows
+    top_k: int = 0  # knockoff FDR among the top k influences; 0 = U / 10 (paper: 100 of 1,000)
+    lds_examples: int = 256  # target examples sampled for LDS (per target)
+    seed: int = 0  # bootstrap resampling and LDS example sample
+
+
+@dataclass
+class ReportConfig:
+    out: str = ""  # "" = <store's parent folder>/report
+    kind: str = "softmax_gt"  # output kind of the figures (the paper's default); CSVs cover every kind
+    top: int = 10  # source classes per side in the bar charts
+    sources: int = 4  # source classes shown in the image grids (Figs. 4-5)
+    images: int = 8  # images per side in each grid row
+    hard_examples: int = 8  # most often misclassified target examples (Fig. 6 left)
+    negatives: int = 3  # most negative source classes listed for each of them
+    headline_top: int = 3  # digits headline: matching MNIST digit among the top this many
+
+
+@dataclass
+class AggregateConfig:
+    name: str = "mini"  # experiment name; names the default store folder
+    store: StoreConfig = field(default_factory=StoreConfig)
+    out: str = ""  # influence store; "" = <store's parent folder>/influence.zarr
+    estimator: Any = MISSING  # a group: conf/estimator/{dim,ridge}.yaml (DimEstimatorConfig, RidgeEstimatorConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    block_rows: int = 0  # rows per read; 0 = from memory_mb
+    memory_mb: int = 1024  # budget for blocks and accumulators (a rough bound, not a hard limit)
+    progress: bool = True  # tqdm bar on stderr for long runs
+
+
+def validate_aggregate(cfg: Any) -> None:
+    """Value checks for `python -m aggregate` / `aggregate.report`. Raises ConfigError naming the key."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+
+    need(bool(str(cfg.store.path)), "store.path", "must not be empty")
+    need(cfg.estimator.name in ("dim", "ridge"), "estimator", f"must be dim or ridge, got {cfg.estimator.name!r}")
+    if cfg.estimator.name == "ridge":
+        need(len(cfg.estimator.lambdas) > 0 and min(cfg.estimator.lambdas) > 0, "estimator.lambdas",
+             f"must be positive values, got {list(cfg.estimator.lambdas)}")
+        need(0 < cfg.estimator.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
+    d = cfg.diagnostics
+    need(0 < d.holdout_fraction < 1, "diagnostics.holdout_fraction", "must lie strictly in (0, 1)")
+    need(d.bootstrap >= 0, "diagnostics.bootstrap", f"must be >= 0, got {d.bootstrap}")
+    need(d.points >= 1, "diagnostics.points", f"must be >= 1, got {d.points}")
+    need(d.top_k >= 0, "diagnostics.top_k", f"must be >= 0, got {d.top_k}")
+    need(d.lds_examples >= 1, "diagnostics.lds_examples", f"must be >= 1, got {d.lds_examples}")
+    need(cfg.block_rows >= 0, "block_rows", f"must be >= 0, got {cfg.block_rows}")
+    need(cfg.memory_mb >= 16, "memory_mb", f"must be >= 16, got {cfg.memory_mb}")
+    r = cfg.report
+    need(r.kind in OUTPUT_KINDS, "report.kind", f"must be one of {list(OUTPUT_KINDS)}, got {r.kind!r}")
+    for key in ("top", "sources", "images", "hard_examples", "negatives", "headline_top"):
+        need(getattr(r, key) >= 1, f"report.{key}", f"must be >= 1, got {getattr(r, key)}")
+
+
+def register_aggregate() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_aggregate", node=AggregateConfig)
+    cs.store(group="estimator", name="base_dim", node=DimEstimatorConfig)
+    cs.store(group="estimator", name="base_ridge", node=RidgeEstimatorConfig)
+
+
+register_aggregate()

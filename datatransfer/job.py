@@ -38,12 +38,15 @@ class RowRunner:
         model, stats = train.train_source(cfg, self.source, mask, seed)
         outputs, predictions = {}, {}
         for ti, (key, target) in enumerate(self.targets.items()):
+            modes = cfg.transfer.modes
+            need_probe = "fixed" in modes or cfg.transfer.full.head_init == "linear_probe"
+            probe = train.linear_probe(cfg, model, target) if need_probe else None
             per_mode = []
-            for mode in cfg.transfer.modes:
+            for mode in modes:
                 if mode == "fixed":
-                    per_mode.append(train.transfer_fixed(cfg, model, target))
+                    per_mode.append(train.transfer_fixed(model, probe, target))
                 else:  # a seed of its own per target, so the order of targets changes nothing
-                    per_mode.append(train.transfer_full(cfg, model, target, seed + 1 + ti, key))
+                    per_mode.append(train.transfer_full(cfg, model, target, seed + 1 + ti, key, probe))
             outputs[key] = np.stack([output_kinds(z, target.test.y, cfg.sweep.outputs) for z in per_mode])
             predictions[key] = np.stack([z.argmax(1).numpy() for z in per_mode]).astype(np.int32)
         stats["total_seconds"] = time.perf_counter() - start

@@ -80,37 +80,51 @@ def train_source(cfg, source: Dataset, mask: np.ndarray, seed: int) -> tuple[Net
     return model, {"source_accuracy": acc, "train_seconds": seconds}
 
 
-def transfer_fixed(cfg, model: Net, target: Dataset) -> torch.Tensor:
-    """Frozen backbone, new linear head: multinomial logistic regression by L-BFGS on cached features.
+def linear_probe(cfg, model: Net, target: Dataset) -> nn.Linear:
+    """A linear head on the frozen backbone: multinomial logistic regression by L-BFGS on cached features.
 
-    Returns test logits. Deterministic given the backbone (zero-initialised head, full-batch solver).
+    Deterministic given the backbone (zero-initialised head, full-batch solver).
     """
     fx = cfg.transfer.fixed
-    train_f, test_f = predict(model.backbone, target.train.x), predict(model.backbone, target.test.x)
-    # Standardising the features is an affine map a linear head could absorb; it only helps the solver.
-    mu, sd = train_f.mean(0), train_f.std(0) + 1e-6
-    train_f, test_f = (train_f - mu) / sd, (test_f - mu) / sd
-    head = nn.Linear(train_f.shape[1], target.num_classes)
+    feats = predict(model.backbone, target.train.x)
+    # Standardise for the solver's sake, then fold the affine map into the head, so it applies to raw features.
+    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    z = (feats - mu) / sd
+    head = nn.Linear(z.shape[1], target.num_classes)
     nn.init.zeros_(head.weight), nn.init.zeros_(head.bias)
     opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=fx.iterations, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(head(train_f), target.train.y) + fx.weight_decay * head.weight.pow(2).sum()
+        loss = F.cross_entropy(head(z), target.train.y) + fx.weight_decay * head.weight.pow(2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
     with torch.no_grad():
-        return head(test_f)
+        head.weight /= sd
+        head.bias -= head.weight @ mu
+    return head
 
 
-def transfer_full(cfg, model: Net, target: Dataset, seed: int, key: str) -> torch.Tensor:
-    """Every weight trains from the source model, with a new randomly initialised head. Returns test logits."""
+def transfer_fixed(model: Net, probe: nn.Linear, target: Dataset) -> torch.Tensor:
+    """Fixed-feature transfer: frozen backbone + linear probe. Returns test logits."""
+    with torch.no_grad():
+        return probe(predict(model.backbone, target.test.x))
+
+
+def transfer_full(cfg, model: Net, target: Dataset, seed: int, key: str, probe: nn.Linear | None = None):
+    """Every weight trains from the source model. Returns test logits.
+
+    The new head starts random (the paper's recipe) or, with ``transfer.full.head_init=linear_probe``, from the
+    fixed-feature solution (LP-FT), which needs far fewer epochs to converge.
+    """
     recipe = _override(cfg.transfer.full, cfg.targets[key])
     torch.manual_seed(seed)
     net = copy.deepcopy(model)
     net.head = nn.Linear(net.num_features, target.num_classes)
+    if recipe.head_init == "linear_probe":
+        net.head = copy.deepcopy(probe if probe is not None else linear_probe(cfg, model, target))
     fit(net, target.train, recipe, torch.Generator().manual_seed(seed))
     return predict(net, target.test.x)
 

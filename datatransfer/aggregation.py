@@ -1,0 +1,396 @@
+"""Aggregation: a sweep store's completed rows -> the influence store (format in docs/influence-format.md).
+
+For every target x mode x output kind: per-example influences (n_t, U), their mean over each target class
+(C_t, U) and over all examples (U,), the mean output per example, and the convergence diagnostics. The store is read
+in blocks of rows with one zarr call per block (the rows' chunks are fetched and decompressed concurrently), while a
+background thread already reads the next block; accumulation is a float64 matrix product per block. Memory is bounded
+by the block size and the estimator's statistics, never by the number of rows.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import zarr
+
+from . import diagnostics as diag
+from .config import DiagnosticsConfig
+from .estimators import Estimator, EstimatorError, make
+from .store import Store, StoreError
+
+FORMAT = "datatransfer-influence"
+FORMAT_VERSION = 1
+# Names at the root of the influence store that a target may not take.
+RESERVED = {"rows", "n_in", "n_out", "diagnostics"}
+# zarr fetches the chunks of one read concurrently; one chunk per row makes a block read many small fetches.
+READ_CONCURRENCY = 64
+
+
+class AggregationError(StoreError):
+    """A store whose rows cannot give the influences asked for (no completed rows, NaN outputs, ...)."""
+
+
+def default_out(store_path: str | os.PathLike) -> Path:
+    return Path(store_path).resolve().parent / "influence.zarr"
+
+
+@dataclass
+class Summary:
+    """What a run of :func:`aggregate` did, for the CLI to print."""
+
+    out: Path
+    rows_used: int
+    rows_total: int
+    targets: List[str]
+    estimator: str
+    seconds: float
+    diagnostics: Dict[str, str] = field(default_factory=dict)  # target -> note (empty when all curves exist)
+
+
+def _auto_block_rows(row_bytes: int, memory_mb: int) -> int:
+    # A block and its prefetched successor, plus the float64 copy, take ~4x a block: keep that within 1/4 of the
+    # budget; more than ~512 rows per block buys nothing for the matrix product.
+    return int(np.clip(memory_mb * 2 ** 20 // 16 // max(row_bytes, 1), 8, 512))
+
+
+def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yield (rows of the block, their data) for ``rows`` (sorted store indices), reading one block ahead.
+
+    Each block is one slice ``arr[r0:r1]`` over the span of its rows (rows in between that are not used, e.g. not
+    completed yet, are dropped after the read: a slice is much faster in zarr than a point selection)."""
+    blocks = [rows[i:i + block_rows] for i in range(0, len(rows), block_rows)]
+
+    def read(block: np.ndarray) -> np.ndarray:
+        r0, r1 = int(block[0]), int(block[-1]) + 1
+        try:
+            data = arr[r0:r1]
+            return data if r1 - r0 == len(block) else data[block - r0]
+        except Exception:  # an unused row in the span may be mid-write by a worker: read the used rows one by one
+            return np.stack([arr[int(r)] for r in block])
+
+    with zarr.config.set({"async.concurrency": READ_CONCURRENCY}), cf.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, blocks[0]) if blocks else None
+        for i, block in enumerate(blocks):
+            data = pending.result()
+            pending = pool.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
+            yield block, data
+
+
+def _passes(pairs: List[Tuple[int, int]], cols_per_pair: int, units: int, memory_mb: int,
+            factor: int) -> List[List[Tuple[int, int]]]:
+    """Split (mode, kind) pairs into passes over the rows so that the statistics of one pass fit the budget."""
+    per_pair = units * cols_per_pair * 8 * factor
+    k = max(1, int(memory_mb * 2 ** 20 // 2 // max(per_pair, 1)))
+    return [pairs[i:i + k] for i in range(0, len(pairs), k)]
+
+
+def _plan(store: Store, t: str, estimator: str, block_rows: int, memory_mb: int):
+    """Rows per block and the (mode, kind) pairs of each pass over the rows, for target ``t``."""
+    _, n_modes, n_kinds, n = store.outputs(t).shape
+    pairs = [(m, k) for m in range(n_modes) for k in range(n_kinds)]
+    block_rows = block_rows or _auto_block_rows(n_modes * n_kinds * n * 4, memory_mb)
+    return block_rows, _passes(pairs, n, len(store.unit_names), memory_mb, 6 if estimator == "ridge" else 4)
+
+
+def aggregate(
+    store_path: str | os.PathLike,
+    out: Optional[str | os.PathLike] = None,
+    estimator: str = "dim",
+    estimator_settings: Optional[Dict[str, Any]] = None,
+    diagnostics: Optional[DiagnosticsConfig] = DiagnosticsConfig(),
+    block_rows: int = 0,
+    memory_mb: int = 1024,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Summary:
+    """Compute the influence store of the store at ``store_path`` from its completed rows; returns a summary.
+
+    ``out`` defaults to ``<store's parent>/influence.zarr``; it is replaced atomically (readers never see a
+    half-written one). ``diagnostics=None`` skips the convergence curves.
+    """
+    start = time.perf_counter()
+    if diagnostics is not None and not diagnostics.enabled:
+        diagnostics = None
+    store = Store.open(store_path)
+    out = Path(out).resolve() if out else default_out(store.path)
+    if out == store.path.resolve() or store.path.resolve() in out.parents:
+        raise AggregationError(f"out={out} would write inside the sweep store {store.path}; choose another path")
+    clash = RESERVED.intersection(store.targets)
+    if clash:
+        raise AggregationError(f"target name(s) {sorted(clash)} clash with the influence store's own arrays")
+    settings = dict(estimator_settings or {})
+    make(estimator, **settings)  # fail on bad settings before reading anything
+
+    rows = np.flatnonzero(store.completed())
+    if len(rows) == 0:
+        raise AggregationError(f"{store.path} has no completed rows yet ({store.num_rows} rows planned)")
+    masks = store.masks[rows]
+    units = masks.shape[1]
+    log(f"reading {store.path}: {len(rows)} of {store.num_rows} rows completed; {units} units; targets "
+        f"{', '.join(store.targets)}; modes {', '.join(store.modes)}; kinds {', '.join(store.output_kinds)}")
+
+    seed, alpha, scheme = diag.mask_scheme(store.attrs.get("config"), store.masks)
+    knock = diag.knockoff_masks(seed, store.num_rows, units, alpha, scheme) if diagnostics else None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.writing-{uuid.uuid4().hex[:8]}"
+    try:
+        root = zarr.open_group(store=str(tmp), mode="w-")
+        root.attrs.update(_root_attrs(store, rows, estimator, settings, diagnostics, (seed, alpha, scheme)))
+        root.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
+        notes: Dict[str, str] = {}
+        n_in = n_out = None
+        bar = _progress_bar(progress, total=sum(len(rows) * len(_plan(store, t, estimator, block_rows, memory_mb)[1])
+                                                for t in store.targets))
+        for t in store.targets:
+            n_in, n_out, note = _aggregate_target(store, t, rows, masks, root, estimator, settings, diagnostics,
+                                                  knock, block_rows, memory_mb, bar)
+            if note:
+                notes[t] = note
+        if bar is not None:
+            bar.close()
+        root.create_array("n_in", data=n_in, dimension_names=("unit",))
+        root.create_array("n_out", data=n_out, dimension_names=("unit",))
+        if diagnostics:
+            dg = root.require_group("diagnostics")
+            dg.create_array("knockoff_masks", data=knock, chunks=(min(len(knock), 4096), units),
+                            dimension_names=("row", "unit"))
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Summary(out, len(rows), store.num_rows, list(store.targets), estimator,
+                   time.perf_counter() - start, notes)
+
+
+def _root_attrs(store: Store, rows, estimator, settings, diagnostics, scheme) -> Dict[str, Any]:
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "store": str(store.path.resolve()), "store_fingerprint": store.fingerprint,
+        "store_rows": store.num_rows, "rows_used": int(len(rows)),
+        "estimator": {"name": estimator, "settings": settings},
+        "unit": store.attrs.get("unit", "class"), "unit_names": store.unit_names,
+        "targets": store.targets, "modes": store.modes, "output_kinds": store.output_kinds,
+        "config": store.attrs.get("config", {}),
+        "diagnostics": None if not diagnostics else {
+            **{k: getattr(diagnostics, k) for k in ("holdout_fraction", "bootstrap", "points", "top_k",
+                                                   "lds_examples", "seed")},
+            "estimator": "dim", "knockoff_seed": scheme[0] + diag.KNOCKOFF_SEED_OFFSET,
+            "mask_alpha": scheme[1], "mask_scheme": scheme[2]},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "datatransfer_version": _version(),
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("datatransfer")
+    except Exception:  # not installed (run from a checkout): the version is only informative
+        return ""
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    # Shown only for long runs (mininterval) and only on a terminal-ish stream; tests and logs stay quiet.
+    return tqdm(total=total, unit="row", desc="aggregating", file=sys.stderr, mininterval=1.0, delay=2.0,
+                leave=False)
+
+
+def _aggregate_target(store: Store, t: str, rows: np.ndarray, masks: np.ndarray, root: zarr.Group,
+                      estimator: str, settings: Dict[str, Any], diagnostics: Optional[DiagnosticsConfig],
+                      knock: Optional[np.ndarray], block_rows: int, memory_mb: int, bar) -> Tuple[Any, Any, str]:
+    arr = store.outputs(t)
+    _, n_modes, n_kinds, n = arr.shape
+    labels, class_names = store.labels(t), store.class_names(t)
+    tg = root.require_group(t)
+    tg.attrs["class_names"] = class_names
+    tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
+    block_rows, passes = _plan(store, t, estimator, block_rows, memory_mb)
+    pairs = [p for group in passes for p in group]
+
+    # What the diagnostics need, gathered on the way: per-row mean over examples, outputs on sampled examples.
+    rng = np.random.default_rng(diagnostics.seed if diagnostics else 0)
+    sample = np.sort(rng.choice(n, size=min(n, diagnostics.lds_examples), replace=False)) if diagnostics \
+        else np.zeros(0, dtype=np.int64)
+    agg = np.zeros((len(rows), len(pairs)))
+    samples = np.zeros((len(rows), len(pairs), len(sample)), dtype=np.float32)
+
+    n_in = n_out = None
+    for group in passes:
+        ests: List[Estimator] = [make(estimator, **settings) for _ in group]
+        mi, ki = np.array([m for m, _ in group]), np.array([k for _, k in group])
+        pidx = np.array([pairs.index(p) for p in group])
+        pos = 0
+        for block, data in read_blocks(arr, rows, block_rows):
+            y = data[:, mi, ki, :]  # (b, pairs of this pass, n)
+            bad = ~np.isfinite(y).all(axis=2)
+            if bad.any():
+                b, p = np.argwhere(bad)[0]
+                raise AggregationError(
+                    f"outputs/{t}: completed row {int(block[b])} holds NaN or inf for mode "
+                    f"{store.modes[mi[p]]!r}, kind {store.output_kinds[ki[p]]!r} ({int(bad.any(axis=1).sum())} "
+                    f"such rows in this block); fix or rerun those rows before aggregating")
+            mb = masks[pos:pos + len(block)]
+            for j, est in enumerate(ests):
+                est.update(block, mb, y[:, j, :])
+            agg[pos:pos + len(block), pidx] = y.mean(axis=2)
+            samples[pos:pos + len(block)][:, pidx] = y[:, :, sample]
+            pos += len(block)
+            if bar is not None:
+                bar.update(len(block))
+        for (m, k), est in zip(group, ests):
+            try:
+                res = est.result(store.unit_names)
+            except EstimatorError as e:
+                raise AggregationError(f"target {t!r}, mode {store.modes[m]!r}, kind "
+                                       f"{store.output_kinds[k]!r}: {e}") from e
+            n_in, n_out = res.n_in, res.n_out
+            _write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]),
+                              res, labels, len(class_names))
+            del res
+
+    note = ""
+    if diagnostics:
+        curves = diag.convergence(masks, rows, agg, samples, knock[rows], diagnostics, seed=diagnostics.seed)
+        note = curves["note"]
+        dg = root.require_group("diagnostics").require_group(t)
+        dg.attrs.update({k: curves[k] for k in ("fit_rows", "heldout_rows", "top_k", "note")})
+        dg.create_array("num_rows", data=curves["num_rows"], dimension_names=("point",))
+        dg.create_array("lds_examples", data=sample.astype(np.int64), dimension_names=("sample",))
+        # One array per quantity with (mode, kind) axes: few files, and xarray reads them with named dims.
+        shape = (n_modes, n_kinds)
+        for name in ("bootstrap_std", "rank_corr", "lds", "fdr"):
+            dg.create_array(name, data=curves[name].reshape(*shape, -1), dimension_names=("mode", "kind", "point"))
+        dg.create_array("knockoff_overall", data=curves["knockoff_overall"].reshape(*shape, -1),
+                        dimension_names=("mode", "kind", "unit"))
+        dg.create_array("aggregate_output", data=agg.reshape(len(rows), *shape),
+                        dimension_names=("row", "mode", "kind"))
+    return n_in, n_out, note
+
+
+def _write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) -> None:
+    infl = res.influence  # (U, n)
+    units, n = infl.shape
+    onehot = np.zeros((n, n_classes))
+    onehot[np.arange(n), labels] = 1.0
+    counts = onehot.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a class without test examples gets NaN (documented)
+        per_class = (infl @ onehot / counts).T
+    chunk = max(1, min(n, 2 ** 20 // max(units, 1)))  # ~4 MB chunks of float32
+    g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
+                   dimension_names=("example", "unit"))
+    g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
+    g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
+    g.create_array("mean_output", data=res.mean.astype(np.float32), dimension_names=("example",))
+    for name, values in res.extras.items():
+        g.create_array(name, data=np.asarray(values), dimension_names=("example",))
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Put ``tmp`` at ``out``: a reader sees the old result or the new one, never a mix."""
+    old = None
+    if out.exists():
+        if not (out / "zarr.json").is_file() or zarr.open_group(str(out), mode="r").attrs.get("format") != FORMAT:
+            raise AggregationError(f"{out} exists and is not an influence store; refusing to replace it")
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class Influence:
+    """Reader of an influence store."""
+
+    def __init__(self, path: str | os.PathLike):
+        p = Path(path)
+        if not (p / "zarr.json").is_file():
+            raise AggregationError(f"no influence store at {p}; run `python -m aggregate store.path=...` first")
+        self.path = p
+        self.group = zarr.open_group(str(p), mode="r")
+        a = dict(self.group.attrs)
+        if a.get("format") != FORMAT:
+            raise AggregationError(f"{p} is not a {FORMAT} (attrs.format={a.get('format')!r})")
+        if a.get("format_version") != FORMAT_VERSION:
+            raise AggregationError(f"{p} has format_version {a.get('format_version')}; this code reads "
+                                   f"{FORMAT_VERSION}: rerun `python -m aggregate`")
+        self.attrs = a
+        self.targets: List[str] = list(a["targets"])
+        self.modes: List[str] = list(a["modes"])
+        self.output_kinds: List[str] = list(a["output_kinds"])
+        self.unit_names: List[str] = list(a["unit_names"])
+
+    def rows(self) -> np.ndarray:
+        return np.asarray(self.group["rows"][:])
+
+    def labels(self, t: str) -> np.ndarray:
+        return np.asarray(self.group[f"{t}/labels"][:])
+
+    def class_names(self, t: str) -> List[str]:
+        return list(self.group[t].attrs["class_names"])
+
+    def array(self, t: str, mode: str, kind: str, name: str) -> np.ndarray:
+        """``name`` in per_example, per_class, overall, mean_output (and lambda for ridge)."""
+        return np.asarray(self.group[f"{t}/{mode}/{kind}/{name}"][:])
+
+    def diagnostics(self, t: str, mode: str, kind: str) -> Optional[Dict[str, Any]]:
+        if f"diagnostics/{t}" not in self.group:
+            return None
+        dg = self.group[f"diagnostics/{t}"]
+        m, k = self.modes.index(mode), self.output_kinds.index(kind)
+        out = {name: np.asarray(dg[name][m, k]) for name in ("bootstrap_std", "rank_corr", "lds", "fdr",
+                                                            "knockoff_overall")}
+        out["num_rows"] = np.asarray(dg["num_rows"][:])
+        out.update(dict(dg.attrs))
+        return out
+
+    def is_current(self, store: Store) -> bool:
+        """Whether this was computed from exactly the store's current completed rows."""
+        if self.attrs.get("store_fingerprint") != store.fingerprint:
+            return False
+        return np.array_equal(self.rows(), np.flatnonzero(store.completed()))
+
+
+def aggregate_from_config(cfg: Any, log: Callable[[str], None] = print) -> Summary:
+    """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store."""
+    from omegaconf import OmegaConf
+
+    est = OmegaConf.to_container(cfg.estimator, resolve=True)
+    name = est.pop("name")
+    return aggregate(cfg.store.path, cfg.out or None, name, est, cfg.diagnostics, cfg.block_rows, cfg.memory_mb,
+                     cfg.progress, log)
+
+
+def current_influence(cfg: Any, log: Callable[[str], None] = print) -> Tuple[Influence, Store]:
+    """The influence store of the config's store, (re)computed first when absent or older than the store's
+    completed rows (e.g. more rows finished since)."""
+    store = Store.open(cfg.store.path)
+    path = Path(cfg.out).resolve() if cfg.out else default_out(store.path)
+    reason = ""
+    if not (path / "zarr.json").is_file():
+        reason = f"no influence store at {path} yet"
+    else:
+        try:
+            if not Influence(path).is_current(store):
+                reason = f"{path} was computed from other rows than the store's {int(store.completed().sum())} " \
+                         f"completed ones"
+        except AggregationError as e:
+            reason = str(e)
+    if reason:
+        log(f"{reason}: aggregating first")
+        s = aggregate_from_config(cfg, log)
+        log(f"wrote {s.out} ({s.rows_used} rows, {s.seconds:.1f} s)")
+    return Influence(path), store

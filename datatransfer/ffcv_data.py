@@ -1,0 +1,353 @@
+"""FFCV datasets: write ``.beton`` files and build FFCV loaders over them.
+
+The paper-scale runs read ImageNet and the target datasets through FFCV; the mini runs use in-memory
+tensors (``datatransfer.data``). This module is the only place that knows about FFCV.
+
+Every beton written here has the same two fields, so one loader builder serves all of them:
+
+* ``image``: ``RGBImageField``. Grey images are replicated to 3 channels, because FFCV's image field and
+  its crop decoders only handle RGB; this triples the storage of grey data (28x28: 2.3 KB an image),
+  which is small, and lets RGB models read the same file. ``make_loader(..., grey=True)`` reads
+  channel 0 back.
+* ``label``: ``IntField``. Its values live in the beton's metadata table, so ``read_labels`` gets all
+  labels without decoding an image (ImageNet's 1.28 M labels: one ~30 MB read).
+
+FFCV pitfalls handled here:
+
+* importing ``ffcv`` sets torch to 1 thread, and building a Loader or starting an epoch sets it to
+  ``num_workers``: the import is lazy (it also costs ~7 s of numba compiling), and both are undone;
+* ``Loader`` defaults to ``drop_last=True``: here ``drop_last`` has no default;
+* FFCV's ``NormalizeImage`` on a GPU tensor needs cupy: on CUDA we normalise with torch instead;
+* a writer worker that raises leaves ``DatasetWriter`` waiting forever: inputs are checked first.
+
+Not seeded: FFCV's random crops and flips (numba's own RNG). The order of a random loader is.
+The first epoch in each process spends a few seconds compiling the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # ffcv is an optional dependency, imported lazily (see _ffcv)
+    from ffcv.loader import Loader
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # on the [0, 1] scale, like torchvision
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CROP_RATIO = 224 / 256  # eval centre crop: crop side / short side, as in ffcv-imagenet
+
+Order = Literal["random", "quasi_random", "sequential"]
+
+
+def _ffcv() -> None:
+    """Import ffcv without letting it change torch's thread count (it sets 1 at import)."""
+    threads = torch.get_num_threads()
+    import ffcv.loader  # noqa: F401
+    import ffcv.writer  # noqa: F401
+
+    torch.set_num_threads(threads)
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing
+
+
+class _ImageLabelArrays:
+    """Indexable (image HxWx3 uint8, label int) view of arrays, as DatasetWriter wants; grey -> 3 channels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Tuple[np.ndarray, int]:
+        image = self.images[i]
+        if image.ndim == 2:  # replicate per sample rather than holding a 3x copy of the whole array
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(image), int(self.labels[i])
+
+
+class _SeededSamples:
+    """Seeds numpy's global RNG per sample before it is encoded.
+
+    ``RGBImageField(write_mode='proportion')`` draws np.random.rand() in forked writer processes that
+    all start from the same RNG state; seeding per index makes which images get JPEG-compressed a
+    function of (seed, index) alone, whatever the number of workers.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        np.random.seed((self.seed * 1_000_003 + i) % 2**32)
+        return self.dataset[i]
+
+
+def _write(path: Union[str, Path], dataset, image_field, num_workers: Optional[int], chunksize: int) -> None:
+    _ffcv()
+    from ffcv.fields import IntField
+    from ffcv.writer import DatasetWriter
+
+    if len(dataset) == 0:
+        raise ValueError("refusing to write an empty beton")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    writer = DatasetWriter(str(path), {"image": image_field, "label": IntField()},
+                           num_workers=num_workers or _default_workers())
+    writer.from_indexed_dataset(dataset, chunksize=chunksize)
+
+
+def write_beton_arrays(path: Union[str, Path], images: np.ndarray, labels: np.ndarray, *,
+                       write_mode: str = "raw", jpeg_quality: int = 90,
+                       num_workers: Optional[int] = None) -> None:
+    """Write uint8 images (N, H, W) grey or (N, H, W, 3) RGB and integer labels (N,) to a beton.
+
+    ``write_mode='raw'`` (the default) stores pixels losslessly: right for small images such as the
+    28x28 mini data, where JPEG would save little and change pixel values.
+    """
+    _ffcv()
+    from ffcv.fields import RGBImageField
+
+    images, labels = np.asarray(images), np.asarray(labels)
+    # Check everything up front: an exception inside a writer process hangs DatasetWriter.
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, 3), got {images.shape}")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers of shape ({len(images)},), got {labels.dtype} {labels.shape}")
+    _write(path, _ImageLabelArrays(images, labels),
+           RGBImageField(write_mode=write_mode, jpeg_quality=jpeg_quality), num_workers, chunksize=1000)
+
+
+def write_beton_imagefolder(root: Union[str, Path], path: Union[str, Path], *, max_resolution: int = 500,
+                            write_mode: str = "proportion", compress_probability: float = 0.5,
+                            jpeg_quality: int = 90, num_workers: Optional[int] = None,
+                            seed: int = 0) -> List[str]:
+    """Write a torchvision ImageFolder tree (``root/<class>/<image>``) to a beton; returns the class names.
+
+    Labels are ImageFolder's: class directories in sorted order. Defaults follow ffcv-imagenet's
+    ResNet-50 data (README: "50% JPEG 500px side length", write_imagenet.sh 500 0.50 90 with
+    ``--cfg.write_mode=proportion``); their ResNet-18 data uses 400 px and 0.10. Images are shrunk so
+    that the long side is at most ``max_resolution``, then a ``compress_probability`` share of them
+    is stored as JPEG of ``jpeg_quality``, the rest raw. Unreadable images hang the writer (see module doc).
+    """
+    from torchvision.datasets import ImageFolder
+
+    _ffcv()
+    from ffcv.fields import RGBImageField
+
+    dataset = ImageFolder(str(root))  # its loader converts every image to RGB
+    field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
+                          compress_probability=compress_probability, jpeg_quality=jpeg_quality)
+    _write(path, _SeededSamples(dataset, seed), field, num_workers, chunksize=100)
+    return list(dataset.classes)
+
+
+def load_cifar_pickles(pickle_dir: Union[str, Path], split: Literal["train", "test"],
+                       labels: Literal["fine", "coarse"] = "fine") -> Tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR-10/100 from the python pickle release: (images uint8 (N, 32, 32, 3), labels int64 (N,)).
+
+    CIFAR-10 (``cifar-10-batches-py``): ``data_batch_1..5`` / ``test_batch`` with ``labels``.
+    CIFAR-100 (``cifar-100-python``): ``train`` / ``test`` with ``fine_labels`` / ``coarse_labels``.
+    ``data`` rows are 3072 bytes: the red plane, then green, then blue, each 32x32 row-major.
+    """
+    d = Path(pickle_dir)
+    if (d / "data_batch_1").is_file():  # CIFAR-10
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        label_key = "labels"
+    elif (d / "train").is_file():  # CIFAR-100
+        files, label_key = [split], f"{labels}_labels"
+    else:
+        raise FileNotFoundError(f"{d} holds neither CIFAR-10 (data_batch_1) nor CIFAR-100 (train) pickles")
+    xs, ys = [], []
+    for name in files:
+        with open(d / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")  # the release was pickled by Python 2: bytes keys
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
+
+
+def write_beton_cifar(pickle_dir: Union[str, Path], split: Literal["train", "test"], path: Union[str, Path], *,
+                      labels: Literal["fine", "coarse"] = "fine", num_workers: Optional[int] = None) -> None:
+    """Write a CIFAR-10/100 split from its python pickle batches to a beton (raw pixels, lossless)."""
+    images, y = load_cifar_pickles(pickle_dir, split, labels)
+    write_beton_arrays(path, images, y, write_mode="raw", num_workers=num_workers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_labels(path: Union[str, Path]) -> np.ndarray:
+    """All labels of a beton, in file order, read from its metadata table (no image is decoded)."""
+    _ffcv()
+    from ffcv.reader import Reader
+
+    reader = Reader(str(path))
+    # Metadata columns are positional ('f0', 'f1', ...) in the order the fields were written.
+    column = f"f{reader.field_names.index('label')}"
+    return np.array(reader.metadata[column], dtype=np.int64)
+
+
+def class_subset_indices(labels: np.ndarray, keep_classes: Sequence[int]) -> np.ndarray:
+    """Indices (ascending, int64) of the examples whose label is one of ``keep_classes``.
+
+    Use with ``make_loader(indices=...)`` to train a source model on a class subset of a beton.
+    """
+    keep = np.unique(np.asarray(keep_classes, dtype=np.int64))
+    if keep.size == 0:
+        raise ValueError("keep_classes is empty")
+    return np.flatnonzero(np.isin(np.asarray(labels), keep)).astype(np.int64)
+
+
+class _TorchNormalize(torch.nn.Module):
+    """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, in the same float ops as ``datatransfer.data``.
+
+    Used for grey data (exact match with the in-memory loader) and on CUDA, where FFCV's
+    NormalizeImage would need cupy.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype, grey: bool):
+        super().__init__()
+        self.mean, self.std, self.dtype, self.grey = list(mean), list(std), dtype, grey
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grey:  # (B, H, W, 3) replicated channels -> (B, 1, H, W)
+            x = x[..., :1].permute(0, 3, 1, 2)
+        x = x.to(torch.float32) / 255.0
+        if len(self.mean) == 1:  # Python scalars, as the in-memory loader uses, for bitwise-equal output
+            x = (x - self.mean[0]) / self.std[0]
+        else:
+            shape = (1, -1, 1, 1)
+            x = (x - torch.tensor(self.mean, device=x.device).view(shape)) / \
+                torch.tensor(self.std, device=x.device).view(shape)
+        return x.to(self.dtype)
+
+
+class FFCVLoader:
+    """An FFCV ``Loader`` that yields ``(images, labels)`` and leaves torch's thread count alone.
+
+    FFCV sets torch's threads to ``num_workers`` in the calling thread on every ``iter()``;
+    this wrapper puts back the count the caller had when the loader was made.
+    """
+
+    def __init__(self, loader: "Loader", decoder, torch_threads: int):
+        self.loader = loader  # the underlying ffcv.loader.Loader
+        self._decoder = decoder  # the crop decoder whose output_size sets the resolution (None for grey)
+        self._torch_threads = torch_threads
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        it = iter(self.loader)
+        torch.set_num_threads(self._torch_threads)
+        return it
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.loader.indices)
+
+    @property
+    def resolution(self) -> Optional[int]:
+        return None if self._decoder is None else int(self._decoder.output_size[0])
+
+    def set_resolution(self, resolution: int) -> None:
+        """Change the output side for the next epoch (progressive resizing, as ffcv-imagenet does).
+
+        Takes effect at the next ``iter()``: FFCV re-plans its buffers from the decoder every epoch.
+        """
+        if self._decoder is None:
+            raise ValueError("a grey loader yields images at their stored size; it has no resolution")
+        self._decoder.output_size = (int(resolution), int(resolution))
+
+
+def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_last: bool,
+                resolution: Optional[int] = None, indices: Optional[np.ndarray] = None,
+                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                grey: bool = False, num_workers: Optional[int] = None, order: Optional[Order] = None,
+                seed: int = 0, device: Union[str, torch.device] = "cpu", channels_last: bool = True,
+                fp16: bool = False, os_cache: bool = True, batches_ahead: int = 3) -> FFCVLoader:
+    """An FFCV loader over a beton written by this module; yields (images (B, C, H, W), labels int64 (B,)).
+
+    RGB (``grey=False``): ``train`` does a random resized crop + horizontal flip to ``resolution``,
+    eval a centre crop (224/256 of the short side) resized to ``resolution``; then normalisation with
+    ``mean``/``std`` given on the [0, 1] scale. Output is float32 (float16 with ``fp16``),
+    channels-last in memory unless ``channels_last=False``.
+
+    Grey (``grey=True``, for betons written from (N, H, W) arrays): no augmentation and no resizing;
+    yields float32 (B, 1, H, W) equal to ``datatransfer.data``'s ``(x / 255 - mean) / std``;
+    ``mean``/``std`` are then single values. ``resolution`` must be None.
+
+    ``order`` defaults to random when training and sequential otherwise; ``seed`` fixes a random
+    order (epoch e uses seed + e). ``indices`` restricts the loader to those examples
+    (see ``class_subset_indices``).
+    """
+    _ffcv()
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
+                                       SimpleRGBImageDecoder)
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
+
+    threads = torch.get_num_threads()
+    device = torch.device(device)
+    mean, std = np.atleast_1d(mean).astype(float).tolist(), np.atleast_1d(std).astype(float).tolist()
+    channels = 1 if grey else 3
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean/std need {channels} value(s) for {'grey' if grey else 'RGB'} images")
+    to_device = [ToDevice(device, non_blocking=True)] if device.type != "cpu" else []
+    out_dtype = torch.float16 if fp16 else torch.float32
+
+    decoder = None
+    if grey:
+        if resolution is not None:
+            raise ValueError("grey loaders yield images at their stored size: pass resolution=None")
+        image_pipeline = [SimpleRGBImageDecoder(), ToTensor(), *to_device,
+                          _TorchNormalize(mean, std, out_dtype, grey=True)]
+    else:
+        if resolution is None:
+            raise ValueError("RGB loaders need a resolution")
+        size = (int(resolution), int(resolution))
+        decoder = RandomResizedCropRGBImageDecoder(size) if train else \
+            CenterCropRGBImageDecoder(size, ratio=DEFAULT_CROP_RATIO)
+        augment = [RandomHorizontalFlip()] if train else []
+        if device.type == "cpu":
+            # FFCV's numba NormalizeImage works on the (B, H, W, 3) uint8 array, before ToTensor.
+            norm = NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float16 if fp16 else np.float32)
+            image_pipeline = [decoder, *augment, norm, ToTensor(), ToTorchImage(channels_last=channels_last)]
+        else:
+            image_pipeline = [decoder, *augment, ToTensor(), *to_device, ToTorchImage(channels_last=channels_last),
+                              _TorchNormalize(mean, std, out_dtype, grey=False)]
+    # Squeeze(1), not Squeeze(): a last batch of one would otherwise lose its batch dimension.
+    label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), *to_device]
+
+    if order is None:
+        order = "random" if train else "sequential"
+    order_option = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
+                    "sequential": OrderOption.SEQUENTIAL}[order]
+    if indices is not None:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            raise ValueError("indices is empty")
+
+    loader = Loader(str(path), batch_size=batch_size, num_workers=num_workers or _default_workers(),
+                    order=order_option, seed=seed, indices=indices, drop_last=drop_last, os_cache=os_cache,
+                    batches_ahead=batches_ahead, pipelines={"image": image_pipeline, "label": label_pipeline})
+    torch.set_num_threads(threads)  # Loader() set it to num_workers
+    return FFCVLoader(loader, decoder, threads)

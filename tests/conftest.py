@@ -1,0 +1,29 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_app(module: str, *overrides: str, cwd=None, timeout: int = 600, env=None) -> subprocess.CompletedProcess:
+    """Run a Hydra app the way a user does: `python -m <module> overrides...`."""
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env=e)
+
+
+# A mini sweep small enough for tests: few rows, one epoch, short transfers.
+TINY = [
+    "sweep.num_models=3",
+    "train.epochs=1",
+    "transfer.full.epochs=1",
+    "transfer.fixed.iterations=30",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    return TINY + [f"store.path={tmp_path / 'store.zarr'}"]

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from datatransfer.masks import mask_matrix, row_mask, row_seed
+
+
+@pytest.mark.parametrize("units,alpha", [(30, 0.5), (1000, 0.5), (31, 0.5), (10, 0.2)])
+def test_fixed_size_masks_have_exactly_round_alpha_u_units(units, alpha):
+    m = mask_matrix(seed=3, num_rows=50, num_units=units, alpha=alpha)
+    assert m.dtype == bool and m.shape == (50, units)
+    assert (m.sum(axis=1) == round(alpha * units)).all()
+
+
+def test_row_mask_depends_only_on_seed_and_row():
+    full = mask_matrix(seed=7, num_rows=20, num_units=30, alpha=0.5)
+    # any order, any subset: same rows
+    for i in [19, 3, 0, 11]:
+        assert (row_mask(7, i, 30, 0.5) == full[i]).all()
+    assert (mask_matrix(7, 20, 30, 0.5) == full).all()
+    assert not (mask_matrix(8, 20, 30, 0.5) == full).all()
+    assert len({tuple(r) for r in full}) == 20  # rows differ from one another
+
+
+def test_masks_are_balanced_over_many_rows():
+    m = mask_matrix(seed=0, num_rows=2000, num_units=30, alpha=0.5)
+    freq = m.mean(axis=0)
+    assert np.abs(freq - 0.5).max() < 0.05
+
+
+def test_bernoulli_scheme():
+    m = mask_matrix(seed=1, num_rows=500, num_units=40, alpha=0.3, scheme="bernoulli")
+    sizes = m.sum(axis=1)
+    assert sizes.std() > 0  # not a fixed size
+    assert abs(m.mean() - 0.3) < 0.02
+    assert (row_mask(1, 17, 40, 0.3, "bernoulli") == m[17]).all()
+
+
+def test_row_seeds_are_deterministic_and_distinct():
+    seeds = [row_seed(0, i) for i in range(100)]
+    assert seeds == [row_seed(0, i) for i in range(100)]
+    assert len(set(seeds)) == 100
+    assert row_seed(1, 0) != row_seed(0, 0)
+    assert all(0 <= s < 2**63 for s in seeds)
