@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import data, train
+from .checkpoint import RowCheckpoint
 from .masks import row_seed
 from .outputs import output_kinds
 from .store import Store
@@ -31,11 +32,11 @@ class RowRunner:
         self.source = data.load_source(cfg)
         self.targets = {key: data.load_target(cfg, key) for key in cfg.targets}
 
-    def run(self, row: int, mask: np.ndarray) -> tuple[dict, dict, dict]:
+    def run(self, row: int, mask: np.ndarray, checkpoint: Optional[RowCheckpoint] = None) -> tuple[dict, dict, dict]:
         """Train row ``row``'s source model, transfer it to every target in every mode, evaluate."""
         cfg, start = self.cfg, time.perf_counter()
         seed = row_seed(cfg.sweep.seed, row)
-        model, stats = train.train_source(cfg, self.source, mask, seed)
+        model, stats = train.train_source(cfg, self.source, mask, seed, checkpoint)
         outputs, predictions = {}, {}
         for ti, (key, target) in enumerate(self.targets.items()):
             modes = cfg.transfer.modes
@@ -66,8 +67,10 @@ class Worker:
         row = int(row)
         if self.store.group["completed"][row]:
             return None
-        outputs, predictions, stats = self.runner.run(row, self.store.masks[row])
+        checkpoint = RowCheckpoint(self.store.path, row)
+        outputs, predictions, stats = self.runner.run(row, self.store.masks[row], checkpoint)
         self.store.write_row(row, outputs, predictions, stats)
+        checkpoint.delete()
         return stats
 
 

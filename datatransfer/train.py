@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from .checkpoint import RowCheckpoint
 from .data import Dataset, Split
 from .models import Net, build
 
@@ -42,13 +44,24 @@ def make_optimizer(params, recipe) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r} (sgd | adam)")
 
 
-def fit(model: nn.Module, data: Split, recipe, generator: torch.Generator, label_smoothing: float = 0.0) -> None:
-    """Minibatch training of every parameter of ``model`` on ``data`` with ``recipe``'s optimizer and schedule."""
+def fit(
+    model: nn.Module,
+    data: Split,
+    recipe,
+    generator: torch.Generator,
+    label_smoothing: float = 0.0,
+    checkpoint: Optional[RowCheckpoint] = None,
+) -> None:
+    """Minibatch training of every parameter of ``model`` on ``data`` with ``recipe``'s optimizer and schedule.
+
+    With a checkpoint, training resumes after its last saved epoch and saves after every epoch.
+    """
     opt = make_optimizer(model.parameters(), recipe)
     n, bs = len(data), recipe.batch_size
     steps_per_epoch = max(1, n // bs)  # drop the last partial batch: a batch of 1 breaks batch-norm
+    first_epoch = checkpoint.restore(model, opt, generator) if checkpoint is not None else 0
     model.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(first_epoch, recipe.epochs):
         order = torch.randperm(n, generator=generator)
         for step in range(steps_per_epoch):
             t = epoch + (step + 1) / steps_per_epoch
@@ -59,6 +72,8 @@ def fit(model: nn.Module, data: Split, recipe, generator: torch.Generator, label
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1, model, opt, generator)
 
 
 @torch.no_grad()
@@ -67,13 +82,15 @@ def predict(module: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tens
     return torch.cat([module(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def train_source(cfg, source: Dataset, mask: np.ndarray, seed: int) -> tuple[Net, dict]:
+def train_source(
+    cfg, source: Dataset, mask: np.ndarray, seed: int, checkpoint: Optional[RowCheckpoint] = None
+) -> tuple[Net, dict]:
     """Train a fresh model on the source classes in ``mask``; the head keeps all source labels."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build(cfg.model, source.num_classes, in_channels=source.train.x.shape[1])
     start = time.perf_counter()
-    fit(model, source.train.select_classes(mask), cfg.train, gen, cfg.train.label_smoothing)
+    fit(model, source.train.select_classes(mask), cfg.train, gen, cfg.train.label_smoothing, checkpoint)
     seconds = time.perf_counter() - start
     val = source.test.select_classes(mask)  # accuracy on the kept classes' validation images
     acc = float((predict(model, val.x).argmax(1) == val.y).float().mean()) if len(val) else float("nan")

@@ -1,0 +1,49 @@
+"""A row interrupted after an epoch resumes from its checkpoint and ends exactly like an uninterrupted run."""
+
+import numpy as np
+import torch
+
+from datatransfer import data, train
+from datatransfer.checkpoint import RowCheckpoint
+from datatransfer.config import compose
+from datatransfer.masks import row_mask
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    cfg = compose(["train.epochs=2", "model.width=8"])
+    source = data.load_source(cfg)
+    mask = row_mask(0, 0, source.num_classes, 0.5)
+    # keep it quick: a subset of the kept classes' images
+    keep = source.train.select_classes(mask)
+    sub = data.Split(keep.x[:1024], keep.y[:1024])
+    monkeypatch.setattr(data.Split, "select_classes", lambda self, m: sub if self is source.train else self)
+
+    reference, _ = train.train_source(cfg, source, mask, seed=5)
+
+    ckpt = RowCheckpoint(tmp_path, 0)
+    real_save = RowCheckpoint.save
+
+    def save_then_die(self, epoch, *args):
+        real_save(self, epoch, *args)
+        raise Stop  # the job is killed right after epoch 1 is saved
+
+    monkeypatch.setattr(RowCheckpoint, "save", save_then_die)
+    try:
+        train.train_source(cfg, source, mask, seed=5, checkpoint=ckpt)
+    except Stop:
+        pass
+    monkeypatch.setattr(RowCheckpoint, "save", real_save)
+    assert ckpt.load()["epoch"] == 1
+
+    torch.manual_seed(12345)  # a restarted process has other RNG state; the checkpoint must restore it
+    resumed, _ = train.train_source(cfg, source, mask, seed=5, checkpoint=ckpt)
+    assert ckpt.load()["epoch"] == 2
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    ckpt.delete()
+    assert not ckpt.path.exists()
