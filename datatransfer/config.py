@@ -76,10 +76,10 @@ class FixedTransferConfig:
 class FullTransferConfig:
     """Full-network transfer: every weight trains, starting from the source model."""
 
-    epochs: int = 4
-    batch_size: int = 128
+    epochs: int = 2
+    batch_size: int = 64
     optimizer: str = "adam"
-    lr: float = 3e-3
+    lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "onecycle"
@@ -113,8 +113,56 @@ class LocalLauncherConfig:
 
 
 @dataclass
+class SlurmLauncherConfig:
+    """Slurm job arrays through submitit (docs/slurm.md). Empty strings / 0 leave a setting to the cluster."""
+
+    name: str = "slurm"
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""  # node features, e.g. a100 or "a100|v100"
+    gpus_per_task: int = 0
+    cpus_per_task: int = 4  # the worker's torch threads follow this (SLURM_CPUS_PER_TASK)
+    mem_gb: float = 8.0  # per task; 0 = the cluster's default
+    timeout_min: int = 120  # per task; a task near its limit is requeued and resumes its row (max_num_timeout)
+    array_parallelism: int = 256  # at most this many tasks of one array run at once (%N)
+    rows_per_task: int = 1  # rows packed into one array task, to amortise start-up (docs/slurm.md)
+    max_array_size: int = 0  # tasks per array; 0 = the cluster's MaxArraySize (scontrol show config)
+    max_num_timeout: int = 3  # requeues after hitting the time limit (preemptions do not count)
+    signal_delay_s: int = 90  # the requeue signal comes this long before the time limit
+    job_name: str = ""  # "" = dt-<experiment name>
+    python: str = ""  # command that runs python on the nodes; "" = this interpreter (sys.executable)
+    setup: List[str] = field(default_factory=list)  # shell lines run before the task, e.g. module load ...
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)  # any other sbatch option: {mail-type: END}
+
+
+@dataclass
 class StoreConfig:
     path: str = "runs/${name}/store.zarr"
+
+
+@dataclass
+class LaunchConfig:
+    """Options of one `python -m launch` / `launch.resume` invocation; never part of the store's fingerprint."""
+
+    dry_run: bool = False  # print the plan (arrays, tasks, rows, resources), submit nothing
+    # For tests only (fault injection): Slurm tasks raise when they reach one of these rows.
+    fail_rows: List[int] = field(default_factory=list)
+
+
+@dataclass
+class PlantedConfig:
+    """experiment=planted: rows skip training and write  b + mask . w + noise  (datatransfer/planted.py).
+
+    A known truth for the aggregator and a cheap sweep to validate a cluster; docs/slurm.md."""
+
+    units: int = 1000  # source units (u0000 ...)
+    targets: Dict[str, int] = field(default_factory=lambda: {"a": 50, "b": 20})  # target -> test examples
+    modes: List[str] = field(default_factory=lambda: list(TRANSFER_MODES))
+    classes: int = 10  # labels of target example j: j % classes
+    noise: float = 0.5  # sd of the per-row noise (the signal mask . w has sd ~1)
+    seed: int = 0  # draws the truth w and the per-example bias b; the rows' noise follows sweep.seed
+    seconds_per_row: float = 0.0  # sleep per row, to emulate work
 
 
 @dataclass
@@ -126,8 +174,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    launcher: Any = field(default_factory=LocalLauncherConfig)
+    launcher: Any = MISSING  # a group: conf/launcher/{local,slurm}.yaml (LocalLauncherConfig, SlurmLauncherConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    planted: Optional[PlantedConfig] = None  # set by experiment=planted: rows are planted, not trained
 
 
 # The parts of the config that define what a row *is*: two stores agree on these or cannot be merged.
@@ -156,7 +206,11 @@ def validate(cfg: Any) -> None:
     bad = [m for m in cfg.transfer.modes if m not in TRANSFER_MODES]
     need(not bad and len(cfg.transfer.modes) > 0, "transfer.modes",
          f"unknown modes {bad}; choose from {list(TRANSFER_MODES)}")
-    need(len(cfg.targets) > 0, "targets", "select at least one target, e.g. targets=[digits]")
+    planted = cfg.get("planted")
+    if planted is not None:
+        _validate_planted(planted, need)
+    else:
+        need(len(cfg.targets) > 0, "targets", "select at least one target, e.g. targets=[digits]")
     need(cfg.source.loader in ("memory", "ffcv"), "source.loader", f"must be 'memory' or 'ffcv', got {cfg.source.loader!r}")
     need(cfg.train.epochs >= 1, "train.epochs", f"must be at least 1, got {cfg.train.epochs}")
     need(cfg.train.batch_size >= 1, "train.batch_size", f"must be at least 1, got {cfg.train.batch_size}")
@@ -167,7 +221,32 @@ def validate(cfg: Any) -> None:
          f"unknown architecture {cfg.model.arch!r} (small_cnn | resnet18)")
     workers = getattr(cfg.launcher, "workers", 1)
     need(workers >= 1, "launcher.workers", f"must be at least 1, got {workers}")
+    if cfg.launcher.get("name") == "slurm":
+        validate_slurm(cfg.launcher)
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")
+
+
+def _validate_planted(p: Any, need) -> None:
+    need(p.units >= 2, "planted.units", f"must be at least 2, got {p.units}")
+    need(len(p.targets) > 0 and all(n >= 1 for n in p.targets.values()), "planted.targets",
+         f"needs at least one target with >= 1 example, got {dict(p.targets)}")
+    need(len(p.modes) > 0, "planted.modes", "must not be empty")
+    need(p.classes >= 2, "planted.classes", f"must be at least 2, got {p.classes}")
+    need(p.noise >= 0, "planted.noise", f"must be >= 0, got {p.noise}")
+    need(p.seconds_per_row >= 0, "planted.seconds_per_row", f"must be >= 0, got {p.seconds_per_row}")
+
+
+def validate_slurm(launcher: Any) -> None:
+    """Value checks of launcher=slurm. Raises ConfigError naming the key."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"launcher.{key}: {msg}")
+
+    for key in ("cpus_per_task", "timeout_min", "array_parallelism", "rows_per_task"):
+        need(launcher[key] >= 1, key, f"must be at least 1, got {launcher[key]}")
+    for key in ("gpus_per_task", "mem_gb", "max_array_size", "max_num_timeout", "signal_delay_s"):
+        need(launcher[key] >= 0, key, f"must be >= 0, got {launcher[key]}")
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -182,10 +261,39 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
+# ---- launch.resume / launch.status: an existing store's sweep, from its attrs -------------------------------
+@dataclass
+class StorePathConfig:
+    path: str = MISSING  # the sweep's store (required)
+
+
+@dataclass
+class ResumeConfig:
+    """`python -m launch.resume store.path=PATH [launcher overrides]`: the sweep comes from the store; the launcher
+    from its latest Slurm submission, with the launcher keys given here on top (launcher=local runs here)."""
+
+    store: StorePathConfig = field(default_factory=StorePathConfig)
+    launcher: Any = MISSING  # conf/launcher/slurm.yaml unless launcher=local is given
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+
+@dataclass
+class StatusConfig:
+    """`python -m launch.status store.path=PATH`."""
+
+    store: StorePathConfig = field(default_factory=StorePathConfig)
+    watch: float = 0.0  # seconds between polls until nothing is queued or running; 0 = print once
+    failed: int = 10  # failed tasks listed
+    tail: int = 5  # last lines of each failed task's stderr log
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="launcher", name="base_local", node=LocalLauncherConfig)
+    cs.store(group="launcher", name="base_slurm", node=SlurmLauncherConfig)
+    cs.store(name="base_resume", node=ResumeConfig)
+    cs.store(name="base_status", node=StatusConfig)
 
 
 register()

@@ -15,10 +15,12 @@ Every beton written here has the same two fields, so one loader builder serves a
 FFCV pitfalls handled here:
 
 * importing ``ffcv`` sets torch to 1 thread, and building a Loader or starting an epoch sets it to
-  ``num_workers``: the import is lazy (it also costs ~7 s of numba compiling), and both are undone;
+  ``num_workers``: the import is lazy (it also costs 7+ s of numba compiling), and both are undone;
 * ``Loader`` defaults to ``drop_last=True``: here ``drop_last`` has no default;
 * FFCV's ``NormalizeImage`` on a GPU tensor needs cupy: on CUDA we normalise with torch instead;
-* a writer worker that raises leaves ``DatasetWriter`` waiting forever: inputs are checked first.
+* a writer worker that raises leaves ``DatasetWriter`` waiting forever: inputs are checked first;
+* ffcv's RandomHorizontalFlip takes numba 5-12 s to compile in every process: ours takes <1 s;
+* ``Squeeze()`` turns a last batch of one label into a 0-d tensor: we squeeze dim 1 only.
 
 Not seeded: FFCV's random crops and flips (numba's own RNG). The order of a random loader is.
 The first epoch in each process spends a few seconds compiling the pipeline.
@@ -26,6 +28,7 @@ The first epoch in each process spends a few seconds compiling the pipeline.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Iterator, List, Literal, Optional, Sequence, T
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # ffcv is an optional dependency, imported lazily (see _ffcv)
+if TYPE_CHECKING:  # ffcv is an optional dependency, imported lazily (see import_ffcv)
     from ffcv.loader import Loader
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # on the [0, 1] scale, like torchvision
@@ -44,8 +47,11 @@ DEFAULT_CROP_RATIO = 224 / 256  # eval centre crop: crop side / short side, as i
 Order = Literal["random", "quasi_random", "sequential"]
 
 
-def _ffcv() -> None:
-    """Import ffcv without letting it change torch's thread count (it sets 1 at import)."""
+def import_ffcv() -> None:
+    """Import ffcv without letting it change torch's thread count (it sets 1 at import).
+
+    Every function here calls this; call it first to pay the import (7+ s, numba compiling) up front.
+    """
     threads = torch.get_num_threads()
     import ffcv.loader  # noqa: F401
     import ffcv.writer  # noqa: F401
@@ -97,7 +103,7 @@ class _SeededSamples:
 
 
 def _write(path: Union[str, Path], dataset, image_field, num_workers: Optional[int], chunksize: int) -> None:
-    _ffcv()
+    import_ffcv()
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
 
@@ -117,7 +123,7 @@ def write_beton_arrays(path: Union[str, Path], images: np.ndarray, labels: np.nd
     ``write_mode='raw'`` (the default) stores pixels losslessly: right for small images such as the
     28x28 mini data, where JPEG would save little and change pixel values.
     """
-    _ffcv()
+    import_ffcv()
     from ffcv.fields import RGBImageField
 
     images, labels = np.asarray(images), np.asarray(labels)
@@ -146,7 +152,7 @@ def write_beton_imagefolder(root: Union[str, Path], path: Union[str, Path], *, m
     """
     from torchvision.datasets import ImageFolder
 
-    _ffcv()
+    import_ffcv()
     from ffcv.fields import RGBImageField
 
     dataset = ImageFolder(str(root))  # its loader converts every image to RGB
@@ -195,7 +201,7 @@ def write_beton_cifar(pickle_dir: Union[str, Path], split: Literal["train", "tes
 
 def read_labels(path: Union[str, Path]) -> np.ndarray:
     """All labels of a beton, in file order, read from its metadata table (no image is decoded)."""
-    _ffcv()
+    import_ffcv()
     from ffcv.reader import Reader
 
     reader = Reader(str(path))
@@ -225,6 +231,7 @@ class _TorchNormalize(torch.nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype, grey: bool):
         super().__init__()
         self.mean, self.std, self.dtype, self.grey = list(mean), list(std), dtype, grey
+        self._stats: dict = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.grey:  # (B, H, W, 3) replicated channels -> (B, 1, H, W)
@@ -233,10 +240,51 @@ class _TorchNormalize(torch.nn.Module):
         if len(self.mean) == 1:  # Python scalars, as the in-memory loader uses, for bitwise-equal output
             x = (x - self.mean[0]) / self.std[0]
         else:
-            shape = (1, -1, 1, 1)
-            x = (x - torch.tensor(self.mean, device=x.device).view(shape)) / \
-                torch.tensor(self.std, device=x.device).view(shape)
+            if x.device not in self._stats:  # copied to each device once, not every batch
+                self._stats[x.device] = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1)
+                                              for v in (self.mean, self.std))
+            mean, std = self._stats[x.device]
+            x = (x - mean) / std
         return x.to(self.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _flip_op_class():
+    """A horizontal flip op equivalent to ffcv's RandomHorizontalFlip (each image, probability 1/2).
+
+    ffcv's version assigns a reversed slice (``dst[i] = images[i, :, ::-1]``), which numba takes
+    5-12 s to compile here, paid by every process; plain loops compile in well under a second.
+    Built on first use because ffcv is imported lazily.
+    """
+    from dataclasses import replace
+
+    from numpy.random import rand
+    from ffcv.pipeline.allocation_query import AllocationQuery
+    from ffcv.pipeline.compiler import Compiler
+    from ffcv.pipeline.operation import Operation
+
+    class RandomHorizontalFlip(Operation):
+        def generate_code(self):
+            my_range = Compiler.get_iterator()
+
+            def flip(images, dst):  # (B, H, W, C) uint8, before ToTensor
+                n, h, w, c = images.shape
+                should_flip = rand(n) < 0.5
+                for i in my_range(n):
+                    for r in range(h):
+                        for col in range(w):
+                            src = w - 1 - col if should_flip[i] else col
+                            for k in range(c):
+                                dst[i, r, col, k] = images[i, r, src, k]
+                return dst
+
+            flip.is_parallel = True
+            return flip
+
+        def declare_state_and_memory(self, previous_state):
+            return replace(previous_state, jit_mode=True), AllocationQuery(previous_state.shape, previous_state.dtype)
+
+    return RandomHorizontalFlip
 
 
 class FFCVLoader:
@@ -285,7 +333,7 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
                 fp16: bool = False, os_cache: bool = True, batches_ahead: int = 3) -> FFCVLoader:
     """An FFCV loader over a beton written by this module; yields (images (B, C, H, W), labels int64 (B,)).
 
-    RGB (``grey=False``): ``train`` does a random resized crop + horizontal flip to ``resolution``,
+    RGB (``grey=False``): ``train`` does a random resized crop to ``resolution`` + a horizontal flip,
     eval a centre crop (224/256 of the short side) resized to ``resolution``; then normalisation with
     ``mean``/``std`` given on the [0, 1] scale. Output is float32 (float16 with ``fp16``),
     channels-last in memory unless ``channels_last=False``.
@@ -295,15 +343,16 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
     ``mean``/``std`` are then single values. ``resolution`` must be None.
 
     ``order`` defaults to random when training and sequential otherwise; ``seed`` fixes a random
-    order (epoch e uses seed + e). ``indices`` restricts the loader to those examples
+    order (epoch e uses seed + e). For data larger than RAM, FFCV advises ``order='quasi_random'``
+    with ``os_cache=False``. ``indices`` restricts the loader to those examples
     (see ``class_subset_indices``).
     """
-    _ffcv()
+    import_ffcv()
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
                                        SimpleRGBImageDecoder)
     from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
+    from ffcv.transforms import NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage
 
     threads = torch.get_num_threads()
     device = torch.device(device)
@@ -326,7 +375,7 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
         size = (int(resolution), int(resolution))
         decoder = RandomResizedCropRGBImageDecoder(size) if train else \
             CenterCropRGBImageDecoder(size, ratio=DEFAULT_CROP_RATIO)
-        augment = [RandomHorizontalFlip()] if train else []
+        augment = [_flip_op_class()()] if train else []
         if device.type == "cpu":
             # FFCV's numba NormalizeImage works on the (B, H, W, 3) uint8 array, before ToTensor.
             norm = NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float16 if fp16 else np.float32)

@@ -13,6 +13,7 @@ from . import data, train
 from .checkpoint import RowCheckpoint
 from .masks import row_seed
 from .outputs import output_kinds
+from .planted import PlantedRunner
 from .store import Store
 
 
@@ -39,15 +40,12 @@ class RowRunner:
         model, stats = train.train_source(cfg, self.source, mask, seed, checkpoint)
         outputs, predictions = {}, {}
         for ti, (key, target) in enumerate(self.targets.items()):
-            modes = cfg.transfer.modes
-            need_probe = "fixed" in modes or cfg.transfer.full.head_init == "linear_probe"
-            probe = train.linear_probe(cfg, model, target) if need_probe else None
             per_mode = []
-            for mode in modes:
+            for mode in cfg.transfer.modes:
                 if mode == "fixed":
-                    per_mode.append(train.transfer_fixed(model, probe, target))
+                    per_mode.append(train.transfer_fixed(model, train.linear_probe(cfg, model, target), target))
                 else:  # a seed of its own per target, so the order of targets changes nothing
-                    per_mode.append(train.transfer_full(cfg, model, target, seed + 1 + ti, key, probe))
+                    per_mode.append(train.transfer_full(cfg, model, target, seed + 1 + ti, key))
             outputs[key] = np.stack([output_kinds(z, target.test.y, cfg.sweep.outputs) for z in per_mode])
             predictions[key] = np.stack([z.argmax(1).numpy() for z in per_mode]).astype(np.int32)
         stats["total_seconds"] = time.perf_counter() - start
@@ -60,7 +58,7 @@ class Worker:
     def __init__(self, cfg, store_path: str, threads: Optional[int] = None):
         torch.set_num_threads(threads or cpus_allotted())
         self.store = Store.open(store_path, mode="r+")
-        self.runner = RowRunner(cfg)
+        self.runner = RowRunner(cfg) if cfg.get("planted") is None else PlantedRunner(cfg)  # experiment=planted
 
     def run_row(self, row: int) -> Optional[dict]:
         """Run and write ``row`` unless it is already completed; returns its stats, or None if skipped."""

@@ -49,4 +49,5 @@ def build(model_cfg, num_classes: int, in_channels: int = 1) -> Net:
         body, nf = resnet18()
     else:
         raise ValueError(f"model.arch: unknown architecture {model_cfg.arch!r} (small_cnn | resnet18)")
-    return Net(body, nf, num_classes)
+    # channels-last: convolutions run ~1.5-3x faster on CPU (oneDNN) and use tensor cores' layout on GPU
+    return Net(body, nf, num_classes).to(memory_format=torch.channels_last)

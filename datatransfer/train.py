@@ -68,7 +68,8 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = recipe.lr * lr_factor(recipe.schedule, t, recipe.epochs, recipe.peak_epoch)
             idx = order[step * bs:(step + 1) * bs]
-            loss = F.cross_entropy(model(data.x[idx]), data.y[idx], label_smoothing=label_smoothing)
+            x = data.x[idx].contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), data.y[idx], label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -79,7 +80,8 @@ def fit(
 @torch.no_grad()
 def predict(module: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
     module.eval()
-    return torch.cat([module(x[i:i + batch]) for i in range(0, len(x), batch)])
+    cl = torch.channels_last
+    return torch.cat([module(x[i:i + batch].contiguous(memory_format=cl)) for i in range(0, len(x), batch)])
 
 
 def train_source(
@@ -130,18 +132,35 @@ def transfer_fixed(model: Net, probe: nn.Linear, target: Dataset) -> torch.Tenso
         return probe(predict(model.backbone, target.test.x))
 
 
-def transfer_full(cfg, model: Net, target: Dataset, seed: int, key: str, probe: nn.Linear | None = None):
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 256) -> None:
+    """Replace batch-norm running statistics by the exact mean/var over ``x`` (as training mode will see it)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.train()
+    for i in range(0, len(x), batch):
+        model(x[i:i + batch].contiguous(memory_format=torch.channels_last))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+
+
+def transfer_full(cfg, model: Net, target: Dataset, seed: int, key: str) -> torch.Tensor:
     """Every weight trains from the source model. Returns test logits.
 
-    The new head starts random (the paper's recipe) or, with ``transfer.full.head_init=linear_probe``, from the
-    fixed-feature solution (LP-FT), which needs far fewer epochs to converge.
+    The new head starts random (the paper's recipe) or, with ``transfer.full.head_init=linear_probe``, from a
+    linear probe (LP-FT), which needs far fewer epochs. The probe is fitted after re-estimating batch-norm
+    statistics on the target, so that the head matches the features training mode will produce.
     """
     recipe = _override(cfg.transfer.full, cfg.targets[key])
     torch.manual_seed(seed)
     net = copy.deepcopy(model)
     net.head = nn.Linear(net.num_features, target.num_classes)
     if recipe.head_init == "linear_probe":
-        net.head = copy.deepcopy(probe if probe is not None else linear_probe(cfg, model, target))
+        recalibrate_batchnorm(net, target.train.x)
+        net.head = linear_probe(cfg, net, target)
     fit(net, target.train, recipe, torch.Generator().manual_seed(seed))
     return predict(net, target.test.x)
 

@@ -34,19 +34,17 @@ def _collect_loaders():
     torch.set_num_threads(_threads)
 
 
-def _raw_rgb(path, n_expected):
-    """Every image of a beton as stored (N, H, W, 3) uint8, and its labels, in file order (plain FFCV)."""
+def _raw_rgb(path, n_expected, *ops):
+    """Every image of a beton as stored (N, H, W, 3) uint8 (after ``ops``), and its labels, in file order."""
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor
 
     loader = Loader(str(path), batch_size=64, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False,
-                    pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()],
+                    pipelines={"image": [SimpleRGBImageDecoder(), *ops, ToTensor()],
                                "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
-    torch.set_num_threads(_threads)
     xs, ys = zip(*[(x.clone(), y.clone()) for x, y in loader])
-    torch.set_num_threads(_threads)
     x, y = torch.cat(xs).numpy(), torch.cat(ys).numpy()
     assert len(x) == n_expected
     return x, y
@@ -75,6 +73,12 @@ def test_rgb_arrays_roundtrip_raw_is_exact(tmp_path):
     np.testing.assert_array_equal(x, images)
     np.testing.assert_array_equal(y, labels)
 
+    # The train pipeline's flip: each image comes back as itself or its mirror, and both happen.
+    flipped, _ = _raw_rgb(path, len(images), fd._flip_op_class()())
+    same = (flipped == images).all(axis=(1, 2, 3))
+    mirrored = (flipped == images[:, :, ::-1]).all(axis=(1, 2, 3))
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+
 
 def test_grey_arrays_roundtrip_matches_in_memory(tmp_path):
     rng = np.random.default_rng(1)
@@ -96,7 +100,6 @@ def test_grey_arrays_roundtrip_matches_in_memory(tmp_path):
     assert x.dtype == torch.float32 and x.shape == (70, 1, 28, 28)
     assert torch.equal(x, _in_memory(images, 0.25, 0.5))  # sequential order: same order, bitwise equal
     assert torch.equal(y, torch.from_numpy(labels))
-    torch.set_num_threads(_threads)
 
 
 def test_class_subset_loader_gives_the_in_memory_selection(tmp_path):
@@ -122,7 +125,6 @@ def test_class_subset_loader_gives_the_in_memory_selection(tmp_path):
     assert _sorted_rows(x, y) == _sorted_rows(want_x, torch.from_numpy(labels[expected]))
     # A random order really is shuffled (the chance of the identity permutation here is nil).
     assert not torch.equal(y, torch.from_numpy(labels[expected]))
-    torch.set_num_threads(_threads)
 
 
 def test_class_subset_indices_edge_cases():
@@ -157,7 +159,6 @@ def _make_imagefolder(root: Path):
             image.save(root / c / f"{i}.{'png' if i % 2 else 'jpg'}")
 
 
-@pytest.mark.slow  # numba compiling the train pipeline's RandomHorizontalFlip alone takes ~5-10 s
 def test_imagefolder_beton_loaders_and_set_resolution(tmp_path):
     root = tmp_path / "train"
     _make_imagefolder(root)
@@ -185,7 +186,6 @@ def test_imagefolder_beton_loaders_and_set_resolution(tmp_path):
     # The centre crop of a one-colour-per-half image is deterministic: two eval epochs agree.
     again = torch.cat([x.clone() for x, _ in val])
     assert torch.equal(torch.cat([x for x, _ in batches]), again)
-    torch.set_num_threads(_threads)
 
 
 def _pickle(path: Path, obj):
