@@ -15,6 +15,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m launch experiment=mini
+	$(PY) -m aggregate store.path=runs/mini/store.zarr
+	$(PY) -m aggregate.report store.path=runs/mini/store.zarr
 
 test: $(STAMP)
 	$(PY) -m pytest

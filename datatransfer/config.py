@@ -16,30 +16,49 @@ from omegaconf import MISSING
 
 OUTPUT_KINDS = ("softmax_gt", "gt_logit", "raw_margin", "softmax_margin", "is_correct")
 TRANSFER_MODES = ("fixed", "full")
+SCHEDULES = ("constant", "cyclic", "onecycle", "step")
+TRAIN_DECODERS = ("random_resized_crop", "center_crop", "upsample")
+EVAL_DECODERS = ("center_crop", "upsample")
 
 
 @dataclass
 class SourceConfig:
     """The dataset whose classes are switched on and off from row to row."""
 
-    name: str = MISSING  # dataset name inside the data file, e.g. "source"
-    # Where the data lives. "" = the embedded file shipped inside the package (datatransfer/data/<file>).
+    name: str = MISSING  # dataset name inside the data file, e.g. "source"; with loader=ffcv, its folder
+    # Where the data lives. memory: the folder of `file`; "" = the file shipped inside the package
+    # (datatransfer/data/<file>). ffcv: the folder of prepared datasets, read from <root>/<name>/ (docs/paper-scale.md).
     root: str = ""
-    file: str = "mini.npz"
-    loader: str = "memory"  # memory | ffcv
-    mean: float = 0.2  # input normalisation after scaling to [0, 1] (grey images: one value)
-    std: float = 0.33
+    file: str = "mini.npz"  # memory loader only
+    loader: str = "memory"  # memory (tensors in RAM) | ffcv (.beton files through FFCV loaders)
+    # Input normalisation after scaling to [0, 1]: one value per channel (grey: one value). ImageNet: its statistics.
+    mean: List[float] = field(default_factory=lambda: [0.2])
+    std: List[float] = field(default_factory=lambda: [0.33])
 
 
 @dataclass
 class TargetConfig:
-    """One downstream dataset. Per-target recipe values override the transfer block when set."""
+    """One downstream dataset and its own transfer recipe.
 
-    name: str = MISSING  # dataset name inside the data file, e.g. "digits"
-    root: str = ""
-    file: str = "mini.npz"
-    epochs: Optional[int] = None  # full fine-tuning epochs; None = transfer.full.epochs
-    lr: Optional[float] = None  # full fine-tuning peak LR; None = transfer.full.lr
+    ``epochs``, ``lr`` and ``schedule`` override the transfer block (``transfer.full``, and ``transfer.fixed`` when
+    its solver is sgd) where set. Decoders, resolution and normalisation apply to the ffcv loader (RGB betons);
+    in-memory and grey data keep their stored size.
+    """
+
+    name: str = MISSING  # dataset name inside the data file, e.g. "digits"; with loader=ffcv, its folder
+    root: str = ""  # as source.root; with loader=ffcv, "" = source.root
+    file: str = "mini.npz"  # memory loader only
+    epochs: Optional[int] = None  # transfer epochs; None = transfer.<mode>.epochs
+    lr: Optional[float] = None  # transfer peak LR; None = transfer.<mode>.lr
+    schedule: Optional[str] = None  # None = transfer.<mode>.schedule; e.g. step (Food-101)
+    # Train decoder: random_resized_crop | center_crop (224/256 of the short side, resized) | upsample (stored
+    # size, nearest-neighbour upsampled to `resolution`: CIFAR's 32 px). A random horizontal flip follows it.
+    train_decoder: str = "random_resized_crop"
+    eval_decoder: str = "center_crop"  # center_crop | upsample
+    resolution: int = 224  # side of the images the model sees, train and eval
+    # Normalisation used when transfer.normalization=target (the release's choice); [] = not given.
+    mean: List[float] = field(default_factory=list)
+    std: List[float] = field(default_factory=list)
 
 
 @dataclass
@@ -61,15 +80,41 @@ class TrainConfig:
     schedule: str = "onecycle"  # onecycle | cyclic (linear up to peak_epoch, linear down to 0) | constant
     peak_epoch: float = 0.6  # cyclic/onecycle: epoch at which the LR peaks
     label_smoothing: float = 0.0
+    # Progressive resolution (ffcv loader, RGB): min_res px up to epoch start_ramp, then linear to max_res at
+    # end_ramp, rounded to a multiple of res_step (ffcv-imagenet's schedule). Evaluation: eval_res px centre crop.
+    min_res: int = 160
+    max_res: int = 192
+    start_ramp: int = 11
+    end_ramp: int = 13
+    res_step: int = 32
+    eval_res: int = 224
+    amp: bool = False  # mixed precision (fp16 autocast + grad scaler, fp16 inputs) for the whole row; CUDA only
 
 
 @dataclass
 class FixedTransferConfig:
-    """Fixed-feature transfer: frozen backbone, a new linear head fitted on its features."""
+    """Fixed-feature transfer: frozen backbone, a new linear head fitted on its features.
 
-    solver: str = "lbfgs"  # lbfgs: multinomial logistic regression to convergence on cached features
-    iterations: int = 100
-    weight_decay: float = 1e-3
+    solver=lbfgs: multinomial logistic regression to convergence on cached features (eval-mode backbone); uses
+    ``iterations`` and ``weight_decay`` (L2 on the head). solver=sgd: the paper's recipe, the head trained by
+    minibatch SGD through the frozen backbone with the recipe fields below (per-target epochs/lr/schedule override
+    them); ``batchnorm`` says whether the backbone's batch-norm layers run in train mode (their running statistics
+    keep adapting to the target, as in the authors' release) or stay frozen in eval mode.
+    """
+
+    solver: str = "lbfgs"  # lbfgs | sgd
+    iterations: int = 100  # lbfgs
+    weight_decay: float = 1e-3  # lbfgs: L2 penalty on the head; sgd: SGD weight decay of the head
+    batchnorm: str = "train"  # sgd: train (release: running statistics adapt) | frozen (eval mode)
+    epochs: int = 2  # sgd recipe from here on
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    schedule: str = "cyclic"
+    peak_epoch: float = 0.5
+    step_every: int = 5  # schedule=step: epochs between LR drops
+    step_gamma: float = 0.1  # schedule=step: LR factor at each drop
 
 
 @dataclass
@@ -84,12 +129,18 @@ class FullTransferConfig:
     weight_decay: float = 0.0
     schedule: str = "onecycle"
     peak_epoch: float = 0.3
+    step_every: int = 5  # schedule=step: epochs between LR drops
+    step_gamma: float = 0.1  # schedule=step: LR factor at each drop
     head_init: str = "linear_probe"  # random (the paper) | linear_probe (start from the fixed-feature head: LP-FT)
 
 
 @dataclass
 class TransferConfig:
     modes: List[str] = field(default_factory=lambda: list(TRANSFER_MODES))
+    # source: every target normalised with source.mean/std (what the source model was trained on; the default).
+    # target: each target with its own targets.<t>.mean/std (the release: CIFAR statistics for CIFAR-10/100,
+    # plain [0, 1] scaling for the other targets).
+    normalization: str = "source"
     fixed: FixedTransferConfig = field(default_factory=FixedTransferConfig)
     full: FullTransferConfig = field(default_factory=FullTransferConfig)
 
@@ -139,6 +190,20 @@ class SlurmLauncherConfig:
 @dataclass
 class StoreConfig:
     path: str = "runs/${name}/store.zarr"
+    # Keep each row's trained source model at <store>/backbones/row-<i>.pt, so that transfer_only=true can add
+    # targets later without retraining (ResNet-18: 45 MB a row; docs/paper-scale.md).
+    save_backbones: bool = False
+
+
+@dataclass
+class ComputeConfig:
+    """Where rows run. Not part of the fingerprint: one sweep may run on A100s, V100s and CPUs."""
+
+    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:<index>
+    loader_workers: int = 0  # FFCV decoding threads per worker process; 0 = the process's torch threads
+    # FFCV: read betons through the OS page cache in random order (data that fits in RAM); false: process cache,
+    # quasi-random order (data larger than RAM, as FFCV advises).
+    os_cache: bool = True
 
 
 @dataclass
@@ -157,7 +222,7 @@ class PlantedConfig:
     A known truth for the aggregator and a cheap sweep to validate a cluster; docs/slurm.md."""
 
     units: int = 1000  # source units (u0000 ...)
-    targets: Dict[str, int] = field(default_factory=lambda: {"a": 50, "b": 20})  # target -> test examples
+    examples: List[int] = field(default_factory=lambda: [50, 20])  # one target per entry (t0, t1, ...): its examples
     modes: List[str] = field(default_factory=lambda: list(TRANSFER_MODES))
     classes: int = 10  # labels of target example j: j % classes
     noise: float = 0.5  # sd of the per-row noise (the signal mask . w has sd ~1)
@@ -176,8 +241,12 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     launcher: Any = MISSING  # a group: conf/launcher/{local,slurm}.yaml (LocalLauncherConfig, SlurmLauncherConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     planted: Optional[PlantedConfig] = None  # set by experiment=planted: rows are planted, not trained
+    # Add `targets` to the existing store at store.path from its rows' saved source models (store.save_backbones),
+    # training no source model: docs/store-format.md, "Targets added later".
+    transfer_only: bool = False
 
 
 # The parts of the config that define what a row *is*: two stores agree on these or cannot be merged.
@@ -219,6 +288,8 @@ def validate(cfg: Any) -> None:
          f"must be 'random' or 'linear_probe', got {cfg.transfer.full.head_init!r}")
     need(cfg.model.arch in ("small_cnn", "resnet18"), "model.arch",
          f"unknown architecture {cfg.model.arch!r} (small_cnn | resnet18)")
+    if planted is None:
+        _validate_recipes(cfg, need)
     workers = getattr(cfg.launcher, "workers", 1)
     need(workers >= 1, "launcher.workers", f"must be at least 1, got {workers}")
     if cfg.launcher.get("name") == "slurm":
@@ -226,10 +297,60 @@ def validate(cfg: Any) -> None:
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")
 
 
+def _validate_recipes(cfg: Any, need) -> None:
+    """Data, resolution and transfer-recipe values of a trained sweep."""
+    from omegaconf import OmegaConf
+
+    src = cfg.source
+    if src.loader == "ffcv":
+        need(not OmegaConf.is_missing(src, "root") and bool(src.root), "source.root",
+             "loader=ffcv reads prepared datasets from <source.root>/<name>/: set it to the folder that "
+             "`python -m launch.prepare ... out=FOLDER` wrote (docs/paper-scale.md)")
+    need(len(src.mean) in (1, 3) and len(src.std) == len(src.mean), "source.mean",
+         f"mean and std need one value per channel (1 or 3), got {list(src.mean)} and {list(src.std)}")
+    need(all(v > 0 for v in src.std), "source.std", f"must be positive, got {list(src.std)}")
+    tr = cfg.train
+    need(tr.schedule in SCHEDULES[:3], "train.schedule", f"must be one of {list(SCHEDULES[:3])}, got {tr.schedule!r}")
+    need(tr.optimizer in ("sgd", "adam"), "train.optimizer", f"must be sgd or adam, got {tr.optimizer!r}")
+    need(0 < tr.min_res <= tr.max_res, "train.min_res", f"need 0 < min_res <= max_res, got {tr.min_res}, {tr.max_res}")
+    need(tr.start_ramp <= tr.end_ramp, "train.start_ramp", f"must be <= train.end_ramp, got {tr.start_ramp}")
+    need(tr.res_step >= 1 and tr.eval_res >= 1, "train.res_step", "res_step and eval_res must be positive")
+    fx, fu = cfg.transfer.fixed, cfg.transfer.full
+    need(fx.solver in ("lbfgs", "sgd"), "transfer.fixed.solver", f"must be lbfgs or sgd, got {fx.solver!r}")
+    need(fx.batchnorm in ("train", "frozen"), "transfer.fixed.batchnorm",
+         f"must be train or frozen, got {fx.batchnorm!r}")
+    for key, r in (("transfer.fixed", fx), ("transfer.full", fu)):
+        need(r.schedule in SCHEDULES, f"{key}.schedule", f"must be one of {list(SCHEDULES)}, got {r.schedule!r}")
+        need(r.optimizer in ("sgd", "adam"), f"{key}.optimizer", f"must be sgd or adam, got {r.optimizer!r}")
+        need(r.epochs >= 1 and r.batch_size >= 1 and r.lr > 0, key, "epochs, batch_size and lr must be positive")
+        need(r.step_every >= 1, f"{key}.step_every", f"must be at least 1, got {r.step_every}")
+    need(cfg.transfer.normalization in ("source", "target"), "transfer.normalization",
+         f"must be source or target, got {cfg.transfer.normalization!r}")
+    for name, t in cfg.targets.items():
+        key = f"targets.{name}"
+        need(t.schedule is None or t.schedule in SCHEDULES, f"{key}.schedule",
+             f"must be one of {list(SCHEDULES)}, got {t.schedule!r}")
+        need(t.epochs is None or t.epochs >= 1, f"{key}.epochs", f"must be at least 1, got {t.epochs}")
+        need(t.lr is None or t.lr > 0, f"{key}.lr", f"must be positive, got {t.lr}")
+        need(t.train_decoder in TRAIN_DECODERS, f"{key}.train_decoder",
+             f"must be one of {list(TRAIN_DECODERS)}, got {t.train_decoder!r}")
+        need(t.eval_decoder in EVAL_DECODERS, f"{key}.eval_decoder",
+             f"must be one of {list(EVAL_DECODERS)}, got {t.eval_decoder!r}")
+        need(t.resolution >= 1, f"{key}.resolution", f"must be positive, got {t.resolution}")
+        if cfg.transfer.normalization == "target":
+            need(len(t.mean) == len(src.mean) and len(t.std) == len(src.mean) and all(v > 0 for v in t.std),
+                 f"{key}.mean", f"transfer.normalization=target needs {len(src.mean)} mean and std value(s) per "
+                 f"channel for every target, got {list(t.mean)} and {list(t.std)}")
+    dev = str(cfg.compute.device)
+    need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "compute.device",
+         f"must be auto, cpu, cuda or cuda:<index>, got {dev!r}")
+    need(cfg.compute.loader_workers >= 0, "compute.loader_workers", f"must be >= 0, got {cfg.compute.loader_workers}")
+
+
 def _validate_planted(p: Any, need) -> None:
     need(p.units >= 2, "planted.units", f"must be at least 2, got {p.units}")
-    need(len(p.targets) > 0 and all(n >= 1 for n in p.targets.values()), "planted.targets",
-         f"needs at least one target with >= 1 example, got {dict(p.targets)}")
+    need(len(p.examples) > 0 and all(n >= 1 for n in p.examples), "planted.examples",
+         f"needs at least one target with >= 1 example, got {list(p.examples)}")
     need(len(p.modes) > 0, "planted.modes", "must not be empty")
     need(p.classes >= 2, "planted.classes", f"must be at least 2, got {p.classes}")
     need(p.noise >= 0, "planted.noise", f"must be >= 0, got {p.noise}")
@@ -287,8 +408,33 @@ class StatusConfig:
     tail: int = 5  # last lines of each failed task's stderr log
 
 
+@dataclass
+class PrepareConfig:
+    """`python -m launch.prepare dataset=... out=FOLDER`: write a dataset's FFCV betons to <out>/<name>/.
+
+    Each dataset folder holds train.beton, val.beton (ImageNet, the mini source) or test.beton (targets), and
+    meta.json (class names, sizes, provenance). Point source.root at ``out`` (docs/paper-scale.md).
+    """
+
+    dataset: str = MISSING  # mini | imagenet | cifar10 | cifar100 | folder
+    out: str = MISSING  # folder of prepared datasets (what source.root names)
+    # imagenet: ImageFolder root with train/ and val/; folder: with train/ and test/; cifar10/cifar100: the folder
+    # of the python pickles (cifar-10-batches-py, cifar-100-python); mini: unused (the embedded file).
+    src: str = ""
+    name: str = ""  # the dataset's folder under out; "" = dataset (folder: required, e.g. pets)
+    # Image storage, as ffcv-imagenet's ResNet-18 data (write_imagenet.sh 400 0.10 90): long side at most
+    # max_resolution px; a compress_probability share stored as JPEG of jpeg_quality, the rest raw.
+    # (ffcv-imagenet's ResNet-50 data: 500, 0.50, 90.)
+    max_resolution: int = 400
+    compress_probability: float = 0.10
+    jpeg_quality: int = 90
+    workers: int = 0  # writer processes; 0 = every CPU
+    overwrite: bool = False  # replace betons that exist
+
+
 def register() -> None:
     cs = ConfigStore.instance()
+    cs.store(name="base_prepare", node=PrepareConfig)
     cs.store(name="base_config", node=Config)
     cs.store(group="launcher", name="base_local", node=LocalLauncherConfig)
     cs.store(group="launcher", name="base_slurm", node=SlurmLauncherConfig)

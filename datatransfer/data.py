@@ -3,6 +3,10 @@
 Layout of a data file (see docs/data.md): for a dataset ``d`` and split ``s``, ``{d}_{s}_x`` uint8 (N, H, W) and
 ``{d}_{s}_y`` int64 (N,), plus ``{d}_class_names``. The source uses splits ``train``/``val``, targets
 ``train``/``test``.
+
+Training code reads a dataset through two methods that the FFCV datasets (``ffcv_data.BetonDataset``) share:
+``train_loader(...)`` (shuffled minibatches, a fresh order every epoch) and ``eval_loader(split, ...)`` (in file
+order). ``open_source`` / ``open_target`` pick the kind that ``source.loader`` asks for.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +40,35 @@ class Split:
         return Split(self.x[idx], self.y[idx])
 
 
+class TensorLoader:
+    """Minibatches of a Split, channels-last. With a generator: a new random order each epoch, the last partial
+    batch dropped (a batch of one breaks batch-norm) unless it is the only one; without: file order, every example.
+    """
+
+    def __init__(self, split: Split, batch_size: int, generator: Optional[torch.Generator] = None):
+        self.split, self.batch_size, self.generator = split, batch_size, generator
+
+    def __len__(self) -> int:
+        n, bs = len(self.split), self.batch_size
+        return max(1, n // bs) if self.generator is not None else -(-n // bs)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        x, y, bs, cl = self.split.x, self.split.y, self.batch_size, torch.channels_last
+        if self.generator is None:
+            for i in range(0, len(y), bs):
+                yield x[i:i + bs].contiguous(memory_format=cl), y[i:i + bs]
+            return
+        order = torch.randperm(len(y), generator=self.generator)
+        for step in range(len(self)):
+            idx = order[step * bs:(step + 1) * bs]
+            yield x[idx].contiguous(memory_format=cl), y[idx]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to do: the order comes from the generator, whose state a checkpoint restores."""
+
+    resolution = None  # in-memory images keep their stored size
+
+
 @dataclass
 class Dataset:
     name: str
@@ -46,6 +79,27 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    def labels(self, split: str) -> np.ndarray:
+        """int64 labels of ``split`` ("train" or "test"), in file order."""
+        return (self.train if split == "train" else self.test).y.numpy()
+
+    def train_loader(self, *, batch_size: int, generator: torch.Generator, seed: int = 0,
+                     keep: Optional[np.ndarray] = None, decoder: str = "", resolution: int = 0) -> TensorLoader:
+        """Shuffled minibatches of the train split (of the classes in ``keep``, a bool mask over classes).
+        ``seed``, ``decoder`` and ``resolution`` are for FFCV datasets; the order comes from ``generator``."""
+        split = self.train if keep is None else self.train.select_classes(keep)
+        return TensorLoader(split, batch_size, generator)
+
+    def eval_loader(self, split: str, *, batch_size: int = 1024, keep: Optional[np.ndarray] = None,
+                    decoder: str = "", resolution: int = 0) -> TensorLoader:
+        """``split`` ("train" or "test") in file order (of the classes in ``keep``), in batches."""
+        s = self.train if split == "train" else self.test
+        return TensorLoader(s if keep is None else s.select_classes(keep), batch_size)
 
 
 def data_file(root: str, file: str) -> Path:
@@ -63,8 +117,9 @@ def _load_npz(path: str) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def load(root: str, file: str, name: str, mean: float, std: float, eval_split: str = "test") -> Dataset:
-    """Load dataset ``name`` from a data file, scaled to [0, 1] and normalised with (mean, std)."""
+def load(root: str, file: str, name: str, mean: Sequence[float], std: Sequence[float],
+         eval_split: str = "test") -> Dataset:
+    """Load dataset ``name`` from a data file, scaled to [0, 1] and normalised with (mean, std) per channel."""
     path = data_file(root, file)
     arrays = _load_npz(str(path))
     needed = [f"{name}_train_x", f"{name}_train_y", f"{name}_{eval_split}_x", f"{name}_{eval_split}_y",
@@ -80,17 +135,65 @@ def load(root: str, file: str, name: str, mean: float, std: float, eval_split: s
             x = x[:, None]
         else:  # (N, H, W, C) -> (N, C, H, W)
             x = x.permute(0, 3, 1, 2).contiguous()
-        return Split((x - mean) / std, torch.from_numpy(arrays[f"{name}_{s}_y"].astype(np.int64)))
+        m, sd = _stats(mean, x.shape[1]), _stats(std, x.shape[1])
+        return Split((x - m) / sd, torch.from_numpy(arrays[f"{name}_{s}_y"].astype(np.int64)))
 
     names = [str(c) for c in arrays[f"{name}_class_names"]]
     return Dataset(name, split("train"), split(eval_split), names)
 
 
+def _stats(values: Sequence[float], channels: int):
+    """Per-channel statistics: one value stays a Python float (grey data: bitwise what it always was)."""
+    v = [float(a) for a in values]
+    if len(v) == 1:
+        return v[0]
+    if len(v) != channels:
+        raise ValueError(f"{len(v)} normalisation values for {channels}-channel images")
+    return torch.tensor(v).view(1, -1, 1, 1)
+
+
+def normalization(cfg, key: Optional[str] = None) -> Tuple[List[float], List[float]]:
+    """(mean, std) of the source, or of target ``key``: the source's statistics unless
+    transfer.normalization=target (the release's per-target choice)."""
+    if key is not None and cfg.transfer.normalization == "target":
+        t = cfg.targets[key]
+        return list(t.mean), list(t.std)
+    return list(cfg.source.mean), list(cfg.source.std)
+
+
 def load_source(cfg) -> Dataset:
-    return load(cfg.source.root, cfg.source.file, cfg.source.name, cfg.source.mean, cfg.source.std, "val")
+    mean, std = normalization(cfg)
+    return load(cfg.source.root, cfg.source.file, cfg.source.name, mean, std, "val")
 
 
 def load_target(cfg, key: str) -> Dataset:
     t = cfg.targets[key]
-    # Targets go through the source model, so they get the source's input normalisation.
-    return load(t.root, t.file, t.name, cfg.source.mean, cfg.source.std, "test")
+    mean, std = normalization(cfg, key)  # by default the source's: targets go through the source model
+    return load(t.root, t.file, t.name, mean, std, "test")
+
+
+def open_source(cfg, device: str = "cpu"):
+    """The source dataset as ``source.loader`` asks: in memory (Dataset) or FFCV betons (BetonDataset)."""
+    if cfg.source.loader != "ffcv":
+        return load_source(cfg)
+    from .ffcv_data import BetonDataset
+
+    mean, std = normalization(cfg)
+    return BetonDataset(cfg.source.root, cfg.source.name, "val", mean, std, device=device, **_ffcv_options(cfg))
+
+
+def open_target(cfg, key: str, device: str = "cpu"):
+    """Target ``key`` as ``source.loader`` asks. With ffcv, a target without a root of its own uses source.root."""
+    if cfg.source.loader != "ffcv":
+        return load_target(cfg, key)
+    from .ffcv_data import BetonDataset
+
+    t = cfg.targets[key]
+    mean, std = normalization(cfg, key)
+    return BetonDataset(t.root or cfg.source.root, t.name, "test", mean, std, device=device, **_ffcv_options(cfg))
+
+
+def _ffcv_options(cfg) -> dict:
+    c = cfg.compute
+    return {"workers": int(c.loader_workers) or torch.get_num_threads(), "os_cache": bool(c.os_cache),
+            "fp16": bool(cfg.train.amp)}

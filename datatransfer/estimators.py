@@ -182,6 +182,11 @@ class _Moments:
         return cxx, cxy, cyy
 
 
+# In units of the per-row mean squared error; the masks' variance is alpha (1 - alpha) = 0.25 per unit, so the
+# grid runs from almost no shrinkage to strong shrinkage. Same list as RidgeEstimatorConfig.lambdas.
+DEFAULT_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
 class Ridge(Estimator):
     """Datamodels variant (Appendix B): per output column k, minimise over (b, w)
 
@@ -196,8 +201,7 @@ class Ridge(Estimator):
 
     name = "ridge"
 
-    def __init__(self, lambdas: Sequence[float] = tuple(np.logspace(-4, 1, 11)), holdout_fraction: float = 0.2,
-                 salt: int = 0):
+    def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS, holdout_fraction: float = 0.2, salt: int = 0):
         if len(lambdas) == 0 or min(lambdas) <= 0:
             raise EstimatorError(f"ridge lambdas must be positive and non-empty, got {list(lambdas)}")
         if not 0.0 < holdout_fraction < 1.0:

@@ -23,12 +23,15 @@ FFCV pitfalls handled here:
 * ``Squeeze()`` turns a last batch of one label into a 0-d tensor: we squeeze dim 1 only.
 
 Not seeded: FFCV's random crops and flips (numba's own RNG). The order of a random loader is.
-The first epoch in each process spends a few seconds compiling the pipeline.
+The first epoch of every new loader spends seconds compiling its pipeline (measured here: 3 s grey, 4-6 s centre
+crop, 6-10 s random resized crop + flip), so ``BetonDataset`` builds each kind of loader once per process and
+re-aims it (``FFCVLoader.retarget``) at each row's classes and seed.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pickle
 from pathlib import Path
@@ -287,6 +290,19 @@ def _flip_op_class():
     return RandomHorizontalFlip
 
 
+class _TorchUpsample(torch.nn.Module):
+    """Nearest-neighbour upsampling of a (B, C, h, w) batch to ``size`` x ``size`` (CIFAR's 32 px to 224, as in the
+    release), channels-last."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="nearest")
+        return x.contiguous(memory_format=torch.channels_last)
+
+
 class FFCVLoader:
     """An FFCV ``Loader`` that yields ``(images, labels)`` and leaves torch's thread count alone.
 
@@ -296,7 +312,8 @@ class FFCVLoader:
 
     def __init__(self, loader: "Loader", decoder, torch_threads: int):
         self.loader = loader  # the underlying ffcv.loader.Loader
-        self._decoder = decoder  # the crop decoder whose output_size sets the resolution (None for grey)
+        # What sets the resolution: a crop decoder (its output_size), a _TorchUpsample (its size), None for grey.
+        self._decoder = decoder
         self._torch_threads = torch_threads
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -313,7 +330,11 @@ class FFCVLoader:
 
     @property
     def resolution(self) -> Optional[int]:
-        return None if self._decoder is None else int(self._decoder.output_size[0])
+        if self._decoder is None:
+            return None
+        if isinstance(self._decoder, _TorchUpsample):
+            return self._decoder.size
+        return int(self._decoder.output_size[0])
 
     def set_resolution(self, resolution: int) -> None:
         """Change the output side for the next epoch (progressive resizing, as ffcv-imagenet does).
@@ -322,7 +343,30 @@ class FFCVLoader:
         """
         if self._decoder is None:
             raise ValueError("a grey loader yields images at their stored size; it has no resolution")
-        self._decoder.output_size = (int(resolution), int(resolution))
+        if isinstance(self._decoder, _TorchUpsample):
+            self._decoder.size = int(resolution)
+        else:
+            self._decoder.output_size = (int(resolution), int(resolution))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next ``iter()`` is epoch ``epoch``: a random order is then seeded by ``seed + epoch`` (resuming)."""
+        self.loader.next_epoch = int(epoch)
+
+    def retarget(self, indices: np.ndarray, seed: int) -> None:
+        """Aim this loader at other examples (``indices``) with another order seed, from epoch 0.
+
+        Reuses the compiled pipeline: building a new loader would compile it again (seconds, see module doc).
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            raise ValueError("indices is empty")
+        loader = self.loader
+        loader.indices = loader.traversal_order.indices = indices
+        loader.seed = loader.traversal_order.seed = int(seed) % 2**31  # quasi_random computes in int64
+        if hasattr(loader.traversal_order, "prepare_data_structures"):  # quasi_random: pages of the new indices
+            loader.traversal_order.prepare_data_structures()
+        loader.next_epoch = 0
+        loader.first_traversal_order = loader.next_traversal_order()  # what len() counts
 
 
 def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_last: bool,
@@ -330,13 +374,15 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                 grey: bool = False, num_workers: Optional[int] = None, order: Optional[Order] = None,
                 seed: int = 0, device: Union[str, torch.device] = "cpu", channels_last: bool = True,
-                fp16: bool = False, os_cache: bool = True, batches_ahead: int = 3) -> FFCVLoader:
+                fp16: bool = False, os_cache: bool = True, batches_ahead: int = 3,
+                decoder: Optional[str] = None, flip: Optional[bool] = None) -> FFCVLoader:
     """An FFCV loader over a beton written by this module; yields (images (B, C, H, W), labels int64 (B,)).
 
-    RGB (``grey=False``): ``train`` does a random resized crop to ``resolution`` + a horizontal flip,
-    eval a centre crop (224/256 of the short side) resized to ``resolution``; then normalisation with
-    ``mean``/``std`` given on the [0, 1] scale. Output is float32 (float16 with ``fp16``),
-    channels-last in memory unless ``channels_last=False``.
+    RGB (``grey=False``): ``decoder`` random_resized_crop (the default when ``train``), center_crop (224/256 of
+    the short side, resized to ``resolution``; the default otherwise) or upsample (the stored size, which must be
+    the same for every image, nearest-neighbour upsampled to ``resolution``: CIFAR); then a horizontal flip
+    (``flip``, default: ``train``) and normalisation with ``mean``/``std`` given on the [0, 1] scale.
+    Output is float32 (float16 with ``fp16``), channels-last in memory unless ``channels_last=False``.
 
     Grey (``grey=True``, for betons written from (N, H, W) arrays): no augmentation and no resizing;
     yields float32 (B, 1, H, W) equal to ``datatransfer.data``'s ``(x / 255 - mean) / std``;
@@ -373,16 +419,26 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
         if resolution is None:
             raise ValueError("RGB loaders need a resolution")
         size = (int(resolution), int(resolution))
-        decoder = RandomResizedCropRGBImageDecoder(size) if train else \
-            CenterCropRGBImageDecoder(size, ratio=DEFAULT_CROP_RATIO)
-        augment = [_flip_op_class()()] if train else []
+        kind = decoder or ("random_resized_crop" if train else "center_crop")
+        resize = []
+        if kind == "random_resized_crop":
+            decoder = RandomResizedCropRGBImageDecoder(size)
+        elif kind == "center_crop":
+            decoder = CenterCropRGBImageDecoder(size, ratio=DEFAULT_CROP_RATIO)
+        elif kind == "upsample":
+            resize = [_TorchUpsample(size[0])]
+        else:
+            raise ValueError(f"unknown decoder {kind!r} (random_resized_crop | center_crop | upsample)")
+        first = SimpleRGBImageDecoder() if resize else decoder
+        augment = [_flip_op_class()()] if (train if flip is None else flip) else []
         if device.type == "cpu":
             # FFCV's numba NormalizeImage works on the (B, H, W, 3) uint8 array, before ToTensor.
             norm = NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float16 if fp16 else np.float32)
-            image_pipeline = [decoder, *augment, norm, ToTensor(), ToTorchImage(channels_last=channels_last)]
+            image_pipeline = [first, *augment, norm, ToTensor(), ToTorchImage(channels_last=channels_last), *resize]
         else:
-            image_pipeline = [decoder, *augment, ToTensor(), *to_device, ToTorchImage(channels_last=channels_last),
-                              _TorchNormalize(mean, std, out_dtype, grey=False)]
+            image_pipeline = [first, *augment, ToTensor(), *to_device, ToTorchImage(channels_last=channels_last),
+                              _TorchNormalize(mean, std, out_dtype, grey=False), *resize]
+        decoder = resize[0] if resize else decoder
     # Squeeze(1), not Squeeze(): a last batch of one would otherwise lose its batch dimension.
     label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), *to_device]
 
@@ -400,3 +456,89 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
                     batches_ahead=batches_ahead, pipelines={"image": image_pipeline, "label": label_pipeline})
     torch.set_num_threads(threads)  # Loader() set it to num_workers
     return FFCVLoader(loader, decoder, threads)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A prepared dataset folder, read like datatransfer.data.Dataset
+
+
+class BetonDataset:
+    """A dataset folder ``<root>/<name>/`` written by ``python -m launch.prepare``: ``train.beton``,
+    ``<eval_split>.beton`` (``val`` for the source, ``test`` for targets) and ``meta.json`` (class names, grey).
+
+    Offers ``data.Dataset``'s reading methods (``labels``, ``train_loader``, ``eval_loader``). Each kind of loader
+    (split, train or eval, batch size, decoder) is built once and re-aimed at each call's examples and seed
+    (``FFCVLoader.retarget``), so a loader returned earlier changes when the same kind is asked for again.
+    """
+
+    def __init__(self, root: Union[str, Path], name: str, eval_split: str, mean: Sequence[float],
+                 std: Sequence[float], *, device: Union[str, torch.device] = "cpu", workers: int = 1,
+                 os_cache: bool = True, fp16: bool = False):
+        from .data import DataError
+
+        folder = Path(root) / name
+        self.paths = {"train": folder / "train.beton", "test": folder / f"{eval_split}.beton"}
+        meta_path = folder / "meta.json"
+        for path in (meta_path, *self.paths.values()):
+            if not path.is_file():
+                raise DataError(f"prepared dataset {name!r} not found: no {path} (write it with "
+                                f"`python -m launch.prepare dataset=... out={root}`, docs/paper-scale.md)")
+        meta = json.loads(meta_path.read_text())
+        self.name = name
+        self.class_names: List[str] = [str(c) for c in meta["classes"]]
+        self.grey = bool(meta.get("grey", False))
+        self.mean, self.std = list(mean), list(std)
+        self.device = torch.device(device)
+        self.workers, self.os_cache = int(workers), bool(os_cache)
+        self.fp16 = bool(fp16) and self.device.type == "cuda"  # fp16 inputs go with autocast, on GPU only
+        self._labels: dict = {}
+        self._loaders: dict = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grey else 3
+
+    def labels(self, split: str) -> np.ndarray:
+        """int64 labels of ``split`` ("train" or "test"), in file order (from the beton's metadata)."""
+        if split not in self._labels:
+            self._labels[split] = read_labels(self.paths[split])
+        return self._labels[split]
+
+    def _indices(self, split: str, keep: Optional[np.ndarray]) -> np.ndarray:
+        labels = self.labels(split)
+        if keep is None:
+            return np.arange(len(labels), dtype=np.int64)
+        return class_subset_indices(labels, np.flatnonzero(np.asarray(keep, dtype=bool)))
+
+    def _loader(self, split: str, train: bool, batch_size: int, decoder: str, resolution: int) -> FFCVLoader:
+        key = (split, train, batch_size, None if self.grey else decoder)
+        if key not in self._loaders:
+            self._loaders[key] = make_loader(
+                self.paths[split], batch_size=batch_size, train=train, drop_last=train,
+                resolution=None if self.grey else resolution, indices=self._indices(split, None),
+                mean=self.mean, std=self.std, grey=self.grey, num_workers=self.workers,
+                order=("random" if self.os_cache else "quasi_random") if train else "sequential",
+                device=self.device, fp16=self.fp16, os_cache=self.os_cache, decoder=decoder)
+        loader = self._loaders[key]
+        if not self.grey:
+            loader.set_resolution(resolution)
+        return loader
+
+    def train_loader(self, *, batch_size: int, generator=None, seed: int = 0, keep: Optional[np.ndarray] = None,
+                     decoder: str = "random_resized_crop", resolution: int = 224) -> FFCVLoader:
+        """Shuffled batches of the train split (of the classes in ``keep``), last partial batch dropped; the
+        order of epoch e is seeded by ``seed + e`` (``generator`` is for in-memory datasets)."""
+        loader = self._loader("train", True, batch_size, decoder, resolution)
+        loader.retarget(self._indices("train", keep), seed)
+        return loader
+
+    def eval_loader(self, split: str, *, batch_size: int = 1024, keep: Optional[np.ndarray] = None,
+                    decoder: str = "center_crop", resolution: int = 224) -> FFCVLoader:
+        """``split`` in file order (of the classes in ``keep``), every example, no augmentation."""
+        loader = self._loader(split, False, batch_size, decoder, resolution)
+        loader.retarget(self._indices(split, keep), 0)
+        return loader

@@ -61,7 +61,11 @@ def per_class_bars(path: Path, names: Sequence[str], per_class: np.ndarray, clas
         ax.set_title(f"target class {class_names[i]!s}", fontsize=9)
     fig.suptitle(title, fontsize=11)
     fig.supxlabel(xlabel, fontsize=9)
-    fig.tight_layout()
+    # Fixed margins instead of tight_layout (which measures every label and is slow): room on the left of each
+    # panel for source-class names.
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.09, right=0.99, wspace=0.75, hspace=0.35, top=1 - 0.55 / height,
+                        bottom=0.45 / height)
     return _save(fig, path)
 
 
@@ -85,39 +89,49 @@ def heatmap(path: Path, names: Sequence[str], per_class: np.ndarray, class_names
     return _save(fig, path)
 
 
+def _rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+
+
+def _tile(images: np.ndarray, idx: Sequence[int], k: int, colour: str, pad: int = 3) -> np.ndarray:
+    """k images side by side as one RGB strip, each framed in ``colour`` (a missing slot stays white)."""
+    h, w = images.shape[1:3]
+    strip = np.full((h + 2 * pad, k * (w + 2 * pad + 2), 3), 255, dtype=np.uint8)
+    for j, i in enumerate(idx[:k]):
+        x0 = j * (w + 2 * pad + 2)
+        strip[:, x0:x0 + w + 2 * pad] = _rgb(colour)
+        img = images[int(i)]
+        strip[pad:pad + h, x0 + pad:x0 + pad + w] = img[..., None] if img.ndim == 2 else img
+    return strip
+
+
 def projection_grid(path: Path, images: np.ndarray, rows: List[Tuple[str, np.ndarray, np.ndarray]],
                     infl: np.ndarray, captions: Sequence[str], title: str) -> Path:
-    """Figs. 4-5: for each source class (one row), the target images it influences most positively (left) and most
-    negatively (right). ``rows``: (source name, indices of most positive, indices of most negative);
-    ``infl`` (n, len(rows)) the per-example influence of each row's class; ``captions`` per target example."""
-    k = max(len(p) for _, p, _ in rows)
-    fig = Figure(figsize=(1.05 * (2 * k + 1), 1.35 * len(rows) + 0.8))
-    axes = fig.subplots(len(rows), 2 * k + 1, squeeze=False)
+    """Figs. 4-5: for each source class (one row), the target images it influences most positively (left, green
+    frames) and most negatively (right, red frames). ``rows``: (source name, indices of most positive, indices of
+    most negative); ``infl`` (n, len(rows)) the per-example influence of each row's class; ``captions`` per
+    example. Each row is one image strip (a single imshow), which keeps drawing fast for many images."""
+    k = max(max(len(p), len(q)) for _, p, q in rows)
+    fig = Figure(figsize=(2 * 1.0 * k + 1.6, 1.45 * len(rows) + 0.7))
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    fig.subplots_adjust(left=0.09, right=0.995, top=1 - 0.55 / (1.45 * len(rows) + 0.7), bottom=0.06,
+                        wspace=0.03, hspace=0.55)
     for r, (name, pos, neg) in enumerate(rows):
-        for j in range(2 * k + 1):
-            ax = axes[r, j]
+        for c, (idx, colour) in enumerate(((pos, POS), (neg, NEG))):
+            ax = axes[r, c]
+            strip = _tile(images, idx, k, colour)
+            ax.imshow(strip, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if j == k:  # the middle column names the source class
-                ax.text(0.5, 0.5, name, ha="center", va="center", fontsize=8, wrap=True, fontweight="bold")
-                continue
-            idx_list, colour = (pos, POS) if j < k else (neg, NEG)
-            jj = j if j < k else j - k - 1
-            if jj >= len(idx_list):
-                continue
-            i = int(idx_list[jj])
-            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
-            for s in ax.spines.values():
-                s.set_visible(True)
-                s.set_color(colour)
-                s.set_linewidth(2)
-            ax.set_title(f"{captions[i]}\n{infl[i, r]:+.3f}", fontsize=6.5, pad=2)
+            ax.axis("off")
+            cell = strip.shape[1] / k
+            for j, i in enumerate(idx[:k]):
+                ax.text((j + 0.5) * cell, -2, f"{captions[int(i)]}\n{infl[int(i), r]:+.3f}", ha="center",
+                        va="bottom", fontsize=6)
+        axes[r, 0].text(-8, strip.shape[0] / 2, name, ha="right", va="center", fontsize=8, fontweight="bold")
     fig.suptitle(title, fontsize=10)
-    fig.text(0.25, 0.005, "most positively influenced  (green)", ha="center", fontsize=8, color=POS)
-    fig.text(0.75, 0.005, "most negatively influenced  (red)", ha="center", fontsize=8, color=NEG)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.text(0.3, 0.01, "most positively influenced (green)", ha="center", fontsize=8, color=POS)
+    fig.text(0.77, 0.01, "most negatively influenced (red)", ha="center", fontsize=8, color=NEG)
     return _save(fig, path)
 
 
@@ -143,7 +157,8 @@ def hard_examples(path: Path, images: Optional[np.ndarray], examples: List[Dict]
         ax_bar.set_title(ex["caption"], fontsize=8, loc="left")
     fig.suptitle(title, fontsize=10)
     fig.supxlabel("influence of the source class on this example (negative = including it hurts)", fontsize=8)
-    fig.tight_layout()
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.02, right=0.98, wspace=0.45, hspace=0.75, top=1 - 0.8 / height, bottom=0.5 / height)
     return _save(fig, path)
 
 
@@ -162,15 +177,18 @@ def convergence(path: Path, num_rows: np.ndarray, curves: Dict[str, Dict[str, np
         for kind, c in curves.items():
             ax.plot(num_rows, c[metric], marker="o", ms=3, label=kind)
         ax.set_xscale("log")
-        ax.set_xlabel("rows (models) used to estimate, N")
+        ax.set_xticks(num_rows, [str(int(v)) for v in num_rows], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("rows (models) used to estimate, N", fontsize=8)
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
         if metric == "fdr":
             ax.axhline(0.5, color=GREY, ls="--", lw=0.8)
             ax.set_ylim(-0.03, 1.03)
+    axes[0].set_yscale("log")  # output kinds differ in scale (probabilities vs logits)
     axes[0].legend(fontsize=7, title="output", title_fontsize=7)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.08, hspace=0.55, wspace=0.22)
     return _save(fig, path)
 
 

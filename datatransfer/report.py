@@ -28,10 +28,10 @@ MODE_TEXT = {
     "full": "full-network transfer (every weight fine-tuned)",
 }
 KIND_TEXT = {
-    "softmax_gt": "softmax probability of the true class, p_y",
-    "gt_logit": "logit of the true class, z_y",
-    "raw_margin": "logit margin, z_y - max of the other logits",
-    "softmax_margin": "probability margin, p_y - max of the other probabilities",
+    "softmax_gt": "probability of the true class (p_y)",
+    "gt_logit": "logit of the true class (z_y)",
+    "raw_margin": "logit margin (z_y minus the largest other logit)",
+    "softmax_margin": "probability margin (p_y minus the largest other probability)",
     "is_correct": "correctness (1 if predicted right, else 0)",
 }
 # The embedded coarse target: each coarse class and the source classes it is made of (docs/data.md).
@@ -56,6 +56,7 @@ class ReportSummary:
     csvs: List[Path] = field(default_factory=list)
     headline: Dict[str, Any] = field(default_factory=dict)
     headline_lines: List[str] = field(default_factory=list)
+    explained: set = field(default_factory=set)  # figure kinds whose long explanation was already given
 
 
 def default_report_dir(influence_path: str | os.PathLike) -> Path:
@@ -167,12 +168,15 @@ def error_rates(inf: Influence, store: Optional[Store], t: str, mode: str):
             labels = inf.labels(t)
             n_classes = len(inf.class_names(t))
             counts = np.zeros((len(labels), n_classes + 1), dtype=np.int64)
-            for _, data in read_blocks(arr, inf.rows(), 256):
+            for _, data in read_blocks(arr, inf.rows(t), 256):
                 p = np.clip(data[:, m, :], -1, n_classes - 1)  # -1: fill value of an unwritten row
                 np.add.at(counts, (np.broadcast_to(np.arange(len(labels)), p.shape), p), 1)
-            counts = counts[:, :n_classes]
+            counts = counts[:, :n_classes]  # drop the -1 column
+            seen = counts.sum(axis=1)
+            if not seen.any():
+                return wrong, None  # no predictions written (a synthetic store): nothing to say
             if wrong is None:
-                wrong = 1.0 - counts[np.arange(len(labels)), labels] / np.maximum(counts.sum(axis=1), 1)
+                wrong = 1.0 - counts[np.arange(len(labels)), labels] / np.maximum(seen, 1)
             counts[np.arange(len(labels)), labels] = -1  # the most frequent *wrong* prediction
             predicted = counts.argmax(axis=1)
         except (KeyError, ValueError, StoreError):
@@ -214,7 +218,14 @@ def _target_section(inf: Influence, store, t: str, kind: str, units: List[str], 
     labels, class_names = inf.labels(t), inf.class_names(t)
     images, captions = target_images(inf.attrs.get("config") or {}, t, len(labels))
     what = KIND_TEXT.get(kind, kind)
-    parts = [f"<h2>Target <code>{_e(t)}</code></h2>",
+
+    def _fig(path: Path, title: str, text: str, csvs: Sequence[str] = (), note: str = "") -> str:
+        # The long explanation once per figure kind; later figures of the same kind point back to it.
+        if title in summary.explained:
+            text = "As explained above."
+        summary.explained.add(title)
+        return _figure_html(path, title, text + note, csvs)
+    parts = [f'<h2 id="{_e(t)}">Target <code>{_e(t)}</code></h2>',
              f"<p>{len(labels)} test examples in {len(class_names)} classes: {_e(', '.join(map(str, class_names)))}."
              f"</p>"]
     for mode in inf.modes:
@@ -225,7 +236,7 @@ def _target_section(inf: Influence, store, t: str, kind: str, units: List[str], 
         d = inf.diagnostics(t, mode, kind)
         noise = float(np.nanmax(np.abs(d["knockoff_overall"]))) if d is not None else None
         mt = MODE_TEXT.get(mode, mode)
-        parts.append(f"<h3>{_e(mt)}</h3>")
+        parts.append(f'<h3 id="{_e(tag)}">{_e(t)}: {_e(mt)}</h3>')
         for k in inf.output_kinds:  # CSVs for every output kind, figures for the report's kind
             summary.csvs += _csvs(inf, t, mode, k, units, class_names, out)
 
@@ -239,7 +250,9 @@ def _target_section(inf: Influence, store, t: str, kind: str, units: List[str], 
                           f"red bars hurt it. The grey band is the noise level: the largest influence that "
                           f"<em>knockoff</em> classes (random masks independent of the outputs) reached with the same "
                           f"number of models; bars inside it are not distinguishable from chance.",
-                          [f"overall_{t}_{mode}_{kind}.csv"]))
+                          [f"overall_{t}_{mode}_{kind}.csv"],
+                          f" Here {int((np.abs(overall) > noise).sum())} of {len(units)} source classes lie outside "
+                          f"the band." if noise is not None else ""))
         f = figures.per_class_bars(out / f"per_class_{tag}.png", units, per_class, class_names, min(s.top, 5),
                                    f"{t}: top source classes for each target class ({mode})",
                                    f"influence on the {what} (mean over the class's test examples)")
@@ -280,7 +293,8 @@ def _target_section(inf: Influence, store, t: str, kind: str, units: List[str], 
 
         wrong, predicted = error_rates(inf, store, t, mode)
         if wrong is not None:
-            hard = ranking(wrong)[:s.hard_examples]
+            # most often wrong first; among equally often wrong, the lowest mean output (least confident) first
+            hard = np.lexsort((inf.array(t, mode, kind, "mean_output"), -wrong))[:s.hard_examples]
             examples, rows_csv = [], []
             for i in hard:
                 neg = ranking(per_example[i])[::-1][:s.negatives]
@@ -334,7 +348,7 @@ def _target_section(inf: Influence, store, t: str, kind: str, units: List[str], 
 def _csvs(inf: Influence, t: str, mode: str, kind: str, units: List[str], class_names, out: Path) -> List[Path]:
     overall = inf.array(t, mode, kind, "overall")
     per_class = inf.array(t, mode, kind, "per_class")
-    n_in, n_out = np.asarray(inf.group["n_in"][:]), np.asarray(inf.group["n_out"][:])
+    n_in, n_out = np.asarray(inf.group[f"{t}/n_in"][:]), np.asarray(inf.group[f"{t}/n_out"][:])
     a = _write_csv(out / f"overall_{t}_{mode}_{kind}.csv", ["rank", "source_class", "influence", "n_in", "n_out"],
                    [[r + 1, units[u], float(overall[u]), int(n_in[u]), int(n_out[u])]
                     for r, u in enumerate(ranking(overall))])
@@ -348,7 +362,7 @@ def _e(s: Any) -> str:
     return html.escape(str(s))
 
 
-def _fig(path: Path, title: str, text: str, csvs: Sequence[str] = ()) -> str:
+def _figure_html(path: Path, title: str, text: str, csvs: Sequence[str] = ()) -> str:
     links = " ".join(f'<a href="{_e(c)}">{_e(c)}</a>' for c in csvs)
     return (f'<figure><figcaption><b>{_e(title)}.</b> {text}'
             + (f" Data: {links}." if links else "")
@@ -361,6 +375,7 @@ def _page(inf: Influence, kind: str, summary: ReportSummary, sections: List[str]
     est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)"} \
         .get(est.get("name"), est.get("name"))
     head = "".join(f"<li>{_e(x)}</li>" for x in summary.headline_lines) or "<li>(no digits/coarse target)</li>"
+    toc = " &middot; ".join(f'<a href="#{_e(t)}_{_e(m)}">{_e(t)}, {_e(m)}</a>' for t in inf.targets for m in inf.modes)
     csv_links = " ".join(f'<a href="{_e(p.name)}">{_e(p.name)}</a>' for p in summary.csvs)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Source-class influence report</title>
@@ -377,6 +392,7 @@ used. {len(inf.unit_names)} source classes; targets {_e(', '.join(inf.targets))}
 Figures show the output <b>{_e(kind)}</b> ({_e(KIND_TEXT.get(kind, kind))}); CSVs cover every output kind.
 Computed {_e(a.get('created', ''))}.</p>
 <p><b>Headline.</b></p><ul>{head}</ul>
+<p><b>Contents.</b> {toc}</p>
 </div>
 <h2>How to read this report</h2>
 <p>Each row of the sweep is a model pretrained on a random half of the source classes and then transferred to the

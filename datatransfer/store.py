@@ -2,6 +2,10 @@
 
 Row protocol: a worker writes every per-row array of row i (each row owns whole chunks, so concurrent writers never
 touch the same file), then sets ``completed[i]``. Readers trust only completed rows. Rewriting a row is idempotent.
+
+Targets added later (``transfer_only=true``) get the same arrays plus ``completed_targets/<t>``, their own
+completion record, and an entry in the root attrs ``added_targets``; ``completed`` and ``targets`` keep meaning
+the original targets. A handle from :meth:`Store.scoped` reads and writes rows of added targets.
 """
 
 from __future__ import annotations
@@ -78,17 +82,24 @@ class StoreSpec:
 
 
 class Store:
-    def __init__(self, path: Path, group: zarr.Group):
+    """A sweep's store. ``targets`` are the targets this handle writes and ``completed()`` is about: the store's
+    original targets, or for a handle from :meth:`scoped`, some of the targets added later."""
+
+    def __init__(self, path: Path, group: zarr.Group, scope: Optional[Sequence[str]] = None,
+                 runnable: Optional[np.ndarray] = None):
         self.path = path
         self.group = group
         attrs = dict(group.attrs)
         self.attrs = attrs
-        self.targets: List[str] = list(attrs["targets"])
+        self.added_targets: List[str] = list(attrs.get("added_targets", {}))
+        self.scope: Optional[List[str]] = list(scope) if scope is not None else None
+        self.targets: List[str] = list(self.scope) if self.scope is not None else list(attrs["targets"])
         self.modes: List[str] = list(attrs["modes"])
         self.output_kinds: List[str] = list(attrs["output_kinds"])
         self.unit_names: List[str] = list(attrs["unit_names"])
         self.fingerprint: str = attrs["fingerprint"]
         self._masks: Optional[np.ndarray] = None
+        self._runnable = runnable
 
     # ---- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -158,11 +169,37 @@ class Store:
             self._masks = np.asarray(self.group["masks"][:], dtype=bool)
         return self._masks
 
+    @property
+    def all_targets(self) -> List[str]:
+        """The original targets, then those added later, in the order they were added."""
+        return list(self.attrs["targets"]) + self.added_targets
+
     def completed(self) -> np.ndarray:
-        return np.asarray(self.group["completed"][:], dtype=bool)
+        """(M,) bool: rows complete for this handle's targets (``completed``, for the original targets)."""
+        if self.scope is None:
+            return np.asarray(self.group["completed"][:], dtype=bool)
+        return np.logical_and.reduce([self.target_completed(t) for t in self.scope])
+
+    def target_completed(self, target: str) -> np.ndarray:
+        """(M,) bool: rows whose outputs for ``target`` are written (for any target, original or added)."""
+        if target in self.attrs["targets"]:
+            return np.asarray(self.group["completed"][:], dtype=bool)
+        if target not in self.added_targets:
+            raise StoreError(f"{self.path} has no target {target!r}; it has {self.all_targets}")
+        return np.asarray(self.group[f"completed_targets/{target}"][:], dtype=bool)
+
+    def row_done(self, row: int) -> bool:
+        """Whether row ``row`` is complete for this handle's targets (reads one chunk per target)."""
+        if self.scope is None:
+            return bool(self.group["completed"][int(row)])
+        return all(bool(self.group[f"completed_targets/{t}"][int(row)]) for t in self.scope)
 
     def missing_rows(self) -> np.ndarray:
-        return np.flatnonzero(~self.completed())
+        """Rows to run: not complete (for a scoped handle: and runnable, i.e. with a saved source model)."""
+        missing = ~self.completed()
+        if self._runnable is not None:
+            missing &= self._runnable
+        return np.flatnonzero(missing)
 
     def labels(self, target: str) -> np.ndarray:
         return np.asarray(self.group[f"targets/{target}/labels"][:])
@@ -198,7 +235,10 @@ class Store:
         predictions: Mapping[str, np.ndarray],
         stats: Mapping[str, float],
     ) -> None:
-        """Write every array of ``row``, then mark it completed (the commit point)."""
+        """Write every array of ``row``, then mark it completed (the commit point).
+
+        A scoped handle writes its added targets' outputs and predictions, then their ``completed_targets``
+        entries; ``row_stats`` and ``completed`` (the source model's row) are left as they are."""
         if not 0 <= row < self.num_rows:
             raise StoreError(f"row {row} outside the store's {self.num_rows} rows")
         for t in self.targets:
@@ -208,9 +248,50 @@ class Store:
                 raise StoreError(f"row {row}, target {t}: outputs of shape {out.shape}, store expects {expected}")
             self.outputs(t)[row] = out
             self.predictions(t)[row] = np.asarray(predictions[t], dtype=np.int32)
+        if self.scope is not None:
+            for t in self.scope:
+                self.group[f"completed_targets/{t}"][row] = True
+            return
         fields = self.row_stat_fields
         self.row_stats()[row] = np.array([stats.get(f, np.nan) for f in fields], dtype=np.float32)
         self.group["completed"][row] = True
+
+    # ---- targets added later -------------------------------------------------------------------------------
+    def add_targets(self, specs: Sequence[TargetSpec], records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add targets to this store: their labels, outputs and predictions arrays (as the original targets'),
+        a completion record ``completed_targets/<t>`` (all False), then ``records[t]`` (the config they are
+        transferred with, ...) in the root attrs ``added_targets``, which commits the addition.
+
+        Existing arrays are not touched. Arrays of an addition that did not commit (no attrs entry) are replaced.
+        Add targets from one process at a time (the launcher does, before any row runs)."""
+        taken = set(self.all_targets)
+        clash = [t.name for t in specs if t.name in taken]
+        if clash:
+            raise StoreError(f"{self.path} already has target(s) {clash}")
+        m, modes, kinds = self.num_rows, self.modes, self.output_kinds
+        for spec in specs:
+            _create_target_arrays(self.group, spec, m, modes, kinds, overwrite=True)
+            self.group.require_group("completed_targets").create_array(
+                spec.name, shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",),
+                overwrite=True)
+        fresh = zarr.open_group(store=str(self.path), mode="r+")  # the attrs as they are now, not as opened
+        added = dict(fresh.attrs.get("added_targets", {}))
+        added.update({t.name: dict(records[t.name]) for t in specs})
+        fresh.attrs.update({"added_targets": added})
+        self.group = zarr.open_group(store=str(self.path), mode="r+")
+        self.attrs = dict(self.group.attrs)
+        self.added_targets = list(self.attrs.get("added_targets", {}))
+        lost = [t.name for t in specs if t.name not in self.added_targets]
+        if lost:
+            raise StoreError(f"adding {lost} to {self.path} raced with another process; run the command again")
+
+    def scoped(self, targets: Sequence[str], runnable: Optional[np.ndarray] = None) -> "Store":
+        """A handle whose ``targets``, ``completed()``, ``missing_rows()`` and ``write_row`` are about the added
+        ``targets``; ``runnable`` (bool (M,)) limits ``missing_rows()`` to rows that can run."""
+        unknown = [t for t in targets if t not in self.added_targets]
+        if unknown:
+            raise StoreError(f"{self.path}: {unknown} are not added targets (added: {self.added_targets})")
+        return Store(self.path, self.group, scope=list(targets), runnable=runnable)
 
 
 def _write_new(path: Path, spec: StoreSpec, fp: str) -> None:
@@ -245,19 +326,26 @@ def _write_new(path: Path, spec: StoreSpec, fp: str) -> None:
         "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),
         fill_value=np.nan, dimension_names=("row", "field"), attributes={"fields": list(ROW_STAT_FIELDS)},
     )
-    tg, og, pg = root.create_group("targets"), root.create_group("outputs"), root.create_group("predictions")
+    for g in ("targets", "outputs", "predictions"):
+        root.create_group(g)
     for t in spec.targets:
-        n = int(len(t.labels))
-        tg.create_group(t.name).create_array(
-            "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
-            attributes={"class_names": list(t.class_names)},
-        )
-        og.create_array(
-            t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
-            fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
-            attributes={"modes": modes, "kinds": kinds},
-        )
-        pg.create_array(
-            t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
-            dimension_names=("row", "mode", "example"), attributes={"modes": modes},
-        )
+        _create_target_arrays(root, t, m, modes, kinds)
+
+
+def _create_target_arrays(root: zarr.Group, t: TargetSpec, m: int, modes: List[str], kinds: List[str],
+                          overwrite: bool = False) -> None:
+    """``targets/<t>/labels``, ``outputs/<t>`` and ``predictions/<t>`` of one target."""
+    n = int(len(t.labels))
+    root.require_group("targets").require_group(t.name).create_array(
+        "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
+        attributes={"class_names": list(t.class_names)}, overwrite=overwrite,
+    )
+    root.require_group("outputs").create_array(
+        t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
+        fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
+        attributes={"modes": modes, "kinds": kinds}, overwrite=overwrite,
+    )
+    root.require_group("predictions").create_array(
+        t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
+        dimension_names=("row", "mode", "example"), attributes={"modes": modes}, overwrite=overwrite,
+    )

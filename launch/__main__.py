@@ -1,32 +1,36 @@
-"""`python -m launch [overrides]`: create or reopen the sweep's store and run its missing rows."""
+"""`python -m launch [overrides]`: create or reopen the sweep's store and run its missing rows.
+
+launcher=local runs them here; launcher=slurm submits them as job arrays and returns at once (docs/slurm.md).
+"""
 
 import sys
-import time
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 
 from datatransfer import config  # noqa: F401  (registers the schemas)
 from datatransfer.cli import fail_cleanly
+from datatransfer.slurm_queue import app_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> None:
-    from datatransfer.local import run_local, summary
+    from datatransfer.config import validate
+    from datatransfer.launcher import run
     from datatransfer.sweep import open_store
 
-    with fail_cleanly():
-        start = time.perf_counter()
-        store = open_store(cfg)
-        todo = len(store.missing_rows())
-        print(f"store {store.path}: {store.num_rows - todo} of {store.num_rows} rows already complete, "
-              f"{todo} to run", flush=True)
+    with fail_cleanly(), app_errors():
+        if cfg.launch.dry_run and not Path(cfg.store.path).exists():
+            validate(cfg)
+            store = None  # a dry run creates nothing
+        else:
+            store = open_store(cfg)
         try:
-            done = run_local(cfg, store)
+            run(cfg, store, HydraConfig.get().overrides.task)
         except KeyboardInterrupt:
-            print(f"\ninterrupted: completed rows are kept; rerun the same command to continue", file=sys.stderr)
+            print("\ninterrupted: completed rows are kept; rerun the same command to continue", file=sys.stderr)
             sys.exit(130)
-        print(f"ran {done} rows in {time.perf_counter() - start:.0f} s")
-        print(summary(store))
 
 
 if __name__ == "__main__":

@@ -27,3 +27,18 @@ TINY = [
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return TINY + [f"store.path={tmp_path / 'store.zarr'}"]
+
+
+def require_ffcv():
+    """Skip a test module where ffcv is not installed -- except under CI (CI=true), where `make test` installs it,
+    so that a broken install fails instead of skipping. Keeps torch's thread count (importing ffcv sets 1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        if os.environ.get("CI", "").lower() == "true":
+            import ffcv.loader  # noqa: F401
+        else:
+            pytest.importorskip("ffcv", reason="ffcv is not installed (scripts/install_ffcv.sh VENV_DIR installs it)")
+    finally:
+        torch.set_num_threads(threads)

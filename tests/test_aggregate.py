@@ -1,12 +1,14 @@
 """Aggregation from a store: against plain loops over the store's arrays, planted truth, invariances, partial
 stores, the output format, and the app's exits."""
 
+import re
+
 import numpy as np
 import pytest
 import zarr
 
 from datatransfer.aggregation import AggregationError, Influence, aggregate, default_out
-from datatransfer.config import DiagnosticsConfig
+from datatransfer.config import ConfigError, DiagnosticsConfig, compose, validate_aggregate
 from datatransfer.diagnostics import spearman
 from datatransfer.masks import mask_matrix
 from datatransfer.store import StoreError
@@ -110,7 +112,9 @@ def test_ridge_through_the_store_matches_lstsq(tmp_path):
     w = np.linalg.lstsq(a, np.vstack([y, np.zeros((6, 5))]), rcond=None)[0][1:]
     np.testing.assert_allclose(inf.array("t0", "fixed", "softmax_gt", "per_example"), w.T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(inf.array("t0", "fixed", "softmax_gt", "lambda"), 0.02)
-    assert inf.attrs["estimator"] == {"name": "ridge", "settings": {"lambdas": [0.02]}}
+    est = inf.attrs["estimator"]
+    assert est["name"] == "ridge" and est["settings"]["lambdas"] == [0.02]
+    assert est["settings"]["holdout_fraction"] == 0.2
 
 
 def test_output_format(tmp_path):
@@ -176,5 +180,40 @@ def test_app_exits(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "30 of 40 rows" in r.stdout and f"wrote {tmp_path / 'influence.zarr'}" in r.stdout
     assert Influence(tmp_path / "influence.zarr").attrs["estimator"]["name"] == "ridge"
-    r = run_app("aggregate", f"store.path={p.store.path}", "diagnostics.points=0")
-    assert r.returncode == 2 and "diagnostics.points" in r.stderr
+    assert "t0 (fixed, softmax_gt): most helpful" in r.stdout
+
+
+@pytest.mark.parametrize("override, key", [
+    ("diagnostics.points=0", "diagnostics.points"), ("estimator.lambdas=[0.1,-1]", "estimator.lambdas"),
+    ("report.kind=bogus", "report.kind"), ("memory_mb=1", "memory_mb"), ("store.path=", "store.path"),
+])
+def test_config_values_are_checked(override, key):
+    """What the apps run first (validate_aggregate): a clear ConfigError naming the key (exit 2 in the apps)."""
+    cfg = compose([override] + (["estimator=ridge"] if "lambdas" in override else []), config_name="aggregate")
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}: "):
+        validate_aggregate(cfg)
+
+
+def test_target_added_later_uses_its_own_completed_rows(tmp_path):
+    """A target added to a store afterwards (transfer only) has its own completion record, and may lag behind."""
+    from datatransfer.store import TargetSpec
+
+    p = make_planted_store(tmp_path / "s.zarr", rows=40, units=5, n=(6,), modes=("fixed",), kinds=("softmax_gt",))
+    p.store.add_targets([TargetSpec("late", np.arange(4) % 2, ["a", "b"])], {"late": {"note": "test"}})
+    late = p.store.scoped(["late"])
+    rng = np.random.default_rng(0)
+    done = np.arange(3, 40, 2)
+    y = rng.normal(size=(40, 1, 1, 4)).astype(np.float32)
+    for i in done:
+        late.write_row(int(i), {"late": y[i]}, {"late": np.zeros((1, 4), np.int32)}, {})
+    inf = Influence(run(p.store.path).out)
+    assert inf.targets == ["t0", "late"] and inf.attrs["rows_used"] == 40
+    np.testing.assert_array_equal(inf.rows("late"), done)
+    np.testing.assert_array_equal(inf.rows("t0"), np.arange(40))
+    assert inf.group["late"].attrs["rows_used"] == len(done)
+    ref, _ = loop_influences(p.store, "late", done)
+    np.testing.assert_allclose(inf.array("late", "fixed", "softmax_gt", "per_example"), ref[0, 0], rtol=1e-5,
+                               atol=1e-5)
+    assert inf.is_current(p.store)
+    late.write_row(4, {"late": y[4]}, {"late": np.zeros((1, 4), np.int32)}, {})
+    assert not inf.is_current(p.store)

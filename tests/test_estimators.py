@@ -118,6 +118,14 @@ def test_ridge_invariant_to_order_and_blocks():
     np.testing.assert_array_equal(a.extras["lambda"], b.extras["lambda"])
 
 
+def test_ridge_defaults_match_the_config():
+    from datatransfer.config import RidgeEstimatorConfig
+
+    cfg = RidgeEstimatorConfig()
+    r = Ridge()
+    assert r.lambdas == cfg.lambdas and r.holdout_fraction == cfg.holdout_fraction
+
+
 def test_ridge_bad_settings():
     with pytest.raises(EstimatorError):
         Ridge(lambdas=[0.0])

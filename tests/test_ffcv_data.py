@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_ffcv  # noqa: E402
+
 _threads = torch.get_num_threads()
-pytest.importorskip("ffcv", reason="ffcv is not installed (scripts/install_ffcv.sh VENV_DIR installs it)")
-torch.set_num_threads(_threads)  # importing ffcv sets torch to 1 thread; keep the rest of the session as it was
+require_ffcv()  # skips without ffcv, fails under CI=true; keeps torch's thread count (importing ffcv sets 1)
 
 from datatransfer import ffcv_data as fd  # noqa: E402
 

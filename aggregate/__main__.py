@@ -1,0 +1,26 @@
+"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge] [diagnostics.enabled=false] ...`"""
+
+import hydra
+
+from aggregate import fail_cleanly
+from datatransfer import config  # noqa: F401  (registers the schemas)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
+def main(cfg) -> None:
+    from datatransfer.aggregation import Influence, aggregate_from_config
+
+    with fail_cleanly():
+        config.validate_aggregate(cfg)
+        s = aggregate_from_config(cfg)
+        print(f"used {s.rows_used} of {s.rows_total} rows; estimator {s.estimator}; {s.seconds:.1f} s")
+        for line in Influence(s.out).top_lines(cfg.report.kind):  # a first look; the report has the rest
+            print(line)
+        for t, note in s.diagnostics.items():
+            print(f"diagnostics for {t}: {note}")
+        print(f"wrote {s.out}")
+        print(f"next: python -m aggregate.report store.path={cfg.store.path}")
+
+
+if __name__ == "__main__":
+    main()

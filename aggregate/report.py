@@ -1,0 +1,29 @@
+"""`python -m aggregate.report store.path=PATH [report.out=DIR] [report.kind=softmax_gt] ...`
+
+Writes <store's parent>/report/index.html with figures and CSVs; aggregates first when the influence store is
+missing or older than the store's completed rows."""
+
+import hydra
+
+from aggregate import fail_cleanly
+from datatransfer import config  # noqa: F401  (registers the schemas)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
+def main(cfg) -> None:
+    from datatransfer.aggregation import current_influence
+    from datatransfer.report import write_report
+
+    with fail_cleanly():
+        config.validate_aggregate(cfg)
+        inf, store = current_influence(cfg)
+        print(f"influences: {inf.path} ({inf.attrs['rows_used']} rows, estimator {inf.attrs['estimator']['name']})")
+        s = write_report(inf, cfg.report.out or None, cfg.report, store)
+        for line in s.headline_lines:
+            print(f"headline: {line}")
+        print(f"wrote {len(s.figures)} figures and {len(s.csvs)} CSV files")
+        print(f"open {s.index}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Benchmark: aggregation vs plain zarr reading of the same arrays, at the paper's CIFAR-10 size.
+
+    python bench/aggregate.py                        # M=7,540 rows, U=1,000 units, n=10,000 examples, 1 kind
+    python bench/aggregate.py --rows 800 --units 200 --examples 2000   # a quick, smaller run
+
+The synthetic store is generated once (about 300 MB at full size) into --dir (default: a folder in the system temp
+dir named after the sizes) and reused by later runs. Each measurement runs in its own subprocess, which reports its
+wall time and its peak resident memory (ru_maxrss), so one measurement's memory does not leak into another's.
+Targets (issue 3): aggregation time <= 2x the plain read, peak memory <= 2 GB. Not a test: timings on a shared
+machine are noisy, so each side runs --repeat times, interleaved, and the best time counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+READ_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, zarr
+from datatransfer.aggregation import READ_CONCURRENCY
+path, block = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
+total = 0.0
+with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):   # the same setting the aggregation uses
+    g = zarr.open_group(path, mode="r")
+    completed = np.flatnonzero(g["completed"][:])
+    masks = g["masks"][:]
+    arr = g["outputs/target"]
+    for i in range(0, len(completed), block):
+        r = completed[i:i + block]
+        total += float(arr[int(r[0]):int(r[-1]) + 1].sum(dtype=np.float64))  # touch the data
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+AGG_CHILD = r"""
+import json, resource, sys, time
+from datatransfer.aggregation import aggregate
+from datatransfer.config import DiagnosticsConfig
+path, out, block, diag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+t0 = time.perf_counter()
+aggregate(path, out=out, diagnostics=DiagnosticsConfig() if diag else None, block_rows=block,
+          progress=sys.stderr.isatty(), log=lambda s: None)
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BASELINE_CHILD = r"""
+import json, resource
+import numpy as np, zarr
+from datatransfer import aggregation
+print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_store(path: Path, rows: int, units: int, n: int) -> None:
+    """A store in the documented format: one target, one mode, one kind (softmax_gt-like values in [0, 1])."""
+    from datatransfer.masks import mask_matrix
+    from datatransfer.store import Store, StoreSpec, TargetSpec
+
+    rng = np.random.default_rng(0)
+    masks = mask_matrix(0, rows, units, 0.5)
+    sweep = {"alpha": 0.5, "num_models": rows, "seed": 0, "scheme": "fixed_size"}
+    spec = StoreSpec(
+        config={"sweep": sweep, "name": "bench"}, sweep_defining={"sweep": sweep, "bench": [rows, units, n]},
+        unit_names=[f"class{u}" for u in range(units)],
+        targets=[TargetSpec("target", np.arange(n) % 10, [str(c) for c in range(10)])],
+        modes=["fixed"], output_kinds=["softmax_gt"], masks=masks,
+    )
+    store = Store.create_or_open(path, spec)
+    arr = store.outputs("target")
+    # p_y = sigmoid(per-example base + effect of 50 relevant units + noise): realistic values (and compressibility)
+    # without a full (rows x units) @ (units x n) product.
+    base = rng.normal(1.0, 1.5, size=n)
+    w = rng.normal(0, 0.05, size=(50, n))
+    step = 256
+    t0 = time.perf_counter()
+    for i in range(0, rows, step):
+        m = masks[i:i + step, :50].astype(np.float64)
+        logit = base + m @ w + rng.normal(0, 0.5, size=(len(m), n))
+        arr[i:i + len(m)] = (1 / (1 + np.exp(-logit))).astype(np.float32)[:, None, None, :]
+        print(f"\r  generating rows {i + len(m)}/{rows} ({time.perf_counter() - t0:.0f} s)", end="", flush=True)
+    store.group["completed"][:] = np.ones(rows, dtype=bool)
+    print()
+
+
+def child(code: str, *args: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"benchmark child failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=7540)
+    ap.add_argument("--units", type=int, default=1000)
+    ap.add_argument("--examples", type=int, default=10000)
+    ap.add_argument("--dir", type=Path, default=None, help="where the synthetic store lives (kept for reuse)")
+    ap.add_argument("--block", type=int, default=256, help="rows per read, for both sides")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--diagnostics", action="store_true", help="also time a default run with diagnostics")
+    a = ap.parse_args()
+
+    folder = a.dir or Path(tempfile.gettempdir()) / f"datatransfer-bench-{a.rows}x{a.units}x{a.examples}"
+    store = folder / "store.zarr"
+    if not (store / "zarr.json").is_file():
+        print(f"creating a {a.rows} x {a.units} store with {a.examples} examples at {store} (once)")
+        make_store(store, a.rows, a.units, a.examples)
+    size_mb = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 2 ** 20
+    print(f"store {store}: {a.rows} rows x {a.units} units, {a.examples} examples, one kind; {size_mb:.0f} MB "
+          f"on disk")
+    out = folder / "influence.zarr"
+
+    child(READ_CHILD, str(store), str(a.block))  # warm the page cache: both sides then read from memory
+    reads, aggs, diags = [], [], []
+    for _ in range(a.repeat):  # interleaved, so background load hits both sides alike
+        reads.append(child(READ_CHILD, str(store), str(a.block)))
+        aggs.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0"))
+        if a.diagnostics:
+            diags.append(child(AGG_CHILD, str(store), str(out), str(a.block), "1"))
+    base = child(BASELINE_CHILD)["maxrss_mb"]
+
+    def best(xs):
+        return min(x["seconds"] for x in xs), max(x["maxrss_mb"] for x in xs)
+
+    (tr, mr), (ta, ma) = best(reads), best(aggs)
+    print(f"plain zarr read of masks + outputs   : {tr:7.2f} s   peak memory {mr:7.0f} MB")
+    print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB")
+    if diags:
+        td, md = best(diags)
+        print(f"aggregation + diagnostics (defaults) : {td:7.2f} s   peak memory {md:7.0f} MB")
+    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 2)")
+    print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
+          f"{base:.0f} MB)")
+    print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "
+          f"{[round(x['seconds'], 2) for x in aggs]}" + (f", with diagnostics {[round(x['seconds'], 2) for x in diags]}"
+                                                          if diags else ""))
+    print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""`python -m launch.prepare dataset=mini|imagenet|folder|cifar10|cifar100 out=FOLDER [src=RAW] [name=...]`:
+write a dataset's FFCV betons to <out>/<name>/ for source.loader=ffcv (docs/paper-scale.md)."""
+
+import hydra
+
+from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer.cli import fail_cleanly
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg) -> None:
+    from datatransfer.prepare import prepare
+
+    with fail_cleanly():
+        prepare(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""`python -m launch.status store.path=PATH [watch=SECONDS]`: rows completed / running / queued / failed, per-array
+states (one squeue + one sacct call per poll), failed tasks with the end of their logs, throughput and ETA."""
+
+import time
+
+import hydra
+
+from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer.slurm_queue import app_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="status")
+def main(cfg) -> None:
+    from datatransfer.slurm_status import report
+
+    with app_errors():
+        while True:
+            text, counts = report(cfg.store.path, failed=cfg.failed, tail=cfg.tail)
+            print(text, flush=True)
+            if cfg.watch <= 0 or counts.running + counts.queued == 0:
+                break
+            time.sleep(cfg.watch)
+            print(f"\n--- {time.strftime('%H:%M:%S')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Targets added later: the store format (docs/store-format.md, "Targets added later") and transfer_only=true,
+which adds a target to an existing store's rows from their saved source models, training none."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from datatransfer import backbones, train
+from datatransfer.config import compose
+from datatransfer.job import RowRunner, run_rows
+from datatransfer.masks import row_seed
+from datatransfer.store import Store, StoreError, TargetSpec
+from conftest import TINY, run_app
+from test_store import make_spec, row_payload
+
+
+def _files(root: Path, skip=()) -> dict:
+    """sha256 of every file under root (relative path -> digest), except under the ``skip`` prefixes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
+
+
+def test_add_target_layout_scope_and_untouched_arrays(tmp_path):
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=6))
+    for row in (0, 2, 3):
+        store.write_row(row, *row_payload(store, row))
+    before = _files(store.path, skip=("zarr.json",))
+
+    labels = np.array([0, 1, 1, 0, 2, 3, 3, 1, 0])
+    record = {"config": {"targets": {"new": {"name": "new"}}}, "fingerprint": "f"}
+    store.add_targets([TargetSpec("new", labels, ["w", "x", "y", "z"])], {"new": record})
+    assert _files(store.path, skip=("zarr.json", "outputs/new", "predictions/new", "targets/new",
+                                    "completed_targets")) == before  # nothing old rewritten
+
+    g = zarr.open_group(str(store.path), mode="r")
+    assert g.attrs["targets"] == ["t0", "t1"]  # the original targets, as format v1 readers know them
+    assert g.attrs["added_targets"] == {"new": record}
+    assert g["outputs/new"].shape == (6, 2, 2, 9) and g["outputs/new"].chunks == (1, 2, 2, 9)
+    assert g["predictions/new"].shape == (6, 2, 9) and (g["targets/new/labels"][:] == labels).all()
+    assert g["completed_targets/new"].chunks == (1,) and not g["completed_targets/new"][:].any()
+    assert g["completed_targets/new"].metadata.dimension_names == ("row",)
+
+    reopened = Store.open(store.path, mode="r+")
+    assert reopened.targets == ["t0", "t1"] and reopened.all_targets == ["t0", "t1", "new"]
+    assert list(np.flatnonzero(reopened.completed())) == [0, 2, 3]
+
+    runnable = np.array([1, 1, 1, 1, 0, 1], dtype=bool)  # row 4 has no saved source model
+    scoped = reopened.scoped(["new"], runnable)
+    assert scoped.targets == ["new"] and list(scoped.missing_rows()) == [0, 1, 2, 3, 5]
+    outs = {"new": np.full((2, 2, 9), 0.5, np.float32)}
+    scoped.write_row(3, outs, {"new": np.ones((2, 9), np.int32)}, {"total_seconds": 1.0})
+    assert scoped.row_done(3) and not scoped.row_done(2)
+    assert list(scoped.missing_rows()) == [0, 1, 2, 5]
+    assert list(np.flatnonzero(reopened.target_completed("new"))) == [3]
+    assert list(np.flatnonzero(Store.open(store.path).completed())) == [0, 2, 3]  # `completed` untouched
+    assert Store.open(store.path).row_stats()[3][0] == pytest.approx(0.03)  # the row's stats too
+    np.testing.assert_array_equal(g["outputs/new"][3], outs["new"])
+    assert np.isnan(g["outputs/new"][0]).all() and (g["predictions/new"][0] == -1).all()
+
+    with pytest.raises(StoreError, match="already has"):
+        reopened.add_targets([TargetSpec("t1", labels, ["a"])], {"t1": record})
+    with pytest.raises(StoreError, match="not added targets"):
+        reopened.scoped(["t0"])
+
+
+def test_uncommitted_addition_is_replaced(tmp_path):
+    """Arrays of an addition whose attrs entry was never written (a crash in between) are made again."""
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=3))
+    group = zarr.open_group(str(store.path), mode="r+")
+    group.require_group("outputs").create_array("new", shape=(3, 1), dtype="float32", fill_value=7.0)  # debris
+    store.add_targets([TargetSpec("new", np.arange(4) % 2, ["a", "b"])], {"new": {"config": {}}})
+    assert Store.open(store.path).outputs("new").shape == (3, 2, 2, 4)
+
+
+# ---- transfer_only through the real app (in-memory mini data) -----------------------------------------------
+
+def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
+    store_path = tmp_path / "store.zarr"
+    base = [*TINY, "sweep.num_models=2", f"store.path={store_path}"]
+    r = run_app("launch", *base, "targets=[digits]", "store.save_backbones=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (store_path / "backbones").iterdir()) == ["row-0.pt", "row-1.pt"]
+    before = _files(store_path, skip=("zarr.json",))
+    stats_before = Store.open(store_path).row_stats()[:]
+
+    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "transfer_only: targets ['coarse'] (added now)" in r.stdout and "rows completed: 2 / 2" in r.stdout
+    # every file of the original sweep is byte-identical: outputs, predictions, row_stats, completed, backbones
+    after = _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
+                                     "completed_targets"))
+    assert after == before
+    store = Store.open(store_path)
+    np.testing.assert_array_equal(store.row_stats()[:], stats_before)  # train_seconds etc.: no new training
+    assert store.targets == ["digits"] and store.all_targets == ["digits", "coarse"]
+    assert store.target_completed("coarse").all()
+    out = store.outputs("coarse")[:]
+    assert np.isfinite(out).all()
+    acc = store.target_accuracy("coarse", np.arange(2))
+    assert (acc > 2 * 0.125).all(), acc  # 8 coarse classes
+    record = store.attrs["added_targets"]["coarse"]
+    assert record["config"]["targets"]["coarse"]["name"] == "coarse" and record["fingerprint"]
+
+    # The added target's outputs are what the row would have computed had coarse been there from the start:
+    # the source model is the saved one, and the transfer seed follows the target's position in the store.
+    cfg = compose(base + ["targets=[digits,coarse]"])
+    torch.set_num_threads(1)
+    runner = RowRunner(cfg)
+    runner.targets.pop("digits")
+    outputs, predictions = runner.transfer(backbones.load(backbones.path(store_path, 1)), row_seed(0, 1))
+    np.testing.assert_allclose(outputs["coarse"], out[1], rtol=1e-4, atol=1e-5)
+
+    # Again: nothing to do. A different recipe for the same name, or an original target, is refused.
+    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true")
+    assert r.returncode == 0 and "(added before)" in r.stdout and "0 to run" in r.stdout, r.stderr[-2000:]
+    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true", "transfer.full.epochs=2")
+    assert r.returncode == 2 and "added to" in r.stderr and "transfer.full.epochs" in r.stderr
+    r = run_app("launch", *base, "targets=[digits]", "transfer_only=true")
+    assert r.returncode == 2 and "original targets" in r.stderr
+    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true", "train.epochs=2")
+    assert r.returncode == 2 and "train.epochs" in r.stderr
+    assert _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
+                                    "completed_targets")) == before
+
+    # A worker in transfer_only mode never trains a source model; rows without a saved one are skipped.
+    def no_training(*args, **kwargs):
+        raise AssertionError("transfer_only trained a source model")
+
+    monkeypatch.setattr(train, "train_source", no_training)
+    zarr.open_group(str(store_path), mode="r+")["completed_targets/coarse"][1] = False
+    (store_path / "backbones" / "row-0.pt").unlink()
+    zarr.open_group(str(store_path), mode="r+")["completed_targets/coarse"][0] = False
+    cfg = compose(base + ["targets=[coarse]", "transfer_only=true"])
+    assert run_rows(cfg, str(store_path), [0, 1], threads=1) == 1  # row 1 rerun; row 0 has no source model
+    assert list(Store.open(store_path).target_completed("coarse")) == [False, True]
+
+
+def test_transfer_only_needs_a_store(tmp_path):
+    r = run_app("launch", "targets=[coarse]", "transfer_only=true", f"store.path={tmp_path / 'none.zarr'}")
+    assert r.returncode == 2 and "existing store" in r.stderr
+    assert not (tmp_path / "none.zarr").exists()

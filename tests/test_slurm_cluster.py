@@ -1,0 +1,267 @@
+"""The Slurm launcher against a real single-node Slurm (scripts/slurm_local.sh): submit, watch, resume, preemption
+and scale. The cluster is brought up once for this module and taken down at the end if this module started it.
+
+Without root or apt the tests skip, saying why; under CI (CI=true) they never skip: they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datatransfer.slurm_manifest import load_all
+from datatransfer.slurm_status import QueueView
+from datatransfer.store import Store
+from conftest import REPO, TINY, run_app
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+# Small tasks: one CPU (two threads for trained rows, as the local launcher uses here), little memory.
+TASK = ["launcher=slurm", "launcher.cpus_per_task=1", "launcher.mem_gb=0.5", "launcher.timeout_min=60"]
+
+
+def _cluster_cmd(verb: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), verb], capture_output=True, text=True, timeout=timeout, cwd="/",
+                          env=dict(os.environ, **(env or {})))
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the Slurm tests cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A usable Slurm; started here (and stopped at the end) unless one is already up."""
+    if os.geteuid() != 0:
+        _unavailable("needs root to start a single-node Slurm (scripts/slurm_local.sh up)")
+    if _cluster_cmd("status", timeout=120).returncode == 0:
+        yield {"started": False}
+        return
+    r = _cluster_cmd("up")
+    if r.returncode != 0:
+        _unavailable(f"scripts/slurm_local.sh up failed (no apt or no network?):\n{r.stderr[-2000:]}")
+    try:
+        yield {"started": True}
+    finally:
+        _cluster_cmd("down", timeout=300)
+
+
+def _launch(*args: str, module: str = "launch", tmp: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    r = run_app(module, *args, cwd=tmp, timeout=timeout)  # a neutral cwd, as users' jobs should have
+    assert r.returncode == 0, f"{module} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def _wait(store_path: Path, timeout: float, poll: float = 2.0) -> None:
+    """Until no task of the store is live in the queue."""
+    deadline = time.monotonic() + timeout
+    while QueueView.poll(store_path, accounting=False).live_rows():
+        if time.monotonic() > deadline:
+            subprocess.run(["squeue"], check=False)
+            raise AssertionError(f"tasks of {store_path} still queued or running after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def _wait_live(store_path: Path, element: str, states: set, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        live = {t.element: t.state for t in QueueView.poll(store_path, accounting=False).tasks if t.live}
+        if live.get(element) in states:
+            return
+        assert time.monotonic() < deadline, f"{element} not in {states} after {timeout} s: {live}"
+        time.sleep(0.3)
+
+
+def _outputs(path: Path, rows) -> dict:
+    s = Store.open(path)
+    return {t: (s.outputs(t)[:][rows], s.predictions(t)[:][rows]) for t in s.targets}
+
+
+def _assert_same_rows(a: Path, b: Path, rows) -> None:
+    for t, (out_a, pred_a) in _outputs(a, rows).items():
+        out_b, pred_b = _outputs(b, rows)[t]
+        np.testing.assert_array_equal(out_a, out_b, err_msg=f"target {t}")
+        np.testing.assert_array_equal(pred_a, pred_b, err_msg=f"target {t}")
+
+
+# ---- a. a reduced mini sweep as job arrays = the local launcher --------------------------------------------------
+def test_a_mini_sweep_on_slurm_equals_the_local_launcher(cluster, tmp_path):
+    from datatransfer.config import compose
+    from datatransfer.local import run_local
+    from datatransfer.sweep import open_store
+
+    slurm_store, local_store = tmp_path / "slurm.zarr", tmp_path / "local.zarr"
+    sweep = [*TINY, "sweep.num_models=2", "model.width=8"]
+    # one array of 2 single-row tasks; 2 CPUs each = the 2 torch threads the local launcher uses on this machine
+    r = _launch(*sweep, *TASK, "launcher.cpus_per_task=2", "launcher.mem_gb=2", f"store.path={slurm_store}",
+                tmp=tmp_path)
+    assert re.search(r"submitted 2 rows as 1 array in [\d.]+ s: \d+ \(2 tasks\)", r.stdout), r.stdout
+    assert "python -m launch.status" in r.stdout
+    cfg = compose([*sweep, f"store.path={local_store}"])  # meanwhile, the local launcher (1 worker, 2 threads)
+    assert run_local(cfg, open_store(cfg)) == 2
+    _wait(slurm_store, timeout=600)
+    assert Store.open(slurm_store).completed().all()
+    _assert_same_rows(slurm_store, local_store, [0, 1])
+    status = _launch(f"store.path={slurm_store}", module="launch.status", tmp=tmp_path).stdout
+    assert "rows: 2 completed, 0 in running tasks, 0 queued, 0 failed, 0 never submitted" in status
+    assert "2 COMPLETED" in status
+
+
+# ---- b. cancelled and failing tasks, then resume: only those rows rerun -------------------------------------------
+PLANTED_B = ["experiment=planted", "sweep.num_models=16", "planted.units=40", "planted.examples=[10,4]"]
+
+
+def test_b_cancel_and_failures_then_resume_reruns_exactly_the_missing_rows(cluster, tmp_path):
+    store_path = tmp_path / "store.zarr"
+    # 8 tasks of 2 rows, 2 at a time; the task holding row 5 fails after row 4 (injected fault)
+    r = _launch(*PLANTED_B, *TASK, "launcher.rows_per_task=2", "launcher.array_parallelism=2", "launch.fail_rows=[5]",
+                f"store.path={store_path}", tmp=tmp_path)
+    (m,) = load_all(store_path)
+    job = m.arrays[0].job_id
+    subprocess.run(["scancel", f"{job}_6", f"{job}_7"], check=True)  # pending: they leave no accounting record
+    _wait_live(store_path, f"{job}_1", {"RUNNING"})
+    subprocess.run(["scancel", f"{job}_1"], check=True)  # running: killed wherever it is
+    _wait(store_path, timeout=300)
+
+    store = Store.open(store_path)
+    missing = set(store.missing_rows().tolist())
+    assert {5, 12, 13, 14, 15} <= missing and 4 in set(np.flatnonzero(store.completed()).tolist())
+    status = _launch(f"store.path={store_path}", module="launch.status", tmp=tmp_path).stdout
+    assert f"{len(missing)} failed" in status and f"{job}_2 FAILED" in status
+    assert "injected fault" in status  # the end of the failed task's stderr log
+    assert f"{job}_6 NO_RECORD" in status or f"{job}_7 NO_RECORD" in status
+    chunk = {r: (store_path / "completed" / "c" / str(r)).stat().st_mtime_ns for r in range(16) if r not in missing}
+
+    r = _launch(f"store.path={store_path}", "launcher.timeout_min=30", module="launch.resume", tmp=tmp_path)
+    retry = load_all(store_path)[-1]
+    assert sorted(r for _, rows in retry.elements() for r in rows) == sorted(missing)  # exactly the missing rows
+    assert retry.launcher["rows_per_task"] == 2 and retry.launcher["timeout_min"] == 30  # inherited + overridden
+    assert "--time=30" in next(retry.submitit_folder.glob("*_submission.sh")).read_text()
+    again = _launch(f"store.path={store_path}", module="launch.resume", tmp=tmp_path)
+    assert "nothing to submit" in again.stdout and len(load_all(store_path)) == 2  # twice: nothing the 2nd time
+    _wait(store_path, timeout=300)
+
+    assert Store.open(store_path).completed().all()
+    for row, mtime in chunk.items():  # rows completed before the resume were not rerun
+        assert (store_path / "completed" / "c" / str(row)).stat().st_mtime_ns == mtime
+    reference = tmp_path / "reference.zarr"  # the same sweep, uninterrupted, here
+    _launch(*PLANTED_B, f"store.path={reference}", tmp=tmp_path)
+    _assert_same_rows(store_path, reference, list(range(16)))
+
+
+# ---- c. the requeue signal mid-row: the row resumes from its checkpoint -------------------------------------------
+def test_c_requeue_signal_mid_row_resumes_from_the_checkpoint(cluster, tmp_path):
+    import torch
+
+    from datatransfer.config import compose
+    from datatransfer.job import run_rows
+    from datatransfer.sweep import open_store
+
+    store_path = tmp_path / "store.zarr"
+    sweep = ["sweep.num_models=2", "train.epochs=3", "model.width=8", "transfer.full.epochs=1",
+             "transfer.fixed.iterations=30"]
+    # one array of 2 single-row tasks, one at a time; 2 CPUs = 2 torch threads, as the reference below
+    _launch(*sweep, *TASK, "launcher.cpus_per_task=2", "launcher.mem_gb=2", "launcher.array_parallelism=1",
+            f"store.path={store_path}", tmp=tmp_path)
+    (m,) = load_all(store_path)
+    element = m.arrays[0].element_id(0)
+    subprocess.run(["scancel", m.arrays[0].element_id(1)], check=True)  # only row 0 matters here
+    ckpt = store_path / "checkpoints" / "row-0.pt"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists():  # row 0 has finished its first epoch
+        assert time.monotonic() < deadline, "no checkpoint of row 0 after 300 s"
+        time.sleep(0.1)
+    epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    subprocess.run(["scancel", "--signal=USR2", element], check=True)  # what Slurm sends before preempting
+    assert epoch < 3 and not Store.open(store_path).completed()[0]  # the signal landed mid-row
+    _wait(store_path, timeout=600)
+
+    assert Store.open(store_path).completed()[0] and not ckpt.exists()  # deleted once the row completed
+    log = m.log_path(element, "out").read_text() + m.log_path(element, "err").read_text()  # both runs (appended)
+    assert "Caught signal SIGUSR2" in log and f"Requeued job {element}" in log
+    assert re.search(r"row 0: resuming from its checkpoint after epoch [12]\b", log), log
+    reference = tmp_path / "reference.zarr"  # row 0 uninterrupted, same thread count
+    cfg = compose([*sweep, f"store.path={reference}"])
+    open_store(cfg)
+    run_rows(cfg, str(reference), [0], threads=2)
+    _assert_same_rows(store_path, reference, [0])
+
+
+# ---- d. scale: 10,000 planted rows, MaxArraySize 1,001 --------------------------------------------------------------
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_d_ten_thousand_planted_rows_split_at_max_array_size(cluster, tmp_path):
+    from datatransfer import planted
+    from datatransfer.config import compose
+
+    r = _cluster_cmd("up", {"SLURM_LOCAL_MAX_ARRAY_SIZE": "1001"})
+    if r.returncode != 0:
+        _unavailable(f"cannot set MaxArraySize=1001 on this cluster:\n{r.stderr[-1500:]}")
+    try:
+        _scale(tmp_path, planted, compose)
+    finally:
+        _cluster_cmd("up")  # restore the default MaxArraySize for whoever shares the cluster
+
+
+def _scale(tmp_path: Path, planted, compose) -> None:
+    store_path = tmp_path / "store.zarr"
+    sweep = ["experiment=planted", "sweep.num_models=10000", "planted.examples=[20]"]
+    # 1. Submit one task per row: 10 arrays of <= 1001 tasks, each indexed from 0. Held (sbatch --hold, through
+    #    additional_parameters), so that 10,000 start-ups do not compete with this test for the 2 CPUs.
+    start = time.monotonic()
+    r = _launch(*sweep, *TASK, "launcher.rows_per_task=1", "+launcher.additional_parameters.hold=true",
+                f"store.path={store_path}", tmp=tmp_path)
+    seconds = time.monotonic() - start
+    assert seconds <= 60, f"planning and submitting 10,000 rows took {seconds:.0f} s"
+    assert "10000 rows -> 10000 tasks of <= 1 row -> 10 arrays of <= 1001 tasks (MaxArraySize)" in r.stdout
+    (m,) = load_all(store_path)
+    assert [len(a.tasks) for a in m.arrays] == [1001] * 9 + [991] and len(set(m.job_ids)) == 10
+    assert sorted(r for _, rows in m.elements() for r in rows) == list(range(10_000))
+    view = QueueView.poll(store_path, accounting=False)
+    assert len(view.live_rows()) == 10_000 and {t.state for t in view.tasks} == {"PENDING"}
+    print(f"\nplanned + submitted 10,000 rows (10 arrays) in {seconds:.1f} s, python start-up included")
+
+    # 2. Submitting again submits nothing: every row is completed or live.
+    again = _launch(*sweep, *TASK, f"store.path={store_path}", tmp=tmp_path)
+    assert "nothing to submit" in again.stdout and len(load_all(store_path)) == 1
+    status = _launch(f"store.path={store_path}", module="launch.status", tmp=tmp_path).stdout
+    assert "rows: 0 completed, 0 in running tasks, 10000 queued" in status and "1001 PENDING" in status
+
+    # 3. Repack: cancel everything, resume with 2,500 rows per task (start-up amortised).
+    subprocess.run(["scancel", *m.job_ids], check=True)
+    _wait(store_path, timeout=120, poll=1)
+    start = time.monotonic()
+    r = _launch(f"store.path={store_path}", "launcher.rows_per_task=2500", "launcher.array_parallelism=4",
+                module="launch.resume", tmp=tmp_path)
+    retry = load_all(store_path)[-1]
+    assert len(retry.arrays) == 1 and len(retry.arrays[0].tasks) == 4
+    _wait(store_path, timeout=900, poll=5)
+    seconds = time.monotonic() - start
+    store = Store.open(store_path)
+    assert store.completed().all()
+    print(f"ran {retry.num_rows} rows in 4 tasks in {seconds:.0f} s ({retry.num_rows / seconds:.0f} rows/s)")
+
+    # 4. Aggregate and compare with the planted truth.
+    _launch(f"store.path={store_path}", "diagnostics.enabled=false", "progress=false", module="aggregate",
+            tmp=tmp_path, timeout=600)
+    from datatransfer.aggregation import Influence, default_out
+
+    inf = Influence(default_out(store_path))
+    w, _ = planted.truth(compose(sweep).planted)["t0"]
+    per_example = inf.array("t0", "fixed", "softmax_gt", "per_example")  # (n, U)
+    rho = [_spearman(per_example[j], w[:, j]) for j in range(w.shape[1])]
+    print(f"Spearman(influence, planted w) per example: min {min(rho):.3f}, mean {np.mean(rho):.3f}")
+    assert np.mean(rho) >= 0.9 and min(rho) >= 0.85, rho
