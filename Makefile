@@ -18,5 +18,13 @@ demo: $(STAMP)
 	$(PY) -m aggregate store.path=runs/mini/store.zarr
 	$(PY) -m aggregate.report store.path=runs/mini/store.zarr
 
-test: $(STAMP)
+# FFCV (the paper-scale data path) is needed by the tests, not by the demo: if it cannot be installed on a
+# machine, `make demo` still works. scripts/install_ffcv.sh installs its system libraries (apt) and pip packages.
+FFCV_STAMP := $(VENV)/.ffcv-installed
+
+$(FFCV_STAMP): $(STAMP) scripts/install_ffcv.sh
+	scripts/install_ffcv.sh $(VENV)
+	touch $(FFCV_STAMP)
+
+test: $(STAMP) $(FFCV_STAMP)
 	$(PY) -m pytest

@@ -476,6 +476,11 @@ class BetonDataset:
                  os_cache: bool = True, fp16: bool = False):
         from .data import DataError
 
+        try:
+            import_ffcv()
+        except ImportError as e:
+            raise DataError(f"source.loader=ffcv needs ffcv, which does not import here ({e}); "
+                            f"scripts/install_ffcv.sh VENV installs it (docs/paper-scale.md)") from e
         folder = Path(root) / name
         self.paths = {"train": folder / "train.beton", "test": folder / f"{eval_split}.beton"}
         meta_path = folder / "meta.json"

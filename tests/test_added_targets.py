@@ -11,9 +11,10 @@ import zarr
 
 from datatransfer import backbones, train
 from datatransfer.config import compose
-from datatransfer.job import RowRunner, run_rows
+from datatransfer.job import RowRunner, cpus_allotted, run_rows
 from datatransfer.masks import row_seed
 from datatransfer.store import Store, StoreError, TargetSpec
+from datatransfer.sweep import open_store
 from conftest import TINY, run_app
 from test_store import make_spec, row_payload
 
@@ -108,21 +109,21 @@ def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
     # The added target's outputs are what the row would have computed had coarse been there from the start:
     # the source model is the saved one, and the transfer seed follows the target's position in the store.
     cfg = compose(base + ["targets=[digits,coarse]"])
-    torch.set_num_threads(1)
+    torch.set_num_threads(cpus_allotted())  # as the app's single worker (same reductions, same numbers)
     runner = RowRunner(cfg)
     runner.targets.pop("digits")
     outputs, predictions = runner.transfer(backbones.load(backbones.path(store_path, 1)), row_seed(0, 1))
     np.testing.assert_allclose(outputs["coarse"], out[1], rtol=1e-4, atol=1e-5)
 
-    # Again: nothing to do. A different recipe for the same name, or an original target, is refused.
-    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true")
-    assert r.returncode == 0 and "(added before)" in r.stdout and "0 to run" in r.stdout, r.stderr[-2000:]
-    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true", "transfer.full.epochs=2")
-    assert r.returncode == 2 and "added to" in r.stderr and "transfer.full.epochs" in r.stderr
-    r = run_app("launch", *base, "targets=[digits]", "transfer_only=true")
-    assert r.returncode == 2 and "original targets" in r.stderr
-    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true", "train.epochs=2")
-    assert r.returncode == 2 and "train.epochs" in r.stderr
+    # Again: nothing to do. A different recipe for the same name, an original target, or source models trained
+    # otherwise are refused, and nothing changes.
+    again = open_store(compose(base + ["targets=[coarse]", "transfer_only=true"]))
+    assert again.targets == ["coarse"] and len(again.missing_rows()) == 0
+    for overrides, needle in ((["targets=[coarse]", "transfer.full.epochs=2"], "transfer.full.epochs"),
+                              (["targets=[digits]"], "original targets"),
+                              (["targets=[coarse]", "train.epochs=2"], "train.epochs")):
+        with pytest.raises(StoreError, match=needle):
+            open_store(compose(base + overrides + ["transfer_only=true"]))
     assert _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
                                     "completed_targets")) == before
 
@@ -140,6 +141,6 @@ def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
 
 
 def test_transfer_only_needs_a_store(tmp_path):
-    r = run_app("launch", "targets=[coarse]", "transfer_only=true", f"store.path={tmp_path / 'none.zarr'}")
-    assert r.returncode == 2 and "existing store" in r.stderr
+    with pytest.raises(StoreError, match="existing store"):
+        open_store(compose(["targets=[coarse]", "transfer_only=true", f"store.path={tmp_path / 'none.zarr'}"]))
     assert not (tmp_path / "none.zarr").exists()

@@ -240,14 +240,16 @@ def _scale(tmp_path: Path, planted, compose) -> None:
     status = _launch(f"store.path={store_path}", module="launch.status", tmp=tmp_path).stdout
     assert "rows: 0 completed, 0 in running tasks, 10000 queued" in status and "1001 PENDING" in status
 
-    # 3. Repack: cancel everything, resume with 2,500 rows per task (start-up amortised).
+    # 3. Repack: cancel everything, resume with 2,500 rows per task (start-up amortised) and without the hold
+    #    (resume inherits the last submission's launcher settings, additional parameters included).
     subprocess.run(["scancel", *m.job_ids], check=True)
     _wait(store_path, timeout=120, poll=1)
     start = time.monotonic()
     r = _launch(f"store.path={store_path}", "launcher.rows_per_task=2500", "launcher.array_parallelism=4",
-                module="launch.resume", tmp=tmp_path)
+                "launcher.additional_parameters={}", module="launch.resume", tmp=tmp_path)
     retry = load_all(store_path)[-1]
     assert len(retry.arrays) == 1 and len(retry.arrays[0].tasks) == 4
+    assert retry.launcher["additional_parameters"] == {} and retry.launcher["cpus_per_task"] == 1
     _wait(store_path, timeout=900, poll=5)
     seconds = time.monotonic() - start
     store = Store.open(store_path)

@@ -1,0 +1,174 @@
+"""GPU throughput of the paper-scale recipe, and the hours it projects for one half-ImageNet row and for the sweep.
+
+    python bench/gpu_throughput.py                       # on a machine with a CUDA GPU and ffcv (a few minutes)
+    python bench/gpu_throughput.py --device cpu --images 128 --batch-size 16 --image-size 64x48 \\
+        --resolutions 32,48 --transfer-res 48 --timed-epochs 1            # a CPU smoke test of the script itself
+
+Writes a synthetic ImageNet-shaped beton (1000 classes, images stored as ``launch.prepare`` stores ImageNet: long
+side <= 400 px, 10% JPEG q90, the rest raw; smooth random content so JPEG costs what photos cost), then times our
+own code path, ``datatransfer.train.fit`` on ``BetonDataset`` loaders, ResNet-18, channels-last, AMP (fp16 autocast
++ grad scaler, fp16 inputs), batch 1024 (the recipe's):
+
+* source training at each resolution of the progressive schedule (160 and 192 px; random resized crop + flip);
+* full-network transfer steps and fixed-feature steps (frozen backbone, batch-norm in train mode) at 224 px;
+* evaluation (no gradients) at 224 px.
+
+Each measurement runs one untimed epoch first (numba compiles the loader, cuDNN picks kernels), then
+``--timed-epochs`` timed ones. From the rates it projects one row of experiment=imagenet_transfer (16 source epochs
+over half of ImageNet: 12 at 160 px, 4 at 192; the 11 targets' transfers in both modes with their epochs and sizes)
+and the 7,540-row sweep. With ``$OUT`` set, also writes ``$OUT/gpu_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HALF_IMAGENET = 1_281_167 // 2  # train images of 500 classes, on average
+IMAGENET_VAL_HALF = 25_000
+# target: (train images, test images, transfer epochs) -- docs/paper-scale.md
+TARGETS = {
+    "aircraft": (6_667, 3_333, 24), "birdsnap": (32_677, 8_171, 15), "caltech101": (3_030, 5_647, 24),
+    "caltech256": (15_420, 15_187, 14), "cifar10": (50_000, 10_000, 15), "cifar100": (50_000, 10_000, 15),
+    "flowers": (2_040, 6_149, 50), "food": (75_750, 25_250, 15), "pets": (3_680, 3_669, 24),
+    "cars": (8_144, 8_041, 50), "sun397": (19_850, 19_850, 24),
+}
+
+
+def write_synthetic(folder: Path, n: int, size: tuple, classes: int, workers: int) -> None:
+    """``folder/{train,val}.beton`` + meta.json: n smooth random RGB images of size (w, h), random labels."""
+    from datatransfer import ffcv_data
+
+    ffcv_data.import_ffcv()
+    from ffcv.fields import RGBImageField
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (n, max(1, h // 20), max(1, w // 20), 3), dtype=np.uint8)
+    images = np.repeat(np.repeat(coarse, 20, axis=1), 20, axis=2)[:, :h, :w]
+    images = np.clip(images.astype(np.int16) + rng.integers(-12, 13, images.shape, dtype=np.int16), 0, 255)
+    images = np.ascontiguousarray(images.astype(np.uint8))
+    labels = rng.integers(0, classes, n)
+    folder.mkdir(parents=True, exist_ok=True)
+    field = RGBImageField(write_mode="proportion", max_resolution=400, compress_probability=0.10, jpeg_quality=90)
+    for split, sl in (("train", slice(None)), ("val", slice(0, max(1, n // 8)))):
+        ffcv_data._write(folder / f"{split}.beton", ffcv_data._SeededSamples(
+            ffcv_data._ImageLabelArrays(images[sl], labels[sl]), 0), field, workers, chunksize=100)
+    (folder / "meta.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(classes)], "grey": False}))
+
+
+def timed(run, epochs: int, images: int, device) -> float:
+    """images/s of ``run(epochs)`` after one untimed epoch."""
+    run(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run(epochs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return images * epochs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--images", type=int, default=20_480, help="synthetic train images (20 batches of 1024)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--image-size", default="400x300", help="stored WxH (ImageNet's median is about 500x375)")
+    p.add_argument("--resolutions", default="160,192", help="source training sides to time")
+    p.add_argument("--transfer-res", type=int, default=224)
+    p.add_argument("--timed-epochs", type=int, default=2)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="FFCV decoding threads")
+    p.add_argument("--data", default="", help="folder to write the synthetic beton in (default: a temp dir)")
+    args = p.parse_args()
+
+    from datatransfer import data, train
+    from datatransfer.config import compose
+    from datatransfer.models import build
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.workers)
+    with tempfile.TemporaryDirectory(dir=args.data or None) as tmp:
+        t = time.perf_counter()
+        w, h = (int(v) for v in args.image_size.split("x"))
+        write_synthetic(Path(tmp) / "synthetic", args.images, (w, h), 1000, args.workers)
+        print(f"synthetic beton: {args.images} images {w}x{h}, 1000 classes, written in "
+              f"{time.perf_counter() - t:.0f} s ({(Path(tmp) / 'synthetic' / 'train.beton').stat().st_size / 2**30:.2f} GiB)")
+        cfg = compose(["experiment=imagenet_transfer", f"source.root={tmp}", "source.name=synthetic",
+                       f"compute.device={args.device}", f"compute.loader_workers={args.workers}",
+                       f"train.batch_size={args.batch_size}", f"transfer.fixed.batch_size={args.batch_size}",
+                       f"transfer.full.batch_size={args.batch_size}", "targets=[pets]"])
+        rt = train.runtime(cfg)
+        source = data.open_source(cfg, rt.device)
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print(f"device {gpu}, AMP {rt.amp}, channels-last, batch {args.batch_size}, torch {torch.__version__}, "
+              f"FFCV workers {args.workers}", flush=True)
+        steps = args.images // args.batch_size
+        n_train = steps * args.batch_size
+        rates = {}
+
+        def model():
+            torch.manual_seed(0)
+            return build(cfg.model, 1000, in_channels=3).to(rt.device)
+
+        def run_fit(net, decoder, res, params=None, freeze_bn=False):
+            def run(epochs):
+                recipe = dict(train.OmegaConf.to_container(cfg.train), epochs=epochs)
+                gen = torch.Generator().manual_seed(0)
+                loader = source.train_loader(batch_size=args.batch_size, seed=0, decoder=decoder, resolution=res)
+                train.fit(net, loader, train.OmegaConf.create(recipe), gen, rt, params=params, freeze_bn=freeze_bn)
+            return run
+
+        for res in (int(r) for r in args.resolutions.split(",")):
+            rates[f"source {res}px"] = timed(run_fit(model(), "random_resized_crop", res), args.timed_epochs,
+                                             n_train, device)
+            print(f"  source training at {res} px: {rates[f'source {res}px']:,.0f} images/s", flush=True)
+        r = args.transfer_res
+        rates[f"full {r}px"] = timed(run_fit(model(), "center_crop", r), args.timed_epochs, n_train, device)
+        print(f"  full-network transfer at {r} px: {rates[f'full {r}px']:,.0f} images/s", flush=True)
+        net = model()
+        net.backbone.requires_grad_(False)
+        rates[f"fixed {r}px"] = timed(run_fit(net, "center_crop", r, params=net.head.parameters()),
+                                      args.timed_epochs, n_train, device)
+        print(f"  fixed-feature transfer at {r} px (batch-norm train mode): {rates[f'fixed {r}px']:,.0f} images/s")
+        net = model()
+        rates[f"eval {r}px"] = timed(
+            lambda epochs: [train.evaluate(net, source.eval_loader("train", batch_size=args.batch_size,
+                                                                    resolution=r), rt) for _ in range(epochs)],
+            args.timed_epochs, args.images, device)
+        print(f"  evaluation at {r} px: {rates[f'eval {r}px']:,.0f} images/s", flush=True)
+
+    res = [int(x) for x in args.resolutions.split(",")]
+    tr = cfg.train
+    per_epoch = {e: train.resolution_at(tr, e) for e in range(tr.epochs)}
+    if all(f"source {v}px" in rates for v in per_epoch.values()):
+        source_h = sum(HALF_IMAGENET / rates[f"source {v}px"] for v in per_epoch.values()) / 3600
+        source_h += IMAGENET_VAL_HALF / rates[f"eval {r}px"] / 3600
+    else:
+        source_h = float("nan")  # timed at other resolutions than the recipe's (a smoke test)
+    seen = sum(n * ep for n, _, ep in TARGETS.values())  # training images per mode, all targets
+    tests = sum(nt for _, nt, _ in TARGETS.values())
+    transfer_h = (seen / rates[f"full {r}px"] + seen / rates[f"fixed {r}px"] + 2 * tests / rates[f"eval {r}px"]) / 3600
+    row_h = source_h + transfer_h
+    print(f"\nprojected, one row of experiment=imagenet_transfer on this device ({gpu}):")
+    print(f"  source model (16 epochs over {HALF_IMAGENET:,} images, {res} px + eval): {source_h * 60:.1f} min")
+    print(f"  transfers (11 targets x fixed + full, {seen:,} training images per mode): {transfer_h * 60:.1f} min")
+    print(f"  row: {row_h:.2f} h; 7,540 rows: {7540 * row_h:,.0f} GPU-hours "
+          f"(source models alone: {7540 * source_h:,.0f})")
+    out = os.environ.get("OUT")
+    if out:
+        Path(out, "gpu_throughput.json").write_text(json.dumps({
+            "device": gpu, "batch_size": args.batch_size, "images": args.images, "rates": rates,
+            "source_hours_per_row": source_h, "transfer_hours_per_row": transfer_h, "row_hours": row_h,
+            "sweep_gpu_hours": 7540 * row_h}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
