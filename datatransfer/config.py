@@ -121,7 +121,7 @@ class FixedTransferConfig:
 class FullTransferConfig:
     """Full-network transfer: every weight trains, starting from the source model."""
 
-    epochs: int = 2
+    epochs: int = 1  # mini: one LP-FT epoch already beats the linear probe on both targets
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -185,6 +185,9 @@ class SlurmLauncherConfig:
     python: str = ""  # command that runs python on the nodes; "" = this interpreter (sys.executable)
     setup: List[str] = field(default_factory=list)  # shell lines run before the task, e.g. module load ...
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # any other sbatch option: {mail-type: END}
+    # Local launcher only, ignored here: accepted so that an experiment file may tune launcher.workers for local
+    # runs (conf/experiment/mini.yaml does) without breaking launcher=slurm.
+    workers: int = 1
 
 
 @dataclass
