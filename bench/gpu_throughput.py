@@ -135,7 +135,7 @@ def main() -> None:
         print(f"  full-network transfer at {r} px: {rates[f'full {r}px']:,.0f} images/s", flush=True)
         net = model()
         net.backbone.requires_grad_(False)
-        rates[f"fixed {r}px"] = timed(run_fit(net, "center_crop", r, params=net.head.parameters()),
+        rates[f"fixed {r}px"] = timed(run_fit(net, "center_crop", r, params=list(net.head.parameters())),
                                       args.timed_epochs, n_train, device)
         print(f"  fixed-feature transfer at {r} px (batch-norm train mode): {rates[f'fixed {r}px']:,.0f} images/s")
         net = model()

@@ -7,7 +7,7 @@
    DataLoader over the same images (in-process over tensors, and with worker processes over uint8 arrays).
 
     python bench/train_throughput.py [--arch small_cnn|resnet18] [--batch-size 128] [--epochs 2] [--repeats 3]
-                                     [--betons DIR] [--skip-ffcv]
+                                     [--images N] [--betons DIR] [--skip-ffcv]
 
 Data: the embedded mini source, the kept classes of row 0's mask (9,000 28x28 grey images). ``--arch resnet18``
 trains torchvision's ResNet-18 on the same images replicated to 3 channels (slow on CPU). Runs alternate (ours,
@@ -68,6 +68,8 @@ def training_step(args) -> None:
     source = data.load_source(cfg)
     mask = row_mask(0, 0, source.num_classes, 0.5)
     split = source.train.select_classes(mask)
+    if args.images:
+        split = data.Split(split.x[:args.images], split.y[:args.images])
     if args.arch == "resnet18":  # RGB model: replicate the grey channel
         split = data.Split(split.x.expand(-1, 3, -1, -1).contiguous(), split.y)
     rt = train.runtime(cfg)
@@ -137,6 +139,7 @@ def main() -> None:
     p.add_argument("--arch", default="small_cnn", choices=["small_cnn", "resnet18"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed training run")
+    p.add_argument("--images", type=int, default=0, help="train on the first N kept images only (0: all 9,000)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loader-epochs", type=int, default=3)
     p.add_argument("--betons", default="", help="folder of prepared mini betons (default: write them to a temp dir)")

@@ -121,7 +121,7 @@ class FixedTransferConfig:
 class FullTransferConfig:
     """Full-network transfer: every weight trains, starting from the source model."""
 
-    epochs: int = 1  # mini: one LP-FT epoch already beats the linear probe on both targets
+    epochs: int = 1  # mini: one LP-FT epoch keeps the demo within its time budget (docs/configuration.md)
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-3
