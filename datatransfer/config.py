@@ -393,11 +393,13 @@ class StorePathConfig:
 
 @dataclass
 class ResumeConfig:
-    """`python -m launch.resume store.path=PATH [launcher overrides]`: the sweep comes from the store; the launcher
-    from its latest Slurm submission, with the launcher keys given here on top (launcher=local runs here)."""
+    """`python -m launch.resume store.path=PATH [launcher / compute overrides]`: the sweep, the compute settings and
+    the launcher come from the store's latest submission (else the store), with the keys given here on top
+    (launcher=local runs the rows here). datatransfer/resume.py."""
 
     store: StorePathConfig = field(default_factory=StorePathConfig)
     launcher: Any = MISSING  # conf/launcher/slurm.yaml unless launcher=local is given
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 

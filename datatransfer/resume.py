@@ -1,20 +1,24 @@
-"""`launch.resume`: the config to continue an existing store's sweep with, from the store itself.
+"""`launch.resume`: the config to continue an existing store's sweep with, from the store and its submissions.
 
-What a row is (every section but ``launcher`` and ``launch``) comes from the store's ``config`` attrs; the launcher
-from the latest Slurm submission's manifest (else the store's own, if it was Slurm, else ``launcher=slurm``'s
-defaults), with the launcher keys given on the command line on top; ``launcher=local`` (a group choice) replaces
-it. ``launch.*`` (dry run, fault injection) holds for this invocation only and is never inherited.
+The base is the config the latest Slurm submission ran with (``<store>/launch/<id>/config.json``), else the store's
+own ``config`` attrs. From it come what a row is, the compute settings and the launcher; the ``launcher.*`` and
+``compute.*`` keys given on the command line go on top, and ``launcher=local`` (a group choice) replaces the
+launcher. ``launch.*`` (dry run, fault injection) holds for this invocation only and is never inherited.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, List, Sequence
 
 from omegaconf import OmegaConf
 
-from .config import SWEEP_DEFINING, Config, ConfigError, SlurmLauncherConfig
+from .config import Config, ConfigError, SlurmLauncherConfig
 from .slurm_manifest import load_all
 from .store import Store
+
+# Sections a planted sweep does not use (its rows are defined by `sweep` and `planted` alone).
+_UNUSED_WHEN_PLANTED = ("source", "targets", "model", "train", "transfer")
 
 
 def override_keys(overrides: Sequence[str]) -> List[str]:
@@ -24,34 +28,38 @@ def override_keys(overrides: Sequence[str]) -> List[str]:
     return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
 
 
+def _base(store: Store) -> tuple[dict, bool]:
+    """(the config to continue from, whether it comes from a Slurm submission)."""
+    for m in reversed(load_all(store.path)):
+        if m.config_path.is_file():
+            return json.loads(m.config_path.read_text()), True
+    return dict(store.attrs["config"]), False
+
+
 def resume_config(store: Store, cli_cfg: Any, overrides: Sequence[str]) -> Any:
     """The config ``launch.resume`` runs with; ``cli_cfg`` is the composed ResumeConfig (conf/resume.yaml)."""
-    stored = dict(store.attrs["config"])
-    # the sections that define its rows (a planted sweep ignores source, model, train, ...), and its name
-    defining = ("sweep", "planted") if stored.get("planted") is not None else SWEEP_DEFINING
-    sweep = {k: stored[k] for k in ("name", *defining) if k in stored}
+    base, submitted = _base(store)
+    skip = ("launcher", "launch") + (_UNUSED_WHEN_PLANTED if base.get("planted") is not None else ())
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), sweep)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in base.items() if k not in skip})
     except Exception as e:  # a type changed in the schema since the store was written
         version = store.attrs.get("code_version") or "unknown"
-        raise ConfigError(f"the sweep config stored in {store.path} does not fit this code's schema "
-                          f"({str(e).splitlines()[0]}); resume with the code that wrote the store "
-                          f"(code_version {version})") from e
+        raise ConfigError(f"the config of {store.path} does not fit this code's schema ({str(e).splitlines()[0]}); "
+                          f"resume with the code that wrote it (code_version {version})") from e
     keys = override_keys(overrides)
     if "launcher" in keys:
         launcher = cli_cfg.launcher
     else:
-        previous = [m.launcher for m in load_all(store.path)]
-        if previous:
-            base = previous[-1]
-        elif (stored.get("launcher") or {}).get("name") == "slurm":
-            base = stored["launcher"]
-        else:
-            base = {}
-        launcher = OmegaConf.merge(OmegaConf.structured(SlurmLauncherConfig), base)
+        previous = base.get("launcher") or {}
+        if not submitted and previous.get("name") != "slurm":
+            previous = {}  # the store was made by another launcher: Slurm's defaults
+        launcher = OmegaConf.merge(OmegaConf.structured(SlurmLauncherConfig), previous)
         for key in keys:
             if key.startswith("launcher."):
                 OmegaConf.update(launcher, key[len("launcher."):], OmegaConf.select(cli_cfg, key), merge=False)
+    for key in keys:
+        if key.startswith("compute."):
+            OmegaConf.update(cfg, key, OmegaConf.select(cli_cfg, key), merge=False)
     cfg.launcher = launcher
     cfg.launch = cli_cfg.launch
     cfg.store.path = str(store.path)

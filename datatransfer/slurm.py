@@ -9,6 +9,8 @@ waits for a job: ``python -m launch.status`` watches, ``python -m launch.resume`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -73,6 +75,26 @@ def submit(cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> O
     """Plan, print the plan, and (unless ``launch.dry_run``) submit it. Returns the manifest, or None.
 
     ``store`` may be None for a dry run only (the store is not created by a dry run)."""
+    if store is None or cfg.launch.dry_run:
+        return _plan_and_submit(cfg, store, overrides)
+    with _submission_lock(store):  # two submitters at once would both see the same rows as not queued
+        return _plan_and_submit(cfg, store, overrides)
+
+
+@contextlib.contextmanager
+def _submission_lock(store: Store):
+    """An exclusive lock on ``<store>/launch/.submit.lock`` (best effort: some shared filesystems lack flock)."""
+    path = launch_dir(store.path) / ".submit.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
+
+def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str]) -> Optional[Manifest]:
     start = time.perf_counter()
     plan, params, skipped, source = plan_rows(cfg, store)
     where = str(store.path) if store is not None else f"{cfg.store.path} (not created: dry run)"
@@ -100,7 +122,8 @@ def submit(cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> O
     _submit_arrays(cfg.launcher, params, manifest)
     seconds = time.perf_counter() - start
     ids = ", ".join(f"{a.job_id} ({plural(len(a.tasks), 'task')})" for a in manifest.arrays)
-    print(f"submitted {plural(manifest.num_rows, 'row')} as {plural(len(manifest.arrays), 'array')} in {seconds:.1f} s: {ids}")
+    print(f"submitted {plural(manifest.num_rows, 'row')} as {plural(len(manifest.arrays), 'array')} "
+          f"in {seconds:.1f} s: {ids}")
     print(f"manifest: {manifest.path}")
     print(f"watch:    python -m launch.status store.path={store.path}")
     print(f"resume:   python -m launch.resume store.path={store.path}   (reruns rows that did not complete)")

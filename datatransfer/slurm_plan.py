@@ -117,9 +117,9 @@ def plural(count: int, what: str) -> str:
 def format_plan(plan: Plan, params: Dict[str, Any], store: str, skipped: Dict[str, int],
                 limit_source: str = "MaxArraySize") -> str:
     """The dry-run / pre-submit summary: arrays, tasks, rows, resources."""
-    res = [f"{params['cpus_per_task']} CPUs"]
+    res = [plural(params["cpus_per_task"], "CPU")]
     if "gpus_per_task" in params:
-        res.append(f"{params['gpus_per_task']} GPUs")
+        res.append(plural(params["gpus_per_task"], "GPU"))
     res.append(f"mem {params.get('mem', 'cluster default')}")
     res.append(f"time limit {params['time']} min")
     for key in ("partition", "account", "qos", "constraint"):
@@ -128,8 +128,9 @@ def format_plan(plan: Plan, params: Dict[str, Any], store: str, skipped: Dict[st
     done = ", ".join(f"{n} {what}" for what, n in skipped.items() if n)
     lines = [
         f"store {store}: {plural(plan.num_rows, 'row')} to run" + (f" ({done})" if done else ""),
-        f"plan: {plural(plan.num_rows, 'row')} -> {plural(plan.num_tasks, 'task')} of <= {plural(plan.rows_per_task, 'row')} -> "
-        f"{plural(len(plan.arrays), 'array')} of <= {plan.max_array_size} tasks ({limit_source})",
+        f"plan: {plural(plan.num_rows, 'row')} -> {plural(plan.num_tasks, 'task')} of "
+        f"<= {plural(plan.rows_per_task, 'row')} -> {plural(len(plan.arrays), 'array')} of "
+        f"<= {plan.max_array_size} tasks ({limit_source})",
         "per task: " + ", ".join(res) + f"; at most {params['array_parallelism']} running per array",
     ]
     for i, a in enumerate(plan.arrays):

@@ -70,6 +70,8 @@ def runtime(cfg) -> Runtime:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
     return Runtime(device, bool(cfg.train.amp) and device.type == "cuda")
 
 
@@ -110,6 +112,12 @@ def fit(
     steps_per_epoch = len(loader)  # the last partial batch is dropped: a batch of 1 breaks batch-norm
     if steps_per_epoch == 0:
         raise ValueError(f"no full batch of {recipe.batch_size} examples to train on: lower the batch size")
+    peak_lr, shape = recipe.lr, (recipe.schedule, recipe.epochs, recipe.peak_epoch, recipe.get("step_every", 5),
+                                 recipe.get("step_gamma", 0.1))
+
+    def lr_at(t: float) -> float:  # t: training progress in epochs
+        return peak_lr * lr_factor(shape[0], t, *shape[1:])
+
     first_epoch = checkpoint.restore(model, opt, generator) if checkpoint is not None else 0
     loader.set_epoch(first_epoch)
     model.train()
@@ -118,18 +126,12 @@ def fit(
     for epoch in range(first_epoch, recipe.epochs):
         if resolution is not None and loader.resolution is not None:  # RGB FFCV loaders; others keep their size
             loader.set_resolution(resolution(epoch))
-        if log.isEnabledFor(logging.DEBUG):
-            lrs = [recipe.lr * lr_factor(recipe.schedule, epoch + s / steps_per_epoch, recipe.epochs,
-                                         recipe.peak_epoch, recipe.get("step_every", 5), recipe.get("step_gamma", 0.1))
-                   for s in (1, steps_per_epoch)]
-            log.debug("%s epoch %d/%d: %d steps, resolution %s, %s lr %.4g..%.4g, %s", tag, epoch + 1, recipe.epochs,
-                      steps_per_epoch, loader.resolution or "stored", recipe.schedule, lrs[0], lrs[1],
-                      "batch-norm frozen" if freeze_bn else "batch-norm training")
+        log.debug("%s epoch %d/%d: %d steps, resolution %s, %s lr %.4g..%.4g, %s", tag, epoch + 1, recipe.epochs,
+                  steps_per_epoch, loader.resolution or "stored", recipe.schedule, lr_at(epoch + 1 / steps_per_epoch),
+                  lr_at(epoch + 1), "batch-norm frozen" if freeze_bn else "batch-norm training")
         for step, (x, y) in enumerate(loader):
-            t = epoch + (step + 1) / steps_per_epoch
             for group in opt.param_groups:
-                group["lr"] = recipe.lr * lr_factor(recipe.schedule, t, recipe.epochs, recipe.peak_epoch,
-                                                    recipe.get("step_every", 5), recipe.get("step_gamma", 0.1))
+                group["lr"] = lr_at(epoch + (step + 1) / steps_per_epoch)
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
                 loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)

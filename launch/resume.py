@@ -1,8 +1,9 @@
-"""`python -m launch.resume store.path=PATH [launcher overrides]`: run every row of an existing store that is neither
-completed nor live in the Slurm queue (failed, cancelled, timed out, lost with a node, never submitted).
+"""`python -m launch.resume store.path=PATH [launcher / compute overrides]`: run every row of an existing store that
+is neither completed nor live in the Slurm queue (failed, cancelled, timed out, lost with a node, never submitted).
 
-The sweep comes from the store; the launcher from its latest submission, with e.g. `launcher.timeout_min=240` on
-top; `launcher=local` runs the rows here. Running it twice submits nothing the second time. See docs/slurm.md.
+The sweep, compute settings and launcher come from the store's latest submission, with e.g.
+`launcher.timeout_min=240` on top; `launcher=local` runs the rows here. Running it twice submits nothing the second
+time. See docs/slurm.md.
 """
 
 import hydra
@@ -15,17 +16,15 @@ from datatransfer.slurm_queue import app_errors
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="resume")
 def main(cli_cfg) -> None:
-    from datatransfer.config import validate
     from datatransfer.launcher import run
     from datatransfer.resume import resume_config
     from datatransfer.store import Store
+    from datatransfer.sweep import open_store
 
     with fail_cleanly(), app_errors():
         overrides = HydraConfig.get().overrides.task
-        store = Store.open(cli_cfg.store.path, mode="r+")
-        cfg = resume_config(store, cli_cfg, overrides)
-        validate(cfg)
-        run(cfg, store, overrides)
+        cfg = resume_config(Store.open(cli_cfg.store.path), cli_cfg, overrides)
+        run(cfg, open_store(cfg), overrides)  # reopened as `python -m launch` would: same checks, same scope
 
 
 if __name__ == "__main__":

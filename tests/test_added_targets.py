@@ -81,7 +81,7 @@ def test_uncommitted_addition_is_replaced(tmp_path):
 
 def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
     store_path = tmp_path / "store.zarr"
-    base = [*TINY, "sweep.num_models=2", f"store.path={store_path}"]
+    base = [*TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}"]
     r = run_app("launch", *base, "targets=[digits]", "store.save_backbones=true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (store_path / "backbones").iterdir()) == ["row-0.pt", "row-1.pt"]
@@ -109,7 +109,7 @@ def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
     # The added target's outputs are what the row would have computed had coarse been there from the start:
     # the source model is the saved one, and the transfer seed follows the target's position in the store.
     cfg = compose(base + ["targets=[digits,coarse]"])
-    torch.set_num_threads(cpus_allotted())  # as the app's single worker (same reductions, same numbers)
+    torch.set_num_threads(cpus_allotted())  # as the app's one worker process (same reductions, same numbers)
     runner = RowRunner(cfg)
     runner.targets.pop("digits")
     outputs, predictions = runner.transfer(backbones.load(backbones.path(store_path, 1)), row_seed(0, 1))

@@ -6,7 +6,6 @@ Without root or apt the tests skip, saying why; under CI (CI=true) they never sk
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -171,7 +170,8 @@ def test_c_requeue_signal_mid_row_resumes_from_the_checkpoint(cluster, tmp_path)
     from datatransfer.sweep import open_store
 
     store_path = tmp_path / "store.zarr"
-    sweep = ["sweep.num_models=2", "train.epochs=2", "model.width=8", "transfer.full.epochs=1",
+    # source training is what checkpoints; fixed-feature outputs depend on every weight of the source model
+    sweep = ["sweep.num_models=2", "train.epochs=2", "model.width=8", "transfer.modes=[fixed]",
              "transfer.fixed.iterations=30"]
     # one array of 2 single-row tasks, one at a time; 2 CPUs = 2 torch threads, as the reference below
     _launch(*sweep, *TASK, "launcher.cpus_per_task=2", "launcher.mem_gb=2", "launcher.array_parallelism=1",

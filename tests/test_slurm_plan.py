@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from datatransfer import slurm_queue
 from datatransfer.config import ConfigError, compose, validate
@@ -20,9 +19,8 @@ from datatransfer.slurm import submit
 from datatransfer.slurm_manifest import load_all
 from datatransfer.slurm_plan import describe_rows, executor_parameters, make_plan, pack, row_set, split
 from datatransfer.slurm_status import QueueView, count_rows
-from datatransfer.store import Store
 from datatransfer.sweep import open_store
-from conftest import REPO, run_app
+from conftest import run_app
 
 GOLDEN = Path(__file__).parent / "golden"
 PLANTED = ["experiment=planted", "planted.units=12", "planted.examples=[5]", "launcher=slurm"]
@@ -172,7 +170,7 @@ def test_dry_run_prints_the_plan_and_creates_nothing(fake_slurm, tmp_path):
                 "launcher.gpus_per_task=1", "launcher.partition=gpu", "launch.dry_run=true", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "12 rows -> 6 tasks of <= 2 rows -> 2 arrays of <= 5 tasks (MaxArraySize)" in r.stdout
-    assert "1 GPU" in r.stdout or "1 GPUs" in r.stdout and "partition gpu" in r.stdout
+    assert "per task: 4 CPUs, 1 GPU, mem 8GB, time limit 120 min, partition gpu;" in r.stdout
     assert "array 1: tasks 0-0, 2 rows (10-11)" in r.stdout and "dry run: nothing submitted" in r.stdout
     assert not store_path.exists() and not list(fake_slurm.glob("sbatch-*"))
 
@@ -194,11 +192,13 @@ def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_
                    "launcher.timeout_min=30", "launch.fail_rows=[1]"])
     store = open_store(cfg)
     submit(cfg, store)
-    cli = compose([f"store.path={store_path}", "launcher.timeout_min=240"], config_name="resume")
-    r = resume_config(store, cli, [f"store.path={store_path}", "launcher.timeout_min=240"])
+    given = [f"store.path={store_path}", "launcher.timeout_min=240", "compute.device=cpu"]
+    r = resume_config(store, compose(given, config_name="resume"), given)
     assert r.launcher.partition == "big" and r.launcher.timeout_min == 240  # inherited + overridden
+    assert r.compute.device == "cpu" and str(r.store.path) == str(store.path)
     assert list(r.launch.fail_rows) == [] and r.planted.units == 12 and r.sweep.num_models == 4
     validate(r)
+    assert open_store(r).fingerprint == store.fingerprint  # the same sweep
     cli = compose([f"store.path={store_path}", "launcher=local", "launcher.workers=2"], config_name="resume")
     r = resume_config(store, cli, [f"store.path={store_path}", "launcher=local", "launcher.workers=2"])
     assert r.launcher.name == "local" and r.launcher.workers == 2
@@ -233,6 +233,30 @@ def test_status_counts_from_one_squeue_and_one_sacct_call(fake_slurm, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "rows: 3 completed, 2 in running tasks, 2 queued, 3 failed, 0 never submitted" in r.stdout
     assert "4242_1 FAILED: rows 2-3" in r.stdout and "python -m launch.resume" in r.stdout
+
+
+def test_status_without_accounting_falls_back_to_squeue(fake_slurm, tmp_path):
+    store_path = tmp_path / "s.zarr"
+    cfg = compose([*PLANTED, "sweep.num_models=4", f"store.path={store_path}", "launcher.rows_per_task=2"])
+    store = open_store(cfg)
+    submit(cfg, store)  # 4242: [0,1] [2,3]
+    store.group["completed"][0:2] = True
+    (fake_slurm / "bin" / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (fake_slurm / "squeue.txt").write_text("")
+    view = QueueView.poll(store_path)
+    assert not view.accounting and [t.state for t in view.tasks] == ["ENDED", "ENDED"]
+    c = count_rows(view, store.completed())
+    assert (c.completed, c.failed) == (2, 2) and [t.element for t in c.failed_tasks] == ["4242_1"]
+    r = run_app("launch.status", f"store.path={store_path}", cwd=tmp_path)
+    assert r.returncode == 0 and "squeue only: Slurm accounting unavailable" in r.stdout, r.stderr
+
+
+def test_task_requeues_itself_unchanged():
+    from datatransfer.slurm_task import RowsTask
+
+    task = RowsTask("/store/launch/x/config.json", [3, 4])
+    again = task.checkpoint()
+    assert again.function is task and again.args == () and task.rows == [3, 4]
 
 
 def test_status_without_store_path_or_store_is_a_clean_error(tmp_path):
