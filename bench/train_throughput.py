@@ -7,7 +7,7 @@
    DataLoader over the same images (in-process over tensors, and with worker processes over uint8 arrays).
 
     python bench/train_throughput.py [--arch small_cnn|resnet18] [--batch-size 128] [--epochs 1] [--repeats 8]
-                                     [--images N] [--betons DIR] [--skip-ffcv]
+                                     [--images N] [--threads N] [--betons DIR] [--skip-ffcv]
 
 Data: the embedded mini source, the kept classes of row 0's mask (9,000 28x28 grey images). ``--arch resnet18``
 trains torchvision's ResNet-18 on the same images replicated to 3 channels (slow on CPU). Runs come in back-to-back
@@ -147,7 +147,10 @@ def main() -> None:
     p.add_argument("--loader-epochs", type=int, default=3)
     p.add_argument("--betons", default="", help="folder of prepared mini betons (default: write them to a temp dir)")
     p.add_argument("--skip-ffcv", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, the CPUs)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     training_step(args)
     if not args.skip_ffcv:
         loaders(args)
