@@ -2,15 +2,15 @@
 
 import hydra
 
-from aggregate import fail_cleanly
 from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer.errors import fail_cleanly
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
     from datatransfer.aggregation import Influence, aggregate_from_config
 
-    with fail_cleanly():
+    with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
         s = aggregate_from_config(cfg)
         print(f"used {s.rows_used} of {s.rows_total} rows; estimator {s.estimator}; {s.seconds:.1f} s")

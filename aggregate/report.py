@@ -5,8 +5,8 @@ missing or older than the store's completed rows."""
 
 import hydra
 
-from aggregate import fail_cleanly
 from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer.errors import fail_cleanly
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
@@ -14,7 +14,7 @@ def main(cfg) -> None:
     from datatransfer.aggregation import current_influence
     from datatransfer.report import write_report
 
-    with fail_cleanly():
+    with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
         inf, store = current_influence(cfg)
         print(f"influences: {inf.path} ({inf.attrs['rows_used']} rows, estimator {inf.attrs['estimator']['name']})")

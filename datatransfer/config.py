@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .errors import AppError
+
 OUTPUT_KINDS = ("softmax_gt", "gt_logit", "raw_margin", "softmax_margin", "is_correct")
 TRANSFER_MODES = ("fixed", "full")
 SCHEDULES = ("constant", "cyclic", "onecycle", "step")
@@ -64,7 +66,9 @@ class TargetConfig:
 @dataclass
 class ModelConfig:
     arch: str = "small_cnn"  # small_cnn (28x28 grey) | resnet18
-    width: int = 16  # small_cnn channels of the first conv; features = 4 * width
+    # small_cnn channels of the first conv; features = 4 * width. 10: the widest that keeps the mini demo within
+    # 10 minutes on 2 CPU cores (docs/configuration.md, "The mini recipe").
+    width: int = 10
 
 
 @dataclass
@@ -160,7 +164,9 @@ class SweepConfig:
 @dataclass
 class LocalLauncherConfig:
     name: str = "local"
-    workers: int = 1  # worker processes; the machine's CPUs are split evenly between them
+    # Worker processes; the machine's CPUs are split evenly between them. 0 = auto: one single-threaded worker per
+    # CPU when rows run on the CPU (faster than fewer multi-threaded ones for small models), one on a GPU.
+    workers: int = 0
 
 
 @dataclass
@@ -185,9 +191,6 @@ class SlurmLauncherConfig:
     python: str = ""  # command that runs python on the nodes; "" = this interpreter (sys.executable)
     setup: List[str] = field(default_factory=list)  # shell lines run before the task, e.g. module load ...
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # any other sbatch option: {mail-type: END}
-    # Local launcher only, ignored here: accepted so that an experiment file may tune launcher.workers for local
-    # runs (conf/experiment/mini.yaml does) without breaking launcher=slurm.
-    workers: int = 1
 
 
 @dataclass
@@ -256,7 +259,7 @@ class Config:
 SWEEP_DEFINING = ("source", "targets", "model", "train", "transfer", "sweep")
 
 
-class ConfigError(ValueError):
+class ConfigError(AppError, ValueError):
     """A config value that composes (right key, right type) but cannot be run."""
 
 
@@ -293,8 +296,9 @@ def validate(cfg: Any) -> None:
          f"unknown architecture {cfg.model.arch!r} (small_cnn | resnet18)")
     if planted is None:
         _validate_recipes(cfg, need)
-    workers = getattr(cfg.launcher, "workers", 1)
-    need(workers >= 1, "launcher.workers", f"must be at least 1, got {workers}")
+    if cfg.launcher.get("name") == "local":
+        workers = cfg.launcher.workers
+        need(workers >= 0, "launcher.workers", f"must be at least 1 (or 0: one per CPU), got {workers}")
     if cfg.launcher.get("name") == "slurm":
         validate_slurm(cfg.launcher)
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")

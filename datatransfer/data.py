@@ -19,10 +19,12 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .errors import AppError
+
 EMBEDDED_DIR = Path(__file__).parent / "data"
 
 
-class DataError(FileNotFoundError):
+class DataError(AppError, FileNotFoundError):
     """A data file or a dataset inside it that is not there; the message names it."""
 
 

@@ -21,8 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .errors import AppError
 
-class EstimatorError(ValueError):
+
+class EstimatorError(AppError, ValueError):
     """The rows given cannot support the estimate asked for (e.g. a unit never left out); the message says why."""
 
 

@@ -18,17 +18,17 @@ def run(cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> None
 
         submit(cfg, store, overrides)  # returns at once; `python -m launch.status` watches
         return
-    from .local import run_local, summary
+    from .local import local_workers, run_local, summary
 
     if store is None:
         print(f"dry run: would create {cfg.store.path} and run its {cfg.sweep.num_models} rows here "
-              f"in {cfg.launcher.workers} worker process(es)")
+              f"in {local_workers(cfg)} worker process(es)")
         return
     todo = len(store.missing_rows())
     print(f"store {store.path}: {store.num_rows - todo} of {store.num_rows} rows already complete, {todo} to run",
           flush=True)
     if cfg.launch.dry_run:
-        print(f"dry run: would run {todo} rows here in {cfg.launcher.workers} worker process(es)")
+        print(f"dry run: would run {todo} rows here in {local_workers(cfg)} worker process(es)")
         return
     start = time.perf_counter()
     done = run_local(cfg, store)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 
 import numpy as np
 from tqdm import tqdm
 
 from .job import Worker, cpus_allotted, run_rows
 from .store import Store
+from .train import runtime
 
 _worker: Worker | None = None  # one per pool process: datasets are loaded once, not once per row
 
@@ -24,13 +24,20 @@ def _work(row: int) -> int:
     return row
 
 
+def local_workers(cfg) -> int:
+    """launcher.workers, or for 0 (auto): one worker per allotted CPU on the CPU, a single one on a GPU."""
+    if int(cfg.launcher.workers) > 0:
+        return int(cfg.launcher.workers)
+    return 1 if runtime(cfg).device.type == "cuda" else cpus_allotted()
+
+
 def run_local(cfg, store: Store) -> int:
     """Run every missing row; returns how many rows this call completed. Ctrl-C keeps completed rows."""
     rows = store.missing_rows()
     total = store.num_rows
     if len(rows) == 0:
         return 0
-    workers = max(1, min(int(cfg.launcher.workers), len(rows)))
+    workers = max(1, min(local_workers(cfg), len(rows)))
     threads = max(1, cpus_allotted() // workers)
     bar = tqdm(total=total, initial=total - len(rows), unit="row", desc="rows", dynamic_ncols=True)
     done = 0
@@ -61,8 +68,11 @@ def summary(store: Store) -> str:
         return "\n".join(lines)
     stats = np.stack([store.row_stats()[int(i)] for i in completed])
     fields = store.row_stat_fields
-    lines.append(f"source accuracy (kept classes): {np.nanmean(stats[:, fields.index('source_accuracy')]):.3f}")
-    lines.append(f"seconds per row: {np.nanmean(stats[:, fields.index('total_seconds')]):.1f}")
+    for name, label, fmt in (("source_accuracy", "source accuracy (kept classes)", ".3f"),
+                             ("total_seconds", "seconds per row", ".1f")):
+        values = stats[:, fields.index(name)]
+        if not np.isnan(values).all():  # planted rows train no source model: no accuracy to show
+            lines.append(f"{label}: {np.nanmean(values):{fmt}}")
     for t in store.targets:
         acc = store.target_accuracy(t, completed).mean(axis=0)
         per_mode = ", ".join(f"{m} {a:.3f}" for m, a in zip(store.modes, acc))

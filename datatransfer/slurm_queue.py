@@ -8,12 +8,12 @@ few seconds; a cancelled *pending* element leaves no sacct record at all.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import subprocess
-import sys
 from typing import Dict, Iterable, List, Optional, Tuple
+
+from .errors import AppError
 
 # squeue states of jobs that still hold (or will hold) resources: a row in such a task may still be written.
 LIVE_STATES = frozenset({
@@ -25,27 +25,8 @@ RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING",
 State = Tuple[str, str]  # (state, job name)
 
 
-class SlurmError(RuntimeError):
+class SlurmError(AppError, RuntimeError):
     """Slurm could not be asked or refused a request; the message says what to do."""
-
-
-@contextlib.contextmanager
-def app_errors():
-    """For the launch apps: expected problems -> one line on stderr and exit status 2 (no torch import here)."""
-    from omegaconf.errors import MissingMandatoryValue
-
-    from .config import ConfigError
-    from .store import StoreError
-
-    try:
-        yield
-    except (ConfigError, StoreError, SlurmError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except MissingMandatoryValue as e:  # e.g. store.path not given
-        print(f"error: {getattr(e, 'full_key', '') or 'a required value'} must be given (e.g. store.path=PATH)",
-              file=sys.stderr)
-        sys.exit(2)
 
 
 def _run(cmd: List[str], timeout: float = 120) -> subprocess.CompletedProcess:

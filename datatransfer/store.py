@@ -23,12 +23,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import zarr
 
+from .errors import AppError
+
 FORMAT = "datatransfer-store"
 FORMAT_VERSION = 1
 ROW_STAT_FIELDS = ("source_accuracy", "train_seconds", "total_seconds")
 
 
-class StoreError(RuntimeError):
+class StoreError(AppError, RuntimeError):
     """A store that cannot be created or opened as asked; the message names the problem."""
 
 

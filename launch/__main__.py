@@ -3,15 +3,13 @@
 launcher=local runs them here; launcher=slurm submits them as job arrays and returns at once (docs/slurm.md).
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from datatransfer import config  # noqa: F401  (registers the schemas)
-from datatransfer.cli import fail_cleanly
-from datatransfer.slurm_queue import app_errors
+from datatransfer.errors import fail_cleanly
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -20,17 +18,13 @@ def main(cfg) -> None:
     from datatransfer.launcher import run
     from datatransfer.sweep import open_store
 
-    with fail_cleanly(), app_errors():
+    with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         if cfg.launch.dry_run and not Path(cfg.store.path).exists():
             validate(cfg)
             store = None  # a dry run creates nothing
         else:
             store = open_store(cfg)
-        try:
-            run(cfg, store, HydraConfig.get().overrides.task)
-        except KeyboardInterrupt:
-            print("\ninterrupted: completed rows are kept; rerun the same command to continue", file=sys.stderr)
-            sys.exit(130)
+        run(cfg, store, HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from datatransfer import config  # noqa: F401  (registers the schemas)
-from datatransfer.cli import fail_cleanly
-from datatransfer.slurm_queue import app_errors
+from datatransfer.errors import fail_cleanly
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="resume")
@@ -21,7 +20,7 @@ def main(cli_cfg) -> None:
     from datatransfer.store import Store
     from datatransfer.sweep import open_store
 
-    with fail_cleanly(), app_errors():
+    with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         overrides = HydraConfig.get().overrides.task
         cfg = resume_config(Store.open(cli_cfg.store.path), cli_cfg, overrides)
         run(cfg, open_store(cfg), overrides)  # reopened as `python -m launch` would: same checks, same scope

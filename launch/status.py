@@ -6,14 +6,14 @@ import time
 import hydra
 
 from datatransfer import config  # noqa: F401  (registers the schemas)
-from datatransfer.slurm_queue import app_errors
+from datatransfer.errors import fail_cleanly
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="status")
 def main(cfg) -> None:
     from datatransfer.slurm_status import report
 
-    with app_errors():
+    with fail_cleanly():
         while True:
             text, counts = report(cfg.store.path, failed=cfg.failed, tail=cfg.tail)
             print(text, flush=True)

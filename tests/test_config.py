@@ -20,6 +20,17 @@ def test_interface_key_names_exist():
     assert cfg.store.path == "/x/s.zarr" and cfg.launcher.workers == 2 and list(cfg.targets) == ["digits"]
 
 
+def test_local_workers_default_to_one_per_cpu():
+    from datatransfer.job import cpus_allotted
+    from datatransfer.local import local_workers
+
+    assert local_workers(compose(["compute.device=cpu"])) == cpus_allotted()
+    assert local_workers(compose(["compute.device=cpu", "launcher.workers=3"])) == 3
+    # the key belongs to the local launcher only: with launcher=slurm it is an unknown key
+    r = run_app("launch", "launcher=slurm", "launcher.workers=2", "--cfg", "job")
+    assert r.returncode != 0 and "workers" in r.stderr
+
+
 def test_print_resolved_config():
     r = run_app("launch", "--cfg", "job", "sweep.num_models=9")
     assert r.returncode == 0, r.stderr
@@ -51,6 +62,7 @@ def test_bad_overrides_exit_nonzero_naming_the_key(tmp_path, override, needle):
         ("sweep.num_models=0", "sweep.num_models"),
         ("source.root=/nonexistent/data", "data file not found"),
         ("transfer.modes=[fixed,linear]", "transfer.modes"),
+        ("launcher.workers=-1", "launcher.workers"),
     ],
 )
 def test_bad_values_exit_nonzero_and_leave_no_store(tmp_path, override, needle):

@@ -1,6 +1,5 @@
 """A reduced mini sweep, end to end, through the real app: real images, real training, real store."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -97,14 +97,14 @@ def _assert_same_rows(a: Path, b: Path, rows) -> None:
 def test_a_mini_sweep_on_slurm_equals_the_local_launcher(cluster, tmp_path):
     from datatransfer.config import compose
     from datatransfer.job import cpus_allotted
-    from datatransfer.local import run_local
+    from datatransfer.local import local_workers, run_local
     from datatransfer.sweep import open_store
 
     slurm_store, local_store = tmp_path / "slurm.zarr", tmp_path / "local.zarr"
     sweep = [*TINY, "sweep.num_models=2", "model.width=8"]
     cfg = compose([*sweep, f"store.path={local_store}"])
     # the torch threads of the local launcher's workers here (its CPUs split between them) = Slurm's CPUs per task
-    threads = max(1, cpus_allotted() // min(cfg.launcher.workers, 2))
+    threads = max(1, cpus_allotted() // min(local_workers(cfg), 2))
     # one array of 2 single-row tasks
     r = _launch(*sweep, *TASK, f"launcher.cpus_per_task={threads}", "launcher.mem_gb=2", f"store.path={slurm_store}",
                 tmp=tmp_path)

@@ -1,5 +1,4 @@
 import json
-import multiprocessing as mp
 import os
 import signal
 import subprocess
