@@ -157,6 +157,16 @@ def _tail(path: Path, lines: int) -> List[str]:
     return text.rstrip("\n").splitlines()[-lines:]
 
 
+def added_target_lines(store: Store) -> List[str]:
+    """One line per target added later (transfer_only): its rows have a completion record of their own."""
+    lines = []
+    for t in store.added_targets:
+        done = store.target_completed(t)
+        lines.append(f"added target {t}: {int(done.sum())} of {len(done)} rows completed "
+                     f"(the counts above are the original targets')")
+    return lines
+
+
 def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCounts]:
     """The text of ``python -m launch.status`` (and the counts behind it)."""
     view = QueueView.poll(store_path)  # the queue first, then the store (see the module doc)
@@ -169,6 +179,7 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         f"rows: {c.completed} completed, {c.running} in running tasks, {c.queued} queued, {c.failed} failed, "
         f"{c.unsubmitted} never submitted",
     ]
+    lines.extend(added_target_lines(store))
     if view.manifests:
         how = "squeue + sacct" if view.accounting else "squeue only: Slurm accounting unavailable"
         lines.append(f"arrays ({how}):")

@@ -102,6 +102,13 @@ class Store:
         self.fingerprint: str = attrs["fingerprint"]
         self._masks: Optional[np.ndarray] = None
         self._runnable = runnable
+        self._arrays: Dict[str, zarr.Array] = {}  # opened once: each lookup reads metadata from disk
+
+    def _array(self, name: str) -> zarr.Array:
+        """The array at ``name``, opened once per handle (its chunks are still read afresh on every access)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     # ---- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -193,8 +200,8 @@ class Store:
     def row_done(self, row: int) -> bool:
         """Whether row ``row`` is complete for this handle's targets (reads one chunk per target)."""
         if self.scope is None:
-            return bool(self.group["completed"][int(row)])
-        return all(bool(self.group[f"completed_targets/{t}"][int(row)]) for t in self.scope)
+            return bool(self._array("completed")[int(row)])
+        return all(bool(self._array(f"completed_targets/{t}")[int(row)]) for t in self.scope)
 
     def missing_rows(self) -> np.ndarray:
         """Rows to run: not complete (for a scoped handle: and runnable, i.e. with a saved source model)."""
@@ -210,17 +217,17 @@ class Store:
         return list(self.group[f"targets/{target}/labels"].attrs["class_names"])
 
     def outputs(self, target: str) -> zarr.Array:
-        return self.group[f"outputs/{target}"]
+        return self._array(f"outputs/{target}")
 
     def predictions(self, target: str) -> zarr.Array:
-        return self.group[f"predictions/{target}"]
+        return self._array(f"predictions/{target}")
 
     def row_stats(self) -> zarr.Array:
-        return self.group["row_stats"]
+        return self._array("row_stats")
 
     @property
     def row_stat_fields(self) -> List[str]:
-        return list(self.group["row_stats"].attrs["fields"])
+        return list(self._array("row_stats").attrs["fields"])
 
     def target_accuracy(self, target: str, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_modes) test accuracy, derived from stored predictions and labels."""
@@ -252,11 +259,11 @@ class Store:
             self.predictions(t)[row] = np.asarray(predictions[t], dtype=np.int32)
         if self.scope is not None:
             for t in self.scope:
-                self.group[f"completed_targets/{t}"][row] = True
+                self._array(f"completed_targets/{t}")[row] = True
             return
         fields = self.row_stat_fields
         self.row_stats()[row] = np.array([stats.get(f, np.nan) for f in fields], dtype=np.float32)
-        self.group["completed"][row] = True
+        self._array("completed")[row] = True
 
     # ---- targets added later -------------------------------------------------------------------------------
     def add_targets(self, specs: Sequence[TargetSpec], records: Mapping[str, Mapping[str, Any]]) -> None:
@@ -271,6 +278,7 @@ class Store:
         if clash:
             raise StoreError(f"{self.path} already has target(s) {clash}")
         m, modes, kinds = self.num_rows, self.modes, self.output_kinds
+        self._arrays.clear()  # arrays of an uncommitted addition are replaced below
         for spec in specs:
             _create_target_arrays(self.group, spec, m, modes, kinds, overwrite=True)
             self.group.require_group("completed_targets").create_array(

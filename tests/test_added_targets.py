@@ -14,6 +14,7 @@ from datatransfer.config import compose
 from datatransfer.job import RowRunner, cpus_allotted, run_rows
 from datatransfer.masks import row_seed
 from datatransfer.store import Store, StoreError, TargetSpec
+from datatransfer.slurm_status import added_target_lines
 from datatransfer.sweep import open_store
 from conftest import TINY, run_app
 from test_store import make_spec, row_payload
@@ -57,6 +58,7 @@ def test_add_target_layout_scope_and_untouched_arrays(tmp_path):
     assert scoped.row_done(3) and not scoped.row_done(2)
     assert list(scoped.missing_rows()) == [0, 1, 2, 5]
     assert list(np.flatnonzero(reopened.target_completed("new"))) == [3]
+    assert added_target_lines(Store.open(store.path))[0].startswith("added target new: 1 of 6 rows completed")
     assert list(np.flatnonzero(Store.open(store.path).completed())) == [0, 2, 3]  # `completed` untouched
     assert Store.open(store.path).row_stats()[3][0] == pytest.approx(0.03)  # the row's stats too
     np.testing.assert_array_equal(g["outputs/new"][3], outs["new"])
