@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import sys
 
 import numpy as np
 from tqdm import tqdm
@@ -14,8 +16,22 @@ from .train import runtime
 _worker: Worker | None = None  # one per pool process: datasets are loaded once, not once per row
 
 
-def _init(cfg, path: str, threads: int) -> None:
+def _logging_setup() -> dict:
+    """The parent's logging as Hydra set it up (format, levels, hydra.verbose=datatransfer.<module>), so that
+    spawned workers log as a single process would."""
+    root = logging.getLogger()
+    fmt = next((h.formatter._fmt for h in root.handlers if h.formatter is not None), None)
+    loggers = logging.Logger.manager.loggerDict
+    levels = {name: lg.level for name, lg in loggers.items()
+              if name.startswith("datatransfer") and isinstance(lg, logging.Logger) and lg.level}
+    return {"root": root.level, "format": fmt, "levels": levels}
+
+
+def _init(cfg, path: str, threads: int, log: dict) -> None:
     global _worker
+    logging.basicConfig(level=log["root"], format=log["format"], stream=sys.stdout)
+    for name, level in log["levels"].items():
+        logging.getLogger(name).setLevel(level)
     _worker = Worker(cfg, path, threads)
 
 
@@ -51,7 +67,7 @@ def run_local(cfg, store: Store) -> int:
         else:
             # spawn: a fresh interpreter per worker, no torch state forked from the parent
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init, initargs=(cfg, str(store.path), threads)) as pool:
+            with ctx.Pool(workers, initializer=_init, initargs=(cfg, str(store.path), threads, _logging_setup())) as pool:
                 for _ in pool.imap_unordered(_work, [int(r) for r in rows]):
                     done += 1
                     bar.update(1)
