@@ -67,7 +67,8 @@ def run_local(cfg, store: Store) -> int:
         else:
             # spawn: a fresh interpreter per worker, no torch state forked from the parent
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init, initargs=(cfg, str(store.path), threads, _logging_setup())) as pool:
+            init = (cfg, str(store.path), threads, _logging_setup())
+            with ctx.Pool(workers, initializer=_init, initargs=init) as pool:
                 for _ in pool.imap_unordered(_work, [int(r) for r in rows]):
                     done += 1
                     bar.update(1)

@@ -13,7 +13,7 @@ from datatransfer.errors import fail_cleanly
 def main(cfg) -> None:
     from datatransfer.slurm_status import report
 
-    with fail_cleanly():
+    with fail_cleanly("stopped watching (the jobs go on)"):
         while True:
             text, counts = report(cfg.store.path, failed=cfg.failed, tail=cfg.tail)
             print(text, flush=True)
