@@ -59,18 +59,21 @@ def test_interrupt_keeps_completed_rows_and_rerun_continues(tmp_path):
     # enough rows that the sweep is still running when the first row is done, however fast rows are
     args = [sys.executable, "-m", "launch", *TINY, "sweep.num_models=16", "transfer.modes=[fixed]",
             f"store.path={store_path}"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait for the first completed row, then press Ctrl-C
+    # Ctrl-C acts as in a terminal even where this suite runs with SIGINT ignored (e.g. started with & from a
+    # script): an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline, problem = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:  # wait for the first completed row, then Ctrl-C
         time.sleep(0.5)
         try:
             if Store.open(store_path).completed().sum() >= 1:
                 break
-        except Exception:
-            pass
+        except Exception as e:  # not created yet
+            problem = e
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 130, f"{err[-2000:]}\nlast problem reading the store: {problem!r}"
     assert "completed rows are kept" in err
     done = Store.open(store_path).completed()
     assert 1 <= done.sum() < 16
