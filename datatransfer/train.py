@@ -112,22 +112,23 @@ def fit(
     steps_per_epoch = len(loader)  # the last partial batch is dropped: a batch of 1 breaks batch-norm
     if steps_per_epoch == 0:
         raise ValueError(f"no full batch of {recipe.batch_size} examples to train on: lower the batch size")
-    peak_lr, shape = recipe.lr, (recipe.schedule, recipe.epochs, recipe.peak_epoch, recipe.get("step_every", 5),
-                                 recipe.get("step_gamma", 0.1))
+    # the recipe read once: OmegaConf attribute access is slow enough to notice in a per-step loop
+    peak_lr, schedule, epochs, peak_epoch = recipe.lr, recipe.schedule, recipe.epochs, recipe.peak_epoch
+    step_every, step_gamma = recipe.get("step_every", 5), recipe.get("step_gamma", 0.1)
 
     def lr_at(t: float) -> float:  # t: training progress in epochs
-        return peak_lr * lr_factor(shape[0], t, *shape[1:])
+        return peak_lr * lr_factor(schedule, t, epochs, peak_epoch, step_every, step_gamma)
 
     first_epoch = checkpoint.restore(model, opt, generator) if checkpoint is not None else 0
     loader.set_epoch(first_epoch)
     model.train()
     for m in _batchnorms(model) if freeze_bn else []:
         m.eval()
-    for epoch in range(first_epoch, recipe.epochs):
+    for epoch in range(first_epoch, epochs):
         if resolution is not None and loader.resolution is not None:  # RGB FFCV loaders; others keep their size
             loader.set_resolution(resolution(epoch))
-        log.debug("%s epoch %d/%d: %d steps, resolution %s, %s lr %.4g..%.4g, %s", tag, epoch + 1, recipe.epochs,
-                  steps_per_epoch, loader.resolution or "stored", recipe.schedule, lr_at(epoch + 1 / steps_per_epoch),
+        log.debug("%s epoch %d/%d: %d steps, resolution %s, %s lr %.4g..%.4g, %s", tag, epoch + 1, epochs,
+                  steps_per_epoch, loader.resolution or "stored", schedule, lr_at(epoch + 1 / steps_per_epoch),
                   lr_at(epoch + 1), "batch-norm frozen" if freeze_bn else "batch-norm training")
         for step, (x, y) in enumerate(loader):
             for group in opt.param_groups:
