@@ -8,7 +8,7 @@ from datatransfer.errors import fail_cleanly
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
-    from datatransfer.aggregation import Influence, aggregate_from_config
+    from datatransfer.influence.aggregate import Influence, aggregate_from_config
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)

@@ -11,8 +11,8 @@ from datatransfer.errors import fail_cleanly
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
-    from datatransfer.aggregation import current_influence
-    from datatransfer.report import write_report
+    from datatransfer.influence.aggregate import current_influence
+    from datatransfer.report.page import write_report
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)

@@ -26,7 +26,7 @@ import numpy as np
 READ_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, zarr
-from datatransfer.aggregation import READ_CONCURRENCY
+from datatransfer.influence.aggregate import READ_CONCURRENCY
 path, block = sys.argv[1], int(sys.argv[2])
 t0 = time.perf_counter()
 total = 0.0
@@ -44,7 +44,7 @@ print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSA
 
 AGG_CHILD = r"""
 import json, resource, sys, time
-from datatransfer.aggregation import aggregate
+from datatransfer.influence.aggregate import aggregate
 from datatransfer.config import DiagnosticsConfig
 path, out, block, diag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 t0 = time.perf_counter()
@@ -57,7 +57,7 @@ print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSA
 BASELINE_CHILD = r"""
 import json, resource
 import numpy as np, zarr
-from datatransfer import aggregation
+from datatransfer.influence import aggregate as aggregation
 print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -65,7 +65,7 @@ print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 def make_store(path: Path, rows: int, units: int, n: int) -> None:
     """A store in the documented format: one target, one mode, one kind (softmax_gt-like values in [0, 1])."""
     from datatransfer.masks import mask_matrix
-    from datatransfer.store import Store, StoreSpec, TargetSpec
+    from datatransfer.store.sweep_store import Store, StoreSpec, TargetSpec
 
     rng = np.random.default_rng(0)
     masks = mask_matrix(0, rows, units, 0.5)

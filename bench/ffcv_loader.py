@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from datatransfer import ffcv_data
+from datatransfer.data import ffcv_reader as ffcv_data
 
 MINI = Path(__file__).resolve().parents[1] / "datatransfer" / "data" / "mini.npz"
 MEAN, STD = 0.3, 0.35  # any fixed pair: every loader applies the same one

@@ -44,7 +44,7 @@ TARGETS = {
 
 def write_synthetic(folder: Path, n: int, size: tuple, classes: int, workers: int) -> None:
     """``folder/{train,val}.beton`` + meta.json: n smooth random RGB images of size (w, h), random labels."""
-    from datatransfer import ffcv_data
+    from datatransfer.data import ffcv_reader as ffcv_data
 
     ffcv_data.import_ffcv()
     from ffcv.fields import RGBImageField
@@ -89,9 +89,10 @@ def main() -> None:
     p.add_argument("--data", default="", help="folder to write the synthetic beton in (default: a temp dir)")
     args = p.parse_args()
 
-    from datatransfer import data, train
+    from datatransfer import data
     from datatransfer.config import compose
-    from datatransfer.models import build
+    from datatransfer.train import loop as train
+    from datatransfer.train.models import build
 
     device = torch.device(args.device)
     torch.set_num_threads(args.workers)

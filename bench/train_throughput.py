@@ -28,10 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datatransfer import data, train
+from datatransfer import data
 from datatransfer.config import compose
 from datatransfer.masks import row_mask
-from datatransfer.models import build
+from datatransfer.train import loop as train
+from datatransfer.train.models import build
 
 
 def ours(model, split, recipe, rt, seed: int) -> float:
@@ -98,10 +99,16 @@ def training_step(args) -> None:
 
 def loaders(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from ffcv_loader import MEAN, STD, Uint8Dataset, images_per_s  # the loader bench's dataset and timer
-
-    from datatransfer import ffcv_data, prepare
+    from ffcv_loader import (  # the loader bench's dataset and timer
+        MEAN,
+        STD,
+        Uint8Dataset,
+        images_per_s,
+    )
     from torch.utils.data import DataLoader, TensorDataset
+
+    from datatransfer.data import ffcv_reader as ffcv_data
+    from datatransfer.data import prepare
 
     t = time.perf_counter()
     ffcv_data.import_ffcv()

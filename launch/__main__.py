@@ -15,8 +15,8 @@ from datatransfer.errors import fail_cleanly
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> None:
     from datatransfer.config import validate
-    from datatransfer.launcher import run
-    from datatransfer.sweep import open_store
+    from datatransfer.launchers import run
+    from datatransfer.store.open import open_store
 
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         if cfg.launch.dry_run and not Path(cfg.store.path).exists():

@@ -9,7 +9,7 @@ from datatransfer.errors import fail_cleanly
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
 def main(cfg) -> None:
-    from datatransfer.prepare import prepare
+    from datatransfer.data.prepare import prepare
 
     with fail_cleanly():
         prepare(cfg)

@@ -15,10 +15,10 @@ from datatransfer.errors import fail_cleanly
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="resume")
 def main(cli_cfg) -> None:
-    from datatransfer.launcher import run
-    from datatransfer.resume import resume_config
-    from datatransfer.store import Store
-    from datatransfer.sweep import open_store
+    from datatransfer.launchers import run
+    from datatransfer.launchers.resume import resume_config
+    from datatransfer.store.open import open_store
+    from datatransfer.store.sweep_store import Store
 
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         overrides = HydraConfig.get().overrides.task

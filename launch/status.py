@@ -11,7 +11,7 @@ from datatransfer.errors import fail_cleanly
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="status")
 def main(cfg) -> None:
-    from datatransfer.slurm_status import report
+    from datatransfer.launchers.slurm.status import report
 
     with fail_cleanly("stopped watching (the jobs go on)"):
         while True:

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from datatransfer.masks import mask_matrix
-from datatransfer.store import Store, StoreSpec, TargetSpec
+from datatransfer.store.sweep_store import Store, StoreSpec, TargetSpec
 
 
 @dataclass

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 import zarr
-
-from datatransfer import backbones, train
-from datatransfer.config import compose
-from datatransfer.job import RowRunner, cpus_allotted, run_rows
-from datatransfer.masks import row_seed
-from datatransfer.store import Store, StoreError, TargetSpec
-from datatransfer.slurm_status import added_target_lines
-from datatransfer.sweep import open_store
 from conftest import TINY, run_app
 from test_store import make_spec, row_payload
+
+from datatransfer.config import compose
+from datatransfer.launchers.slurm.status import added_target_lines
+from datatransfer.masks import row_seed
+from datatransfer.rows.worker import RowRunner, cpus_allotted, run_rows
+from datatransfer.store.open import open_store
+from datatransfer.store.sweep_store import Store, StoreError, TargetSpec
+from datatransfer.train import backbones
+from datatransfer.train import loop as train
 
 
 def _files(root: Path, skip=()) -> dict:

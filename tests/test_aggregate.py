@@ -6,14 +6,24 @@ import re
 import numpy as np
 import pytest
 import zarr
-
-from datatransfer.aggregation import AggregationError, Influence, aggregate, default_out
-from datatransfer.config import ConfigError, DiagnosticsConfig, compose, validate_aggregate
-from datatransfer.diagnostics import spearman
-from datatransfer.masks import mask_matrix
-from datatransfer.store import StoreError
 from conftest import run_app
 from planted import make_planted_store
+
+from datatransfer.config import (
+    ConfigError,
+    DiagnosticsConfig,
+    compose,
+    validate_aggregate,
+)
+from datatransfer.influence.aggregate import (
+    AggregationError,
+    Influence,
+    aggregate,
+    default_out,
+)
+from datatransfer.influence.diagnostics import spearman
+from datatransfer.masks import mask_matrix
+from datatransfer.store.sweep_store import StoreError
 
 FAST = DiagnosticsConfig(bootstrap=20, points=3, lds_examples=8)
 
@@ -196,7 +206,7 @@ def test_config_values_are_checked(override, key):
 
 def test_target_added_later_uses_its_own_completed_rows(tmp_path):
     """A target added to a store afterwards (transfer only) has its own completion record, and may lag behind."""
-    from datatransfer.store import TargetSpec
+    from datatransfer.store.sweep_store import TargetSpec
 
     p = make_planted_store(tmp_path / "s.zarr", rows=40, units=5, n=(6,), modes=("fixed",), kinds=("softmax_gt",))
     p.store.add_targets([TargetSpec("late", np.arange(4) % 2, ["a", "b"])], {"late": {"note": "test"}})

@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 
-from datatransfer import data, train
-from datatransfer.checkpoint import RowCheckpoint
+from datatransfer import data
 from datatransfer.config import compose
 from datatransfer.masks import row_mask
+from datatransfer.train import loop as train
+from datatransfer.train.checkpoint import RowCheckpoint
 
 
 class Stop(Exception):

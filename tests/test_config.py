@@ -1,9 +1,9 @@
 """Strict configuration and bad input: a clear message, a non-zero exit, and no store left behind."""
 
 import pytest
+from conftest import TINY, run_app
 
 from datatransfer.config import ConfigError, compose, validate
-from conftest import TINY, run_app
 
 
 def test_default_is_the_mini_experiment():
@@ -21,8 +21,8 @@ def test_interface_key_names_exist():
 
 
 def test_local_workers_default_to_one_per_cpu():
-    from datatransfer.job import cpus_allotted
-    from datatransfer.local import local_workers
+    from datatransfer.launchers.local import local_workers
+    from datatransfer.rows.worker import cpus_allotted
 
     assert local_workers(compose(["compute.device=cpu"])) == cpus_allotted()
     assert local_workers(compose(["compute.device=cpu", "launcher.workers=3"])) == 3

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import torch
+from conftest import REPO, TINY, run_app
 
 from datatransfer.config import compose
-from datatransfer.job import RowRunner
-from datatransfer.store import Store
-from conftest import REPO, TINY, run_app
+from datatransfer.rows.worker import RowRunner
+from datatransfer.store.sweep_store import Store
 
 
 def test_mini_sweep_end_to_end_and_rerun(tmp_path):

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
-from datatransfer import diagnostics as diag
 from datatransfer.config import DiagnosticsConfig
-from datatransfer.estimators import DifferenceOfMeans, EstimatorError, Ridge, holdout_rows, make
+from datatransfer.influence import diagnostics as diag
+from datatransfer.influence.estimators import (
+    DifferenceOfMeans,
+    EstimatorError,
+    Ridge,
+    holdout_rows,
+    make,
+)
 from datatransfer.masks import mask_matrix
 
 

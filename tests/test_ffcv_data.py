@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import require_ffcv  # noqa: E402
 
 _threads = torch.get_num_threads()
 require_ffcv()  # skips without ffcv, fails under CI=true; keeps torch's thread count (importing ffcv sets 1)
 
-from datatransfer import ffcv_data as fd  # noqa: E402
+from datatransfer.data import ffcv_reader as fd  # noqa: E402
 
 WORKERS = 2
 

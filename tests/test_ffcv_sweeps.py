@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import require_ffcv, run_app
 
 require_ffcv()
 
-from datatransfer import data, prepare  # noqa: E402
-from datatransfer.config import compose  # noqa: E402
-from datatransfer.ffcv_data import BetonDataset, read_labels  # noqa: E402
-from datatransfer.masks import row_mask  # noqa: E402
-from datatransfer.store import Store  # noqa: E402
-from datatransfer.sweep import open_store  # noqa: E402
 import tiny_data  # noqa: E402
+
+from datatransfer import data
+from datatransfer.config import compose  # noqa: E402
+from datatransfer.data import prepare  # noqa: E402
+from datatransfer.data.ffcv_reader import BetonDataset, read_labels  # noqa: E402
+from datatransfer.masks import row_mask  # noqa: E402
+from datatransfer.store.open import open_store  # noqa: E402
+from datatransfer.store.sweep_store import Store  # noqa: E402
 
 # numba's dispatcher finalizer raises a harmless KeyError when an FFCV loader is collected
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -5,10 +5,10 @@ Values are checked against ../shared/recipe.md (the paper's Appendix A and the a
 
 import pytest
 import yaml
+from conftest import run_app
 
 from datatransfer.config import ConfigError, compose, validate
-from datatransfer.train import lr_factor, resolution_at
-from conftest import run_app
+from datatransfer.train.loop import lr_factor, resolution_at
 
 # target: (epochs, lr, schedule, train decoder, eval decoder) -- recipe.md's transfer table
 TARGETS = {

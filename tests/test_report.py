@@ -5,12 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_app
-from datatransfer.aggregation import Influence, aggregate
-from datatransfer.config import DiagnosticsConfig, ReportConfig
-from datatransfer.report import COARSE_MEMBERS, headline, headline_lines, write_report
 from planted import make_planted_store
+
+from datatransfer.config import DiagnosticsConfig, ReportConfig
+from datatransfer.influence.aggregate import Influence, aggregate
+from datatransfer.report.page import (
+    COARSE_MEMBERS,
+    headline,
+    headline_lines,
+    write_report,
+)
 
 MINI = Path(__file__).resolve().parent.parent / "datatransfer" / "data" / "mini.npz"
 SOURCE = [f"mnist:{d}" for d in range(10)] + [

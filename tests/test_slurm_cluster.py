@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from datatransfer.slurm_manifest import load_all
-from datatransfer.slurm_status import QueueView
-from datatransfer.store import Store
 from conftest import REPO, TINY, run_app
+
+from datatransfer.launchers.slurm.manifest import load_all
+from datatransfer.launchers.slurm.status import QueueView
+from datatransfer.store.sweep_store import Store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -96,9 +96,9 @@ def _assert_same_rows(a: Path, b: Path, rows) -> None:
 # ---- a. a reduced mini sweep as job arrays = the local launcher --------------------------------------------------
 def test_a_mini_sweep_on_slurm_equals_the_local_launcher(cluster, tmp_path):
     from datatransfer.config import compose
-    from datatransfer.job import cpus_allotted
-    from datatransfer.local import local_workers, run_local
-    from datatransfer.sweep import open_store
+    from datatransfer.launchers.local import local_workers, run_local
+    from datatransfer.rows.worker import cpus_allotted
+    from datatransfer.store.open import open_store
 
     slurm_store, local_store = tmp_path / "slurm.zarr", tmp_path / "local.zarr"
     sweep = [*TINY, "sweep.num_models=2", "model.width=8"]
@@ -166,8 +166,8 @@ def test_c_requeue_signal_mid_row_resumes_from_the_checkpoint(cluster, tmp_path)
     import torch
 
     from datatransfer.config import compose
-    from datatransfer.job import run_rows
-    from datatransfer.sweep import open_store
+    from datatransfer.rows.worker import run_rows
+    from datatransfer.store.open import open_store
 
     store_path = tmp_path / "store.zarr"
     # source training is what checkpoints; fixed-feature outputs depend on every weight of the source model
@@ -207,8 +207,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_d_ten_thousand_planted_rows_split_at_max_array_size(cluster, tmp_path):
-    from datatransfer import planted
     from datatransfer.config import compose
+    from datatransfer.rows import planted
 
     r = _cluster_cmd("up", {"SLURM_LOCAL_MAX_ARRAY_SIZE": "1001"})
     if r.returncode != 0:
@@ -262,7 +262,7 @@ def _scale(tmp_path: Path, planted, compose) -> None:
     # 4. Aggregate and compare with the planted truth.
     _launch(f"store.path={store_path}", "diagnostics.enabled=false", "progress=false", module="aggregate",
             tmp=tmp_path, timeout=600)
-    from datatransfer.aggregation import Influence, default_out
+    from datatransfer.influence.aggregate import Influence, default_out
 
     inf = Influence(default_out(store_path))
     w, _ = planted.truth(compose(sweep).planted)["t0"]

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from datatransfer import slurm_queue
-from datatransfer.config import ConfigError, compose, validate
-from datatransfer.slurm import submit
-from datatransfer.slurm_manifest import load_all
-from datatransfer.slurm_plan import describe_rows, executor_parameters, make_plan, pack, row_set, split
-from datatransfer.slurm_status import QueueView, count_rows
-from datatransfer.sweep import open_store
 from conftest import run_app
+
+from datatransfer.config import ConfigError, compose, validate
+from datatransfer.launchers.slurm import queue as slurm_queue
+from datatransfer.launchers.slurm.manifest import load_all
+from datatransfer.launchers.slurm.plan import (
+    describe_rows,
+    executor_parameters,
+    make_plan,
+    pack,
+    row_set,
+    split,
+)
+from datatransfer.launchers.slurm.status import QueueView, count_rows
+from datatransfer.launchers.slurm.submit import submit
+from datatransfer.store.open import open_store
 
 GOLDEN = Path(__file__).parent / "golden"
 PLANTED = ["experiment=planted", "planted.units=12", "planted.examples=[5]", "launcher=slurm"]
@@ -132,7 +139,7 @@ def test_submit_splits_writes_manifest_and_task_pickles(fake_slurm, tmp_path, ca
     assert loaded.arrays[1].tasks[0] == [10, 11] and loaded.overrides == m.overrides
     elements = dict(loaded.elements())
     assert elements["4244_1"] == [22] and sorted(r for rows in elements.values() for r in rows) == list(range(23))
-    assert Path(loaded.folder).parent == store_path.resolve() / "launch"
+    assert Path(loaded.folder).parent == store_path.resolve() / "submissions"
     assert len(list(loaded.submitit_folder.glob("4243_*_submitted.pkl"))) == 5
     task_cfg = json.loads(loaded.config_path.read_text())
     assert task_cfg["store"]["path"] == str(store_path.resolve()) and task_cfg["planted"]["units"] == 12
@@ -185,7 +192,7 @@ def test_bad_slurm_values_name_the_key():
 
 # ---- resume: the stored sweep, the latest launcher, the overrides on top ---------------------------------------
 def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_last_submission(fake_slurm, tmp_path):
-    from datatransfer.resume import resume_config
+    from datatransfer.launchers.resume import resume_config
 
     store_path = tmp_path / "s.zarr"
     cfg = compose([*PLANTED, "sweep.num_models=4", f"store.path={store_path}", "launcher.partition=big",
@@ -252,7 +259,7 @@ def test_status_without_accounting_falls_back_to_squeue(fake_slurm, tmp_path):
 
 
 def test_task_requeues_itself_unchanged():
-    from datatransfer.slurm_task import RowsTask
+    from datatransfer.launchers.slurm.task import RowsTask
 
     task = RowsTask("/store/launch/x/config.json", [3, 4])
     again = task.checkpoint()
@@ -268,8 +275,8 @@ def test_status_without_store_path_or_store_is_a_clean_error(tmp_path):
 
 # ---- experiment=planted ---------------------------------------------------------------------------------------
 def test_planted_rows_are_reproducible_and_follow_the_truth(tmp_path):
-    from datatransfer import planted
-    from datatransfer.job import run_rows
+    from datatransfer.rows import planted
+    from datatransfer.rows.worker import run_rows
 
     cfg = compose(["experiment=planted", "sweep.num_models=240", "planted.units=8", "planted.examples=[6,3]",
                    "planted.noise=0.1", f"store.path={tmp_path / 's.zarr'}"])

@@ -10,7 +10,13 @@ import pytest
 import zarr
 
 from datatransfer.masks import mask_matrix
-from datatransfer.store import Store, StoreError, StoreSpec, TargetSpec, fingerprint
+from datatransfer.store.sweep_store import (
+    Store,
+    StoreError,
+    StoreSpec,
+    TargetSpec,
+    fingerprint,
+)
 
 MODES, KINDS = ["fixed", "full"], ["softmax_gt", "is_correct"]
 
@@ -113,7 +119,7 @@ WRITER = textwrap.dedent(
     import sys, json, time
     sys.path.insert(0, {tests!r})
     from test_store import row_payload
-    from datatransfer.store import Store
+    from datatransfer.store.sweep_store import Store
     store = Store.open({path!r}, mode="r+")
     rows, hang_at = json.loads(sys.argv[1]), int(sys.argv[2])
 

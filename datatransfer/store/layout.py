@@ -1,0 +1,60 @@
+"""Every path inside a store folder. Nothing else in the code builds ``<store>/...`` paths.
+
+    <store>/zarr.json, masks/, completed/, outputs/, ...   the Zarr arrays (docs/store-format.md)
+    <store>/checkpoints/row-<i>.pt                          row i's training state while it trains
+    <store>/backbones/row-<i>.pt                            row i's source model (store.save_backbones)
+    <store>/submissions/<id>/                               one Slurm submission (manifest, config, logs)
+
+Stores written before the submissions folder was named so keep theirs at ``<store>/launch/``; it is still read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+SUBMISSIONS = "submissions"
+LEGACY_SUBMISSIONS = "launch"  # stores written before 2026-12
+
+
+def checkpoint(store: str | os.PathLike, row: int) -> Path:
+    return Path(store) / "checkpoints" / f"row-{int(row)}.pt"
+
+
+def backbone(store: str | os.PathLike, row: int) -> Path:
+    return Path(store) / "backbones" / f"row-{int(row)}.pt"
+
+
+def saved_backbones(store: str | os.PathLike, num_rows: int) -> np.ndarray:
+    """Bool (num_rows,): which rows have a saved source model (one directory listing)."""
+    out = np.zeros(num_rows, dtype=bool)
+    folder = Path(store) / "backbones"
+    if folder.is_dir():
+        for name in os.listdir(folder):
+            if name.startswith("row-") and name.endswith(".pt") and name[4:-3].isdigit():
+                row = int(name[4:-3])
+                if row < num_rows:
+                    out[row] = True
+    return out
+
+
+def submissions(store: str | os.PathLike) -> Path:
+    """Where new Slurm submissions go."""
+    return Path(store) / SUBMISSIONS
+
+
+def submission_manifests(store: str | os.PathLike) -> List[Path]:
+    """Every submission manifest of the store (the legacy folder too), in name order."""
+    return sorted(p for name in (LEGACY_SUBMISSIONS, SUBMISSIONS) for p in (Path(store) / name).glob("*/manifest.json"))
+
+
+def submit_lock(store: str | os.PathLike) -> Path:
+    return submissions(store) / ".submit.lock"
+
+
+def completed_chunks(store: str | os.PathLike) -> Path:
+    """The ``completed`` array's chunk folder: one file per committed row (its mtime is the commit time)."""
+    return Path(store) / "completed" / "c"

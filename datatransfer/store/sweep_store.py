@@ -1,0 +1,316 @@
+"""The sweep store: one Zarr v3 directory holding every row of a sweep (format documented in docs/store-format.md).
+
+Row protocol: a worker writes every per-row array of row i (each row owns whole chunks, so concurrent writers never
+touch the same file), then sets ``completed[i]``. Readers trust only completed rows. Rewriting a row is idempotent.
+
+Targets added later (``transfer_only=true``) get the same arrays plus ``completed_targets/<t>``, their own
+completion record, and an entry in the root attrs ``added_targets``; ``completed`` and ``targets`` keep meaning
+the original targets. A handle from :meth:`Store.scoped` reads and writes rows of added targets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import zarr
+
+from datatransfer.errors import StoreError
+from datatransfer.store import layout
+from datatransfer.store.spec import StoreSpec, TargetSpec, config_diff, fingerprint
+
+FORMAT = "datatransfer-store"
+FORMAT_VERSION = 1
+ROW_STAT_FIELDS = ("source_accuracy", "train_seconds", "total_seconds")
+
+
+class Store:
+    """A sweep's store. ``targets`` are the targets this handle writes and ``completed()`` is about: the store's
+    original targets, or for a handle from :meth:`scoped`, some of the targets added later."""
+
+    def __init__(self, path: Path, group: zarr.Group, scope: Optional[Sequence[str]] = None,
+                 runnable: Optional[np.ndarray] = None):
+        self.path = path
+        self.group = group
+        attrs = dict(group.attrs)
+        self.attrs = attrs
+        self.added_targets: List[str] = list(attrs.get("added_targets", {}))
+        self.scope: Optional[List[str]] = list(scope) if scope is not None else None
+        self.targets: List[str] = list(self.scope) if self.scope is not None else list(attrs["targets"])
+        self.modes: List[str] = list(attrs["modes"])
+        self.output_kinds: List[str] = list(attrs["output_kinds"])
+        self.unit_names: List[str] = list(attrs["unit_names"])
+        self.fingerprint: str = attrs["fingerprint"]
+        self._masks: Optional[np.ndarray] = None
+        self._runnable = runnable
+        self._arrays: Dict[str, zarr.Array] = {}  # opened once: each lookup reads metadata from disk
+
+    def _array(self, name: str) -> zarr.Array:
+        """The array at ``name``, opened once per handle (its chunks are still read afresh on every access)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    # ---- opening -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> "Store":
+        p = Path(path)
+        if not (p / "zarr.json").is_file():
+            raise StoreError(f"no store at {p} (no zarr.json there)")
+        group = zarr.open_group(store=str(p), mode="r" if mode == "r" else "r+")
+        if group.attrs.get("format") != FORMAT:
+            raise StoreError(f"{p} is a Zarr group but not a {FORMAT} (attrs.format={group.attrs.get('format')!r})")
+        version = group.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(f"{p} has format_version {version}; this code reads version {FORMAT_VERSION}")
+        return cls(p, group)
+
+    @classmethod
+    def create_or_open(cls, path: str | os.PathLike, spec: StoreSpec) -> "Store":
+        """Open the store at ``path`` if it holds this sweep; create it if absent; refuse if it holds another."""
+        p = Path(path)
+        fp = fingerprint(spec.sweep_defining)
+        if p.exists():
+            return cls._reopen_same(p, fp, spec)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store's folder {p.parent}: {e.strerror or e}") from e
+        if not os.access(p.parent, os.W_OK):
+            raise StoreError(f"cannot write the store: folder {p.parent} is not writable")
+        # Build beside the final path, then rename: a failed or interrupted creation leaves no half-made store,
+        # and two concurrent creators cannot both win.
+        tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
+        try:
+            _write_new(tmp, spec, fp)
+            os.rename(tmp, p)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if p.exists():  # another process created it first
+                return cls._reopen_same(p, fp, spec)
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(p, mode="r+")
+
+    @classmethod
+    def _reopen_same(cls, p: Path, fp: str, spec: StoreSpec) -> "Store":
+        store = cls.open(p, mode="r+")
+        if store.fingerprint != fp:
+            old = {k: store.attrs["config"].get(k) for k in spec.sweep_defining}
+            diff = config_diff(old, spec.sweep_defining)
+            shown = "\n  ".join(diff[:30]) + ("\n  ..." if len(diff) > 30 else "")
+            raise StoreError(
+                f"{p} holds a different sweep (fingerprint {store.fingerprint}, this config {fp}); "
+                f"it is left untouched. Differing keys:\n  {shown}\n"
+                f"Use another store.path, or the original settings to continue that sweep."
+            )
+        return store
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        return int(self.group["completed"].shape[0])
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._masks is None:
+            self._masks = np.asarray(self.group["masks"][:], dtype=bool)
+        return self._masks
+
+    @property
+    def all_targets(self) -> List[str]:
+        """The original targets, then those added later, in the order they were added."""
+        return list(self.attrs["targets"]) + self.added_targets
+
+    def completed(self) -> np.ndarray:
+        """(M,) bool: rows complete for this handle's targets (``completed``, for the original targets)."""
+        if self.scope is None:
+            return np.asarray(self.group["completed"][:], dtype=bool)
+        return np.logical_and.reduce([self.target_completed(t) for t in self.scope])
+
+    def target_completed(self, target: str) -> np.ndarray:
+        """(M,) bool: rows whose outputs for ``target`` are written (for any target, original or added)."""
+        if target in self.attrs["targets"]:
+            return np.asarray(self.group["completed"][:], dtype=bool)
+        if target not in self.added_targets:
+            raise StoreError(f"{self.path} has no target {target!r}; it has {self.all_targets}")
+        return np.asarray(self.group[f"completed_targets/{target}"][:], dtype=bool)
+
+    def row_done(self, row: int) -> bool:
+        """Whether row ``row`` is complete for this handle's targets (reads one chunk per target)."""
+        if self.scope is None:
+            return bool(self._array("completed")[int(row)])
+        return all(bool(self._array(f"completed_targets/{t}")[int(row)]) for t in self.scope)
+
+    def missing_rows(self) -> np.ndarray:
+        """Rows to run: not complete (for a scoped handle: and runnable, i.e. with a saved source model)."""
+        missing = ~self.completed()
+        if self._runnable is not None:
+            missing &= self._runnable
+        return np.flatnonzero(missing)
+
+    def labels(self, target: str) -> np.ndarray:
+        return np.asarray(self.group[f"targets/{target}/labels"][:])
+
+    def class_names(self, target: str) -> List[str]:
+        return list(self.group[f"targets/{target}/labels"].attrs["class_names"])
+
+    def outputs(self, target: str) -> zarr.Array:
+        return self._array(f"outputs/{target}")
+
+    def predictions(self, target: str) -> zarr.Array:
+        return self._array(f"predictions/{target}")
+
+    def row_stats(self) -> zarr.Array:
+        return self._array("row_stats")
+
+    @property
+    def row_stat_fields(self) -> List[str]:
+        return list(self._array("row_stats").attrs["fields"])
+
+    def completion_times(self) -> np.ndarray:
+        """Unix times at which the completed rows were committed (their ``completed`` chunks' modification times:
+        one chunk per row, written last)."""
+        folder = layout.completed_chunks(self.path)
+        if not folder.is_dir():
+            return np.zeros(0)
+        with os.scandir(folder) as it:
+            return np.array([e.stat().st_mtime for e in it if e.is_file()], dtype=np.float64)
+
+    def target_accuracy(self, target: str, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), n_modes) test accuracy, derived from stored predictions and labels."""
+        labels = self.labels(target)
+        preds = self.predictions(target)
+        return np.stack([(preds[int(i)] == labels[None, :]).mean(axis=1) for i in rows]) if len(rows) else \
+            np.zeros((0, len(self.modes)))
+
+    # ---- writing -------------------------------------------------------------------------------------------
+    def write_row(
+        self,
+        row: int,
+        outputs: Mapping[str, np.ndarray],
+        predictions: Mapping[str, np.ndarray],
+        stats: Mapping[str, float],
+    ) -> None:
+        """Write every array of ``row``, then mark it completed (the commit point).
+
+        A scoped handle writes its added targets' outputs and predictions, then their ``completed_targets``
+        entries; ``row_stats`` and ``completed`` (the source model's row) are left as they are."""
+        if not 0 <= row < self.num_rows:
+            raise StoreError(f"row {row} outside the store's {self.num_rows} rows")
+        for t in self.targets:
+            out = np.asarray(outputs[t], dtype=np.float32)
+            expected = self.outputs(t).shape[1:]
+            if out.shape != expected:
+                raise StoreError(f"row {row}, target {t}: outputs of shape {out.shape}, store expects {expected}")
+            self.outputs(t)[row] = out
+            self.predictions(t)[row] = np.asarray(predictions[t], dtype=np.int32)
+        if self.scope is not None:
+            for t in self.scope:
+                self._array(f"completed_targets/{t}")[row] = True
+            return
+        fields = self.row_stat_fields
+        self.row_stats()[row] = np.array([stats.get(f, np.nan) for f in fields], dtype=np.float32)
+        self._array("completed")[row] = True
+
+    # ---- targets added later -------------------------------------------------------------------------------
+    def add_targets(self, specs: Sequence[TargetSpec], records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add targets to this store: their labels, outputs and predictions arrays (as the original targets'),
+        a completion record ``completed_targets/<t>`` (all False), then ``records[t]`` (the config they are
+        transferred with, ...) in the root attrs ``added_targets``, which commits the addition.
+
+        Existing arrays are not touched. Arrays of an addition that did not commit (no attrs entry) are replaced.
+        Add targets from one process at a time (the launcher does, before any row runs)."""
+        taken = set(self.all_targets)
+        clash = [t.name for t in specs if t.name in taken]
+        if clash:
+            raise StoreError(f"{self.path} already has target(s) {clash}")
+        m, modes, kinds = self.num_rows, self.modes, self.output_kinds
+        self._arrays.clear()  # arrays of an uncommitted addition are replaced below
+        for spec in specs:
+            _create_target_arrays(self.group, spec, m, modes, kinds, overwrite=True)
+            self.group.require_group("completed_targets").create_array(
+                spec.name, shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",),
+                overwrite=True)
+        fresh = zarr.open_group(store=str(self.path), mode="r+")  # the attrs as they are now, not as opened
+        added = dict(fresh.attrs.get("added_targets", {}))
+        added.update({t.name: dict(records[t.name]) for t in specs})
+        fresh.attrs.update({"added_targets": added})
+        self.group = zarr.open_group(store=str(self.path), mode="r+")
+        self.attrs = dict(self.group.attrs)
+        self.added_targets = list(self.attrs.get("added_targets", {}))
+        lost = [t.name for t in specs if t.name not in self.added_targets]
+        if lost:
+            raise StoreError(f"adding {lost} to {self.path} raced with another process; run the command again")
+
+    def scoped(self, targets: Sequence[str], runnable: Optional[np.ndarray] = None) -> "Store":
+        """A handle whose ``targets``, ``completed()``, ``missing_rows()`` and ``write_row`` are about the added
+        ``targets``; ``runnable`` (bool (M,)) limits ``missing_rows()`` to rows that can run."""
+        unknown = [t for t in targets if t not in self.added_targets]
+        if unknown:
+            raise StoreError(f"{self.path}: {unknown} are not added targets (added: {self.added_targets})")
+        return Store(self.path, self.group, scope=list(targets), runnable=runnable)
+
+
+def _write_new(path: Path, spec: StoreSpec, fp: str) -> None:
+    masks = np.asarray(spec.masks, dtype=bool)
+    m, u = masks.shape
+    if u != len(spec.unit_names):
+        raise StoreError(f"masks have {u} units but {len(spec.unit_names)} unit names were given")
+    modes, kinds = list(spec.modes), list(spec.output_kinds)
+    root = zarr.open_group(store=str(path), mode="w-")
+    root.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fp,
+            "config": spec.config,
+            "unit": spec.unit,
+            "unit_names": list(spec.unit_names),
+            "targets": [t.name for t in spec.targets],
+            "modes": modes,
+            "output_kinds": kinds,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "code_version": spec.code_version,
+        }
+    )
+    root.create_array(
+        "masks", data=masks, chunks=(min(m, 4096), u), dimension_names=("row", "unit")
+    )
+    root.create_array(
+        "completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",)
+    )
+    root.create_array(
+        "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),
+        fill_value=np.nan, dimension_names=("row", "field"), attributes={"fields": list(ROW_STAT_FIELDS)},
+    )
+    for g in ("targets", "outputs", "predictions"):
+        root.create_group(g)
+    for t in spec.targets:
+        _create_target_arrays(root, t, m, modes, kinds)
+
+
+def _create_target_arrays(root: zarr.Group, t: TargetSpec, m: int, modes: List[str], kinds: List[str],
+                          overwrite: bool = False) -> None:
+    """``targets/<t>/labels``, ``outputs/<t>`` and ``predictions/<t>`` of one target."""
+    n = int(len(t.labels))
+    root.require_group("targets").require_group(t.name).create_array(
+        "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
+        attributes={"class_names": list(t.class_names)}, overwrite=overwrite,
+    )
+    root.require_group("outputs").create_array(
+        t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
+        fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
+        attributes={"modes": modes, "kinds": kinds}, overwrite=overwrite,
+    )
+    root.require_group("predictions").create_array(
+        t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
+        dimension_names=("row", "mode", "example"), attributes={"modes": modes}, overwrite=overwrite,
+    )

@@ -1,0 +1,123 @@
+"""Training: one source model on a mask's classes, then its transfer to a target (fixed-feature or full).
+
+Reads top to bottom: the LR and resolution schedules, where to run, one generic minibatch loop, evaluation, source
+training, the two transfer modes. The loop reads batches from a loader: anything that yields (images, labels) every
+epoch and has ``set_epoch`` / ``set_resolution`` -- in-memory tensors (``data.TensorLoader``) or FFCV betons
+(``ffcv_data.FFCVLoader``), as the dataset objects' ``train_loader`` / ``eval_loader`` give them.
+On CUDA it runs channels-last with mixed precision (``train.amp``: fp16 autocast and a grad scaler); on CPU in
+float32. Everything is seeded by the row's seed, so a row is reproducible on the same hardware and thread count
+(FFCV's random crops and flips excepted).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datatransfer.train.checkpoint import RowCheckpoint
+from datatransfer.train.schedules import lr_factor
+
+log = logging.getLogger(__name__)  # DEBUG: one line per epoch (python -m launch ... hydra.verbose=datatransfer.train)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp: bool  # fp16 autocast + grad scaler
+
+
+def runtime(cfg) -> Runtime:
+    """compute.device (auto: cuda if there is one) and mixed precision, which only CUDA uses."""
+    name = str(cfg.compute.device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
+    return Runtime(device, bool(cfg.train.amp) and device.type == "cuda")
+
+
+def make_optimizer(params, recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (sgd | adam)")
+
+
+def _batchnorms(model: nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def fit(
+    model: nn.Module,
+    loader,
+    recipe,
+    generator: torch.Generator,
+    rt: Runtime,
+    label_smoothing: float = 0.0,
+    checkpoint: Optional[RowCheckpoint] = None,
+    params=None,
+    freeze_bn: bool = False,
+    resolution: Optional[Callable[[int], int]] = None,
+    tag: str = "",
+) -> None:
+    """Minibatch training of ``params`` (default: every parameter of ``model``) on ``loader``'s batches with
+    ``recipe``'s optimizer and per-iteration LR schedule.
+
+    ``freeze_bn`` keeps batch-norm layers in eval mode; ``resolution(epoch)`` sets the loader's image side each
+    epoch (progressive resizing). With a checkpoint, training resumes after its last saved epoch (the loader's
+    order continues from that epoch too) and saves after every epoch. ``tag`` names the run in debug logs.
+    """
+    opt = make_optimizer(model.parameters() if params is None else params, recipe)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp)  # disabled: a pass-through
+    steps_per_epoch = len(loader)  # the last partial batch is dropped: a batch of 1 breaks batch-norm
+    if steps_per_epoch == 0:
+        raise ValueError(f"no full batch of {recipe.batch_size} examples to train on: lower the batch size")
+    # the recipe read once: OmegaConf attribute access is slow enough to notice in a per-step loop
+    peak_lr, schedule, epochs, peak_epoch = recipe.lr, recipe.schedule, recipe.epochs, recipe.peak_epoch
+    step_every, step_gamma = recipe.get("step_every", 5), recipe.get("step_gamma", 0.1)
+
+    def lr_at(t: float) -> float:  # t: training progress in epochs
+        return peak_lr * lr_factor(schedule, t, epochs, peak_epoch, step_every, step_gamma)
+
+    first_epoch = checkpoint.restore(model, opt, generator) if checkpoint is not None else 0
+    loader.set_epoch(first_epoch)
+    model.train()
+    for m in _batchnorms(model) if freeze_bn else []:
+        m.eval()
+    for epoch in range(first_epoch, epochs):
+        if resolution is not None and loader.resolution is not None:  # RGB FFCV loaders; others keep their size
+            loader.set_resolution(resolution(epoch))
+        log.debug("%s epoch %d/%d: %d steps, resolution %s, %s lr %.4g..%.4g, %s", tag, epoch + 1, epochs,
+                  steps_per_epoch, loader.resolution or "stored", schedule, lr_at(epoch + 1 / steps_per_epoch),
+                  lr_at(epoch + 1), "batch-norm frozen" if freeze_bn else "batch-norm training")
+        for step, (x, y) in enumerate(loader):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(epoch + (step + 1) / steps_per_epoch)
+            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+            with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1, model, opt, generator)
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, loader, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs as float32 on the CPU, labels) of ``module`` in eval mode over ``loader``'s batches, in order."""
+    module.eval()
+    outputs, labels = [], []
+    for x, y in loader:
+        with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
+            outputs.append(module(x.to(rt.device, non_blocking=True)).float().cpu())
+        labels.append(y.cpu().clone())  # FFCV reuses its label buffers for later batches
+    return torch.cat(outputs), torch.cat(labels)

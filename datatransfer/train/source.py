@@ -1,0 +1,38 @@
+"""Source training: a fresh model on the classes of one mask."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from datatransfer.train.checkpoint import RowCheckpoint
+from datatransfer.train.loop import evaluate, fit, runtime
+from datatransfer.train.models import Net, build
+from datatransfer.train.schedules import resolution_at
+
+
+def train_source(
+    cfg, source, mask: np.ndarray, seed: int, checkpoint: Optional[RowCheckpoint] = None
+) -> tuple[Net, dict]:
+    """Train a fresh model on the source classes in ``mask``; the head keeps all source labels.
+
+    ``source``: ``data.Dataset`` or ``ffcv_data.BetonDataset``. Source accuracy is measured on the validation
+    images of the kept classes (centre crop at ``train.eval_res``).
+    """
+    rt, tr = runtime(cfg), cfg.train
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build(cfg.model, source.num_classes, in_channels=source.channels).to(rt.device)
+    start = time.perf_counter()
+    loader = source.train_loader(batch_size=tr.batch_size, generator=gen, seed=seed, keep=mask,
+                                 decoder="random_resized_crop", resolution=resolution_at(tr, 0))
+    fit(model, loader, tr, gen, rt, tr.label_smoothing, checkpoint, resolution=lambda e: resolution_at(tr, e),
+        tag="source")
+    seconds = time.perf_counter() - start
+    logits, y = evaluate(model, source.eval_loader("test", keep=mask, decoder="center_crop",
+                                                   resolution=tr.eval_res), rt)
+    acc = float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+    return model, {"source_accuracy": acc, "train_seconds": seconds}
