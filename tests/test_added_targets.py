@@ -1,4 +1,4 @@
-"""Targets added later: the store format (docs/store-format.md, "Targets added later") and transfer_only=true,
+"""Targets added later: the store format (docs/store-format.md, "Targets added later") and launch.add_targets,
 which adds a target to an existing store's rows from their saved source models, training none."""
 
 import hashlib
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 from conftest import TINY, run_app
 from test_store import make_spec, row_payload
@@ -14,11 +13,16 @@ from test_store import make_spec, row_payload
 from datatransfer.config import compose
 from datatransfer.launchers.slurm.status import added_target_lines
 from datatransfer.masks import row_seed
-from datatransfer.rows.worker import RowRunner, cpus_allotted, run_rows
-from datatransfer.store.open import open_store
-from datatransfer.store.sweep_store import Store, StoreError, TargetSpec
+from datatransfer.errors import StoreError
+from datatransfer.rows import trained
+from datatransfer.rows.targets import TargetTransfer
+from datatransfer.rows.worker import cpus_allotted, run_rows
+from datatransfer.store import layout
+from datatransfer.store.added_targets import add_targets
+from datatransfer.store.spec import TargetSpec
+from datatransfer.store.sweep_store import Store
 from datatransfer.train import backbones
-from datatransfer.train import loop as train
+from datatransfer.train.loop import make_runtime
 
 
 def _files(root: Path, skip=()) -> dict:
@@ -80,9 +84,9 @@ def test_uncommitted_addition_is_replaced(tmp_path):
     assert Store.open(store.path).outputs("new").shape == (3, 2, 2, 4)
 
 
-# ---- transfer_only through the real app (in-memory mini data) -----------------------------------------------
+# ---- launch.add_targets through the real app (in-memory mini data) -----------------------------------------------
 
-def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
+def test_add_targets_without_training(tmp_path, monkeypatch):
     store_path = tmp_path / "store.zarr"
     base = [*TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}"]
     r = run_app("launch", *base, "targets=[digits]", "store.save_backbones=true")
@@ -91,9 +95,13 @@ def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
     before = _files(store_path, skip=("zarr.json",))
     stats_before = Store.open(store_path).row_stats()[:]
 
-    r = run_app("launch", *base, "targets=[coarse]", "transfer_only=true")
+    # a dry run checks and writes nothing
+    r = run_app("launch.add_targets", *base, "targets=[coarse]", "launch.dry_run=true")
+    assert r.returncode == 0 and "dry run: would add targets ['coarse']" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert "coarse" not in Store.open(store_path).all_targets and not (store_path / "outputs" / "coarse").exists()
+    r = run_app("launch.add_targets", *base, "targets=[coarse]")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "transfer_only: targets ['coarse'] (added now)" in r.stdout and "rows completed: 2 / 2" in r.stdout
+    assert "add_targets: targets ['coarse'] (added now)" in r.stdout and "rows completed: 2 / 2" in r.stdout
     # every file of the original sweep is byte-identical: outputs, predictions, row_stats, completed, backbones
     after = _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
                                      "completed_targets"))
@@ -112,38 +120,38 @@ def test_transfer_only_adds_a_target_without_training(tmp_path, monkeypatch):
     # The added target's outputs are what the row would have computed had coarse been there from the start:
     # the source model is the saved one, and the transfer seed follows the target's position in the store.
     cfg = compose(base + ["targets=[digits,coarse]"])
-    torch.set_num_threads(cpus_allotted())  # as the app's one worker process (same reductions, same numbers)
-    runner = RowRunner(cfg)
-    runner.targets.pop("digits")
-    outputs, predictions = runner.transfer(backbones.load(backbones.path(store_path, 1)), row_seed(0, 1))
+    rt = make_runtime("cpu", False, cpus_allotted())  # as the app's one worker process (same numbers)
+    transfer = TargetTransfer(cfg, rt, {"digits": 0, "coarse": 1})
+    transfer.datasets.pop("digits")
+    outputs, predictions = transfer(backbones.load(layout.backbone(store_path, 1)), row_seed(0, 1))
     np.testing.assert_allclose(outputs["coarse"], out[1], rtol=1e-4, atol=1e-5)
 
     # Again: nothing to do. A different recipe for the same name, an original target, or source models trained
     # otherwise are refused, and nothing changes.
-    again = open_store(compose(base + ["targets=[coarse]", "transfer_only=true"]))
+    again = add_targets(compose(base + ["targets=[coarse]"]))
     assert again.targets == ["coarse"] and len(again.missing_rows()) == 0
     for overrides, needle in ((["targets=[coarse]", "transfer.full.epochs=2"], "transfer.full.epochs"),
                               (["targets=[digits]"], "original targets"),
                               (["targets=[coarse]", "train.epochs=2"], "train.epochs")):
         with pytest.raises(StoreError, match=needle):
-            open_store(compose(base + overrides + ["transfer_only=true"]))
+            add_targets(compose(base + overrides))
     assert _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
                                     "completed_targets")) == before
 
-    # A worker in transfer_only mode never trains a source model; rows without a saved one are skipped.
+    # A worker running added targets never trains a source model; rows without a saved one are skipped.
     def no_training(*args, **kwargs):
-        raise AssertionError("transfer_only trained a source model")
+        raise AssertionError("adding targets trained a source model")
 
-    monkeypatch.setattr(train, "train_source", no_training)
+    monkeypatch.setattr(trained, "train_source", no_training)
     zarr.open_group(str(store_path), mode="r+")["completed_targets/coarse"][1] = False
     (store_path / "backbones" / "row-0.pt").unlink()
     zarr.open_group(str(store_path), mode="r+")["completed_targets/coarse"][0] = False
-    cfg = compose(base + ["targets=[coarse]", "transfer_only=true"])
-    assert run_rows(cfg, str(store_path), [0, 1], threads=1) == 1  # row 1 rerun; row 0 has no source model
+    cfg = compose(base + ["targets=[coarse]"])
+    assert run_rows(cfg, str(store_path), [0, 1], threads=1, added_targets=["coarse"]) == 1  # row 1 rerun; row 0 has no source model
     assert list(Store.open(store_path).target_completed("coarse")) == [False, True]
 
 
-def test_transfer_only_needs_a_store(tmp_path):
+def test_add_targets_needs_a_store(tmp_path):
     with pytest.raises(StoreError, match="existing store"):
-        open_store(compose(["targets=[coarse]", "transfer_only=true", f"store.path={tmp_path / 'none.zarr'}"]))
+        add_targets(compose(["targets=[coarse]", f"store.path={tmp_path / 'none.zarr'}"]))
     assert not (tmp_path / "none.zarr").exists()

@@ -6,7 +6,8 @@ import torch
 from datatransfer import data
 from datatransfer.config import compose
 from datatransfer.masks import row_mask
-from datatransfer.train import loop as train
+from datatransfer.train.loop import make_runtime
+from datatransfer.train.source import train_source
 from datatransfer.train.checkpoint import RowCheckpoint
 
 
@@ -15,18 +16,19 @@ class Stop(Exception):
 
 
 def test_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
+    rt = make_runtime("cpu", False, threads=1)
     cfg = compose(["train.epochs=2", "model.width=8"])
     source = data.load_source(cfg)
+    sub_split = data.memory.Split
     mask = row_mask(0, 0, source.num_classes, 0.5)
     # keep it quick: a subset of the kept classes' images
     keep = source.train.select_classes(mask)
-    sub = data.Split(keep.x[:1024], keep.y[:1024])
-    monkeypatch.setattr(data.Split, "select_classes", lambda self, m: sub if self is source.train else self)
+    sub = sub_split(keep.x[:1024], keep.y[:1024])
+    monkeypatch.setattr(sub_split, "select_classes", lambda self, m: sub if self is source.train else self)
 
-    reference, _ = train.train_source(cfg, source, mask, seed=5)
+    reference, _ = train_source(source, mask, 5, cfg.model, cfg.train, rt)
 
-    ckpt = RowCheckpoint(tmp_path, 0)
+    ckpt = RowCheckpoint(tmp_path / "row-0.pt")
     real_save = RowCheckpoint.save
 
     def save_then_die(self, epoch, *args):
@@ -35,14 +37,14 @@ def test_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, monkeypatc
 
     monkeypatch.setattr(RowCheckpoint, "save", save_then_die)
     try:
-        train.train_source(cfg, source, mask, seed=5, checkpoint=ckpt)
+        train_source(source, mask, 5, cfg.model, cfg.train, rt, checkpoint=ckpt)
     except Stop:
         pass
     monkeypatch.setattr(RowCheckpoint, "save", real_save)
     assert ckpt.load()["epoch"] == 1
 
     torch.manual_seed(12345)  # a restarted process has other RNG state; the checkpoint must restore it
-    resumed, _ = train.train_source(cfg, source, mask, seed=5, checkpoint=ckpt)
+    resumed, _ = train_source(source, mask, 5, cfg.model, cfg.train, rt, checkpoint=ckpt)
     assert ckpt.load()["epoch"] == 2
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -6,12 +6,12 @@ import sys
 import time
 
 import numpy as np
-import torch
 from conftest import REPO, TINY, run_app
 
 from datatransfer.config import compose
-from datatransfer.rows.worker import RowRunner
+from datatransfer.rows.trained import TrainedRows
 from datatransfer.store.sweep_store import Store
+from datatransfer.train.loop import make_runtime
 
 
 def test_mini_sweep_end_to_end_and_rerun(tmp_path):
@@ -48,10 +48,10 @@ def test_mini_sweep_end_to_end_and_rerun(tmp_path):
 
     # rerunning a row reproduces it (same seed from (sweep seed, row), same thread count)
     cfg = compose(TINY + [f"store.path={store_path}"])
-    torch.set_num_threads(1)
-    outputs, predictions, _ = RowRunner(cfg).run(1, store.masks[1])
-    np.testing.assert_allclose(outputs["digits"], before[1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(predictions["coarse"], store.predictions("coarse")[1])
+    rows = TrainedRows(cfg, make_runtime("cpu", False, threads=1), {"digits": 0, "coarse": 1})
+    row = rows.run(1, store.masks[1])
+    np.testing.assert_allclose(row.outputs["digits"], before[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(row.predictions["coarse"], store.predictions("coarse")[1])
 
 
 def test_interrupt_keeps_completed_rows_and_rerun_continues(tmp_path):

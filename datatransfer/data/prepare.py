@@ -2,7 +2,7 @@
 
 Each folder holds ``train.beton``, ``val.beton`` (ImageNet, the mini source) or ``test.beton`` (targets), and
 ``meta.json``: class names (in label order), whether the images are grey, the number of examples per split and
-where they came from. ``ffcv_data.BetonDataset`` reads it. The betons are written under temporary names and
+where they came from. ``ffcv_reader.BetonDataset`` reads it. The betons are written under temporary names and
 renamed; ``meta.json`` comes last, so a folder with a ``meta.json`` is complete.
 
 Sources (``python -m launch.prepare dataset=...``):
@@ -21,22 +21,23 @@ ImageFolder images are stored as ffcv-imagenet stores them: the long side shrunk
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from datatransfer.data import ffcv_reader as ffcv_data
-from datatransfer.data.memory import EMBEDDED_DIR, DataError, _load_npz
+from datatransfer.data import ffcv_reader, ffcv_writer
+from datatransfer.data.memory import EMBEDDED_DIR, _load_npz
+from datatransfer.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 DATASETS = ("mini", "imagenet", "folder", "cifar10", "cifar100")
 
 
 def prepare(cfg: Any) -> List[Path]:
     """Write the dataset(s) ``cfg`` names; returns the dataset folders written (or found complete)."""
-    from datatransfer.config import ConfigError
-
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"dataset: must be one of {list(DATASETS)}, got {cfg.dataset!r}")
     if cfg.dataset == "folder" and not cfg.name:
@@ -44,7 +45,7 @@ def prepare(cfg: Any) -> List[Path]:
     if cfg.dataset != "mini" and not cfg.src:
         raise ConfigError(f"src: dataset={cfg.dataset} needs the raw data's folder (docs/paper-scale.md)")
     try:
-        ffcv_data.import_ffcv()
+        ffcv_reader.import_ffcv()
     except ImportError as e:
         raise DataError(f"writing betons needs ffcv, which does not import here ({e}); "
                         f"scripts/install_ffcv.sh VENV installs it") from e
@@ -63,7 +64,7 @@ def prepare(cfg: Any) -> List[Path]:
 
 def _done(folder: Path, overwrite: bool) -> bool:
     if (folder / "meta.json").is_file() and not overwrite:
-        print(f"{folder}: already prepared (meta.json present; overwrite=true rewrites it)", flush=True)
+        log.info(f"{folder}: already prepared (meta.json present; overwrite=true rewrites it)")
         return True
     (folder / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten last
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def _write_meta(folder: Path, classes: Sequence[str], grey: bool, sizes: Dict[st
             "origin": origin, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_atomic(folder / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
     counts = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
-    print(f"{folder}: {len(classes)} classes, {counts}", flush=True)
+    log.info(f"{folder}: {len(classes)} classes, {counts}")
 
 
 def write_mini(out: Path, workers: int, overwrite: bool = False) -> List[Path]:
@@ -105,7 +106,7 @@ def write_mini(out: Path, workers: int, overwrite: bool = False) -> List[Path]:
         for s in splits:
             x, y = arrays[f"{name}_{s}_x"], arrays[f"{name}_{s}_y"]
             _write_atomic(folder / f"{s}.beton",
-                          lambda p: ffcv_data.write_beton_arrays(p, x, y, write_mode="raw", num_workers=workers))
+                          lambda p: ffcv_writer.write_beton_arrays(p, x, y, write_mode="raw", num_workers=workers))
         sizes = {s: int(len(arrays[f"{name}_{s}_y"])) for s in splits}
         _write_meta(folder, arrays[f"{name}_class_names"], True, sizes, {"file": str(path), "dataset": name})
     return folders
@@ -124,12 +125,12 @@ def write_imagefolders(src: Path, splits: Sequence[str], folder: Path, workers: 
     for s in splits:
         got: List[str] = []
         _write_atomic(folder / f"{s}.beton", lambda p: got.extend(
-            ffcv_data.write_beton_imagefolder(src / s, p, num_workers=workers, **image)))
+            ffcv_writer.write_beton_imagefolder(src / s, p, num_workers=workers, **image)))
         if classes is not None and got != classes:
             raise DataError(f"{src / s} has other class folders than {src / splits[0]}: "
                             f"{sorted(set(got) ^ set(classes))[:10]}")
         classes = got
-        sizes[s] = int(len(ffcv_data.read_labels(folder / f"{s}.beton")))
+        sizes[s] = int(len(ffcv_reader.read_labels(folder / f"{s}.beton")))
     _write_meta(folder, classes, False, sizes, {"imagefolder": str(src), **image})
     return folder
 
@@ -143,11 +144,11 @@ def write_cifar(src: Path, folder: Path, workers: int, overwrite: bool) -> Path:
     sizes, num_classes = {}, 0
     for s in ("train", "test"):
         try:
-            x, y = ffcv_data.load_cifar_pickles(src, s)
+            x, y = ffcv_writer.load_cifar_pickles(src, s)
         except FileNotFoundError as e:
             raise DataError(str(e)) from e
         _write_atomic(folder / f"{s}.beton",
-                      lambda p: ffcv_data.write_beton_arrays(p, x, y, write_mode="raw", num_workers=workers))
+                      lambda p: ffcv_writer.write_beton_arrays(p, x, y, write_mode="raw", num_workers=workers))
         sizes[s], num_classes = int(len(y)), max(num_classes, int(y.max()) + 1)
     _write_meta(folder, _cifar_classes(src, num_classes), False, sizes, {"pickles": str(src)})
     return folder

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import sys
+import time
 
 import numpy as np
 from tqdm import tqdm
 
 from datatransfer.rows.worker import Worker, cpus_allotted, run_rows
 from datatransfer.store.sweep_store import Store
-from datatransfer.train.loop import runtime
+from datatransfer.train.loop import resolve_device
 
+log = logging.getLogger(__name__)
 _worker: Worker | None = None  # one per pool process: datasets are loaded once, not once per row
 
 
@@ -27,12 +29,12 @@ def _logging_setup() -> dict:
     return {"root": root.level, "format": fmt, "levels": levels}
 
 
-def _init(cfg, path: str, threads: int, log: dict) -> None:
+def _init(cfg, path: str, threads: int, log: dict, added_targets) -> None:
     global _worker
     logging.basicConfig(level=log["root"], format=log["format"], stream=sys.stdout)
     for name, level in log["levels"].items():
         logging.getLogger(name).setLevel(level)
-    _worker = Worker(cfg, path, threads)
+    _worker = Worker(cfg, path, threads, added_targets)
 
 
 def _work(row: int) -> int:
@@ -44,7 +46,7 @@ def local_workers(cfg) -> int:
     """launcher.workers, or for 0 (auto): one worker per allotted CPU on the CPU, a single one on a GPU."""
     if int(cfg.launcher.workers) > 0:
         return int(cfg.launcher.workers)
-    return 1 if runtime(cfg).device.type == "cuda" else cpus_allotted()
+    return 1 if resolve_device(cfg.compute.device).type == "cuda" else cpus_allotted()
 
 
 def run_local(cfg, store: Store) -> int:
@@ -63,11 +65,11 @@ def run_local(cfg, store: Store) -> int:
                 nonlocal done
                 done += 1
                 bar.update(1)
-            run_rows(cfg, str(store.path), rows, threads=threads, on_row=tick)
+            run_rows(cfg, str(store.path), rows, threads=threads, on_row=tick, added_targets=store.scope)
         else:
             # spawn: a fresh interpreter per worker, no torch state forked from the parent
             ctx = mp.get_context("spawn")
-            init = (cfg, str(store.path), threads, _logging_setup())
+            init = (cfg, str(store.path), threads, _logging_setup(), store.scope)
             with ctx.Pool(workers, initializer=_init, initargs=init) as pool:
                 for _ in pool.imap_unordered(_work, [int(r) for r in rows]):
                     done += 1
@@ -95,3 +97,23 @@ def summary(store: Store) -> str:
         per_mode = ", ".join(f"{m} {a:.3f}" for m, a in zip(store.modes, acc))
         lines.append(f"target {t} test accuracy: {per_mode}")
     return "\n".join(lines)
+
+
+class LocalLauncher:
+    """``launcher=local``: the store's missing rows, here, in ``launcher.workers`` processes (progress bar)."""
+
+    def run(self, cfg, store: Store | None, overrides=()) -> None:
+        if store is None:
+            log.info("dry run: would create %s and run its %d rows here in %d worker process(es)", cfg.store.path,
+                     cfg.sweep.num_models, local_workers(cfg))
+            return
+        todo = len(store.missing_rows())
+        log.info("store %s: %d of %d rows already complete, %d to run", store.path, store.num_rows - todo,
+                 store.num_rows, todo)
+        if cfg.launch.dry_run:
+            log.info("dry run: would run %d rows here in %d worker process(es)", todo, local_workers(cfg))
+            return
+        start = time.perf_counter()
+        done = run_local(cfg, store)
+        log.info("ran %d rows in %.0f s", done, time.perf_counter() - start)
+        log.info("%s", summary(store))

@@ -1,47 +1,25 @@
-"""Masks: which units (source classes) row i trains on, as a function of (sweep seed, i) alone.
+"""Mask generators: which source units (classes) each row of a sweep trains on. A sweep kind (config group
+``sweep``) is a mask generator; the rows, store, launchers and aggregator are the same for every kind.
 
-Nothing here depends on which machine, worker or order computes a row, so every launcher and every rerun agrees.
+- ``random_subsets`` (``random_subsets.py``): a random subset per row, as in the paper;
+- ``seeds.py``: the per-row random streams (masks, training seeds) every kind shares.
+
+A new sweep kind: a module with ``masks(sweep_cfg, num_units) -> bool (rows, units)``, listed in ``GENERATORS``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# spawn_key slots: one independent stream per purpose, so adding a purpose never shifts another's numbers.
-_MASK_STREAM = 0
-_TRAIN_STREAM = 1
+from datatransfer.masks import random_subsets
+from datatransfer.masks.random_subsets import mask_matrix, row_mask
+from datatransfer.masks.seeds import row_seed
+
+GENERATORS = {"random_subsets": random_subsets.masks}
+
+__all__ = ["GENERATORS", "mask_matrix", "matrix", "row_mask", "row_seed"]
 
 
-def _seq(seed: int, row: int, stream: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence(entropy=int(seed), spawn_key=(int(row), stream))
-
-
-def row_mask(seed: int, row: int, num_units: int, alpha: float, scheme: str = "fixed_size") -> np.ndarray:
-    """Bool (num_units,) mask of row ``row``.
-
-    fixed_size: exactly round(alpha * U) units, uniformly among subsets of that size (the paper's scheme).
-    bernoulli: each unit independently with probability alpha.
-    """
-    rng = np.random.default_rng(_seq(seed, row, _MASK_STREAM))
-    mask = np.zeros(num_units, dtype=bool)
-    if scheme == "fixed_size":
-        k = int(round(alpha * num_units))
-        mask[rng.choice(num_units, size=k, replace=False)] = True
-    elif scheme == "bernoulli":
-        mask[:] = rng.random(num_units) < alpha
-    else:
-        raise ValueError(f"unknown mask scheme {scheme!r}")
-    return mask
-
-
-def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str = "fixed_size") -> np.ndarray:
-    """Bool (num_rows, num_units): row i is row_mask(seed, i, ...)."""
-    out = np.empty((num_rows, num_units), dtype=bool)
-    for i in range(num_rows):
-        out[i] = row_mask(seed, i, num_units, alpha, scheme)
-    return out
-
-
-def row_seed(seed: int, row: int) -> int:
-    """The training seed of row ``row`` (a 63-bit int, usable by torch.manual_seed)."""
-    return int(_seq(seed, row, _TRAIN_STREAM).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+def matrix(sweep, num_units: int) -> np.ndarray:
+    """Bool (rows, units): the masks of the sweep that ``sweep`` (the config section) describes."""
+    return GENERATORS[str(sweep.get("kind", "random_subsets"))](sweep, num_units)

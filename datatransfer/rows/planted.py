@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from datatransfer.masks import row_seed
+from datatransfer.rows.result import Row
 
 _TRUTH_STREAM = 7  # spawn-key slot of the truth's generator, apart from the mask and training streams
 
@@ -59,8 +60,8 @@ def truth(planted, alpha: float = 0.5) -> Dict[str, Tuple[np.ndarray, np.ndarray
     return out
 
 
-class PlantedRunner:
-    """Same interface as ``job.RowRunner``: ``run(row, mask, checkpoint)`` -> (outputs, predictions, stats)."""
+class PlantedRows:
+    """Row kind ``planted``: ``run(row, mask, checkpoint) -> Row`` from the known linear model."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -68,7 +69,10 @@ class PlantedRunner:
         self.truth = truth(self.planted, cfg.sweep.alpha)
         self.labels = {t: labels(self.planted, t) for t in self.truth}
 
-    def run(self, row: int, mask: np.ndarray, checkpoint: Optional[object] = None) -> tuple[dict, dict, dict]:
+    def runnable(self, row: int) -> bool:
+        return True
+
+    def run(self, row: int, mask: np.ndarray, checkpoint: Optional[object] = None) -> Row:
         start = time.perf_counter()
         p, kinds = self.planted, list(self.cfg.sweep.outputs)
         rng = np.random.default_rng(row_seed(self.cfg.sweep.seed, row))
@@ -84,4 +88,4 @@ class PlantedRunner:
         if p.seconds_per_row > 0:
             time.sleep(float(p.seconds_per_row))
         seconds = time.perf_counter() - start
-        return outputs, predictions, {"source_accuracy": float("nan"), "train_seconds": 0.0, "total_seconds": seconds}
+        return Row(outputs, predictions, {"source_accuracy": float("nan"), "train_seconds": 0.0, "total_seconds": seconds})

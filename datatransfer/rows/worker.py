@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
-import torch
-
-from datatransfer.rows.planted import PlantedRunner
-from datatransfer.rows.trained import RowRunner
+from datatransfer.rows import make_rows
+from datatransfer.store import layout
 from datatransfer.store.sweep_store import Store
-from datatransfer.train import backbones
 from datatransfer.train.checkpoint import RowCheckpoint
+from datatransfer.train.loop import make_runtime
 
 
 def cpus_allotted() -> int:
@@ -24,41 +21,32 @@ def cpus_allotted() -> int:
 
 
 class Worker:
-    """One process's view of a sweep: its store, its datasets in memory, its thread count."""
+    """One process's view of a sweep: its runtime (device, precision, threads: built once), its store, and the
+    rows it computes (datasets opened once).
 
-    def __init__(self, cfg, store_path: str, threads: Optional[int] = None):
-        torch.set_num_threads(threads or cpus_allotted())
+    ``added_targets``: run the rows of these targets added later (from saved source models) instead of the
+    store's own rows."""
+
+    def __init__(self, cfg, store_path: str, threads: Optional[int] = None,
+                 added_targets: Optional[Sequence[str]] = None):
+        self.rt = make_runtime(cfg.compute.device, cfg.train.amp, threads or cpus_allotted())
         store = Store.open(store_path, mode="r+")
-        self.transfer_only = bool(cfg.get("transfer_only"))
-        if self.transfer_only:  # rows of the added targets, from saved source models
-            store = store.scoped(list(cfg.targets), backbones.saved(store.path, store.num_rows))
+        if added_targets:
+            store = store.scoped(list(added_targets), layout.saved_backbones(store.path, store.num_rows))
         self.store = store
-        if cfg.get("planted") is not None:  # experiment=planted
-            self.runner = PlantedRunner(cfg)
-        else:
-            self.runner = RowRunner(cfg, {t: i for i, t in enumerate(store.all_targets)})
-            if cfg.store.get("save_backbones") and not self.transfer_only:
-                self.runner.backbone_store = Path(store.path)
+        self.rows = make_rows(cfg, self.rt, store, added_targets)
 
     def run_row(self, row: int) -> Optional[dict]:
-        """Run and write ``row`` unless it is already completed; returns its stats, or None if skipped.
-
-        With transfer_only, a row without a saved source model is skipped too."""
+        """Run and write ``row`` unless it is already completed (or cannot run here: a target added later and no
+        saved source model); returns its stats, or None if skipped."""
         row = int(row)
-        if self.store.row_done(row):
+        if self.store.row_done(row) or not self.rows.runnable(row):
             return None
-        if self.transfer_only:
-            file = backbones.path(self.store.path, row)
-            if not file.is_file():
-                return None
-            outputs, predictions, stats = self.runner.run_from_backbone(row, file)
-            self.store.write_row(row, outputs, predictions, stats)
-            return stats
-        checkpoint = RowCheckpoint(self.store.path, row)
-        outputs, predictions, stats = self.runner.run(row, self.store.masks[row], checkpoint)
-        self.store.write_row(row, outputs, predictions, stats)
+        checkpoint = RowCheckpoint(layout.checkpoint(self.store.path, row))
+        result = self.rows.run(row, self.store.masks[row], checkpoint)
+        self.store.write_row(row, result.outputs, result.predictions, result.stats)
         checkpoint.delete()
-        return stats
+        return result.stats
 
 
 def run_rows(
@@ -67,9 +55,10 @@ def run_rows(
     rows: Iterable[int],
     threads: Optional[int] = None,
     on_row: Optional[Callable[[int, dict], None]] = None,
+    added_targets: Optional[Sequence[str]] = None,
 ) -> int:
     """Run every row of ``rows`` not yet completed in the store; returns how many this call completed."""
-    worker = Worker(cfg, store_path, threads)
+    worker = Worker(cfg, store_path, threads, added_targets)
     done = 0
     for row in rows:
         stats = worker.run_row(row)

@@ -25,21 +25,30 @@ from datatransfer.train.schedules import lr_factor
 log = logging.getLogger(__name__)  # DEBUG: one line per epoch (python -m launch ... hydra.verbose=datatransfer.train)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
+    """Where and how a process trains: built once per worker process (``make_runtime``) and passed down."""
+
     device: torch.device
-    amp: bool  # fp16 autocast + grad scaler
+    amp: bool  # fp16 autocast + grad scaler (CUDA only)
+    threads: int  # torch intra-op threads of this process (a row is bitwise reproducible for a given count)
 
 
-def runtime(cfg) -> Runtime:
-    """compute.device (auto: cuda if there is one) and mixed precision, which only CUDA uses."""
-    name = str(cfg.compute.device)
+def resolve_device(name: str) -> torch.device:
+    """compute.device: auto = cuda if there is one, else cpu."""
+    name = str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
+    return torch.device(name)
+
+
+def make_runtime(device: str, amp: bool, threads: int) -> Runtime:
+    """Set this process up to train (thread count, cuDNN autotuning) and describe it. Mixed precision only on CUDA."""
+    dev = resolve_device(device)
+    torch.set_num_threads(max(1, int(threads)))
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
-    return Runtime(device, bool(cfg.train.amp) and device.type == "cuda")
+    return Runtime(dev, bool(amp) and dev.type == "cuda", torch.get_num_threads())
 
 
 def make_optimizer(params, recipe) -> torch.optim.Optimizer:

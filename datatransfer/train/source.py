@@ -9,30 +9,29 @@ import numpy as np
 import torch
 
 from datatransfer.train.checkpoint import RowCheckpoint
-from datatransfer.train.loop import evaluate, fit, runtime
+from datatransfer.train.loop import Runtime, evaluate, fit
 from datatransfer.train.models import Net, build
 from datatransfer.train.schedules import resolution_at
 
 
-def train_source(
-    cfg, source, mask: np.ndarray, seed: int, checkpoint: Optional[RowCheckpoint] = None
-) -> tuple[Net, dict]:
-    """Train a fresh model on the source classes in ``mask``; the head keeps all source labels.
+def train_source(source, mask: np.ndarray, seed: int, model_cfg, recipe, rt: Runtime,
+                 checkpoint: Optional[RowCheckpoint] = None) -> tuple[Net, dict]:
+    """Train a fresh ``model_cfg`` model with ``recipe`` (the ``train`` section) on the source classes in ``mask``;
+    the head keeps all source labels.
 
-    ``source``: ``data.Dataset`` or ``ffcv_data.BetonDataset``. Source accuracy is measured on the validation
-    images of the kept classes (centre crop at ``train.eval_res``).
+    ``source``: any dataset reader (``datatransfer.data``). Source accuracy is measured on the validation images of
+    the kept classes (centre crop at ``recipe.eval_res``).
     """
-    rt, tr = runtime(cfg), cfg.train
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build(cfg.model, source.num_classes, in_channels=source.channels).to(rt.device)
+    model = build(model_cfg, source.num_classes, in_channels=source.channels).to(rt.device)
     start = time.perf_counter()
-    loader = source.train_loader(batch_size=tr.batch_size, generator=gen, seed=seed, keep=mask,
-                                 decoder="random_resized_crop", resolution=resolution_at(tr, 0))
-    fit(model, loader, tr, gen, rt, tr.label_smoothing, checkpoint, resolution=lambda e: resolution_at(tr, e),
-        tag="source")
+    loader = source.train_loader(batch_size=recipe.batch_size, generator=gen, seed=seed, keep=mask,
+                                 decoder="random_resized_crop", resolution=resolution_at(recipe, 0))
+    fit(model, loader, recipe, gen, rt, recipe.label_smoothing, checkpoint,
+        resolution=lambda e: resolution_at(recipe, e), tag="source")
     seconds = time.perf_counter() - start
     logits, y = evaluate(model, source.eval_loader("test", keep=mask, decoder="center_crop",
-                                                   resolution=tr.eval_res), rt)
+                                                   resolution=recipe.eval_res), rt)
     acc = float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
     return model, {"source_accuracy": acc, "train_seconds": seconds}

@@ -10,15 +10,15 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from datatransfer.train.loop import Runtime, _batchnorms, evaluate, fit, runtime
+from datatransfer.train.loop import Runtime, _batchnorms, evaluate, fit
 from datatransfer.train.models import Net
 
 log = logging.getLogger(__name__)
 
 
-def transfer_recipe(cfg, mode: str, key: str):
-    """transfer.<mode> with target ``key``'s own epochs / LR / schedule where it sets them."""
-    recipe, t = cfg.transfer[mode], cfg.targets[key]
+def transfer_recipe(recipe, t):
+    """A transfer recipe (``transfer.fixed`` or ``transfer.full``) with target ``t``'s own epochs / LR / schedule
+    where it sets them."""
     own = {k: t[k] for k in ("epochs", "lr", "schedule") if t[k] is not None}
     if not own:
         return recipe
@@ -27,24 +27,24 @@ def transfer_recipe(cfg, mode: str, key: str):
     return OmegaConf.create(r)
 
 
-def linear_probe(cfg, model: Net, loader, num_classes: int, rt: Runtime) -> nn.Linear:
+def linear_probe(model: Net, loader, num_classes: int, rt: Runtime, iterations: int,
+                 weight_decay: float) -> nn.Linear:
     """A linear head on the frozen backbone: multinomial logistic regression by L-BFGS on cached features of
     ``loader``'s examples (the target's train split). On the CPU.
 
-    Deterministic given the backbone (zero-initialised head, full-batch solver).
+    Deterministic given the backbone (zero-initialised head, full-batch solver). ``weight_decay``: L2 on the head.
     """
-    fx = cfg.transfer.fixed
     feats, y = evaluate(model.backbone, loader, rt)
     # Standardise for the solver's sake, then fold the affine map into the head, so it applies to raw features.
     mu, sd = feats.mean(0), feats.std(0) + 1e-6
     z = (feats - mu) / sd
     head = nn.Linear(z.shape[1], num_classes)
     nn.init.zeros_(head.weight), nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=fx.iterations, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(head(z), y) + fx.weight_decay * head.weight.pow(2).sum()
+        loss = F.cross_entropy(head(z), y) + weight_decay * head.weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -55,23 +55,23 @@ def linear_probe(cfg, model: Net, loader, num_classes: int, rt: Runtime) -> nn.L
     return head
 
 
-def transfer_fixed(cfg, model: Net, target, seed: int, key: str) -> torch.Tensor:
+def transfer_fixed(model: Net, target, seed: int, recipe, t, rt: Runtime, tag: str = "") -> torch.Tensor:
     """Fixed-feature transfer: the source backbone's weights frozen, a new linear head. Returns test logits.
 
     solver=lbfgs: the head is a linear probe on features of the eval-mode backbone. solver=sgd (the paper): the
     head, randomly initialised, trains by SGD through the frozen backbone on augmented batches; with
     ``transfer.fixed.batchnorm=train`` (the release) the backbone's batch-norm layers stay in train mode, so their
     running statistics adapt to the target while no weight changes; ``frozen`` keeps them in eval mode.
+    ``recipe``: ``transfer.fixed`` (with the target's overrides, ``transfer_recipe``); ``t``: the target's config
+    (decoders, resolution).
     """
-    rt, t = runtime(cfg), cfg.targets[key]
     test = target.eval_loader("test", decoder=t.eval_decoder, resolution=t.resolution)
-    if cfg.transfer.fixed.solver == "lbfgs":
-        probe = linear_probe(cfg, model, target.eval_loader("train", decoder=t.eval_decoder,
-                                                            resolution=t.resolution), target.num_classes, rt)
+    if recipe.solver == "lbfgs":
+        probe = linear_probe(model, target.eval_loader("train", decoder=t.eval_decoder, resolution=t.resolution),
+                             target.num_classes, rt, recipe.iterations, recipe.weight_decay)
         features, _ = evaluate(model.backbone, test, rt)
         with torch.no_grad():
             return probe(features)
-    recipe = transfer_recipe(cfg, "fixed", key)
     torch.manual_seed(seed)
     net = copy.deepcopy(model)  # batch-norm statistics may change: keep the source model as it is
     net.backbone.requires_grad_(False)
@@ -80,12 +80,12 @@ def transfer_fixed(cfg, model: Net, target, seed: int, key: str) -> torch.Tensor
     loader = target.train_loader(batch_size=recipe.batch_size, generator=gen, seed=seed, decoder=t.train_decoder,
                                  resolution=t.resolution)
     fit(net, loader, recipe, gen, rt, params=net.head.parameters(),
-        freeze_bn=cfg.transfer.fixed.batchnorm == "frozen", tag=f"fixed {key}")
+        freeze_bn=recipe.batchnorm == "frozen", tag=f"fixed {tag}")
     if log.isEnabledFor(logging.DEBUG):
         before, after = model.backbone.state_dict(), net.backbone.state_dict()
         same = [torch.equal(before[k], after[k]) for k in before]
         stats = [k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in before]
-        log.debug("fixed %s: backbone weights unchanged: %s; batch-norm running statistics changed: %s", key,
+        log.debug("fixed %s: backbone weights unchanged: %s; batch-norm running statistics changed: %s", tag,
                   all(s for s, st in zip(same, stats) if not st), not all(s for s, st in zip(same, stats) if st))
     return evaluate(net, test, rt)[0]
 
@@ -107,24 +107,25 @@ def recalibrate_batchnorm(model: nn.Module, loader, rt: Runtime) -> None:
         m.momentum = momentum
 
 
-def transfer_full(cfg, model: Net, target, seed: int, key: str) -> torch.Tensor:
+def transfer_full(model: Net, target, seed: int, recipe, probe, t, rt: Runtime, tag: str = "") -> torch.Tensor:
     """Every weight trains from the source model. Returns test logits.
 
     The new head starts random (the paper's recipe) or, with ``transfer.full.head_init=linear_probe``, from a
     linear probe (LP-FT), which needs far fewer epochs. The probe is fitted after re-estimating batch-norm
     statistics on the target, so that the head matches the features training mode will produce.
+    ``recipe``: ``transfer.full`` (with the target's overrides); ``probe``: ``transfer.fixed`` (the probe's
+    iterations and L2); ``t``: the target's config.
     """
-    rt, t = runtime(cfg), cfg.targets[key]
-    recipe = transfer_recipe(cfg, "full", key)
     torch.manual_seed(seed)
     net = copy.deepcopy(model)
     net.head = nn.Linear(net.num_features, target.num_classes).to(rt.device)
     if recipe.head_init == "linear_probe":
         view = dict(decoder=t.eval_decoder, resolution=t.resolution)
         recalibrate_batchnorm(net, target.eval_loader("train", batch_size=256, **view), rt)
-        net.head = linear_probe(cfg, net, target.eval_loader("train", **view), target.num_classes, rt).to(rt.device)
+        net.head = linear_probe(net, target.eval_loader("train", **view), target.num_classes, rt, probe.iterations,
+                                probe.weight_decay).to(rt.device)
     gen = torch.Generator().manual_seed(seed)
     loader = target.train_loader(batch_size=recipe.batch_size, generator=gen, seed=seed, decoder=t.train_decoder,
                                  resolution=t.resolution)
-    fit(net, loader, recipe, gen, rt, tag=f"full {key}")
+    fit(net, loader, recipe, gen, rt, tag=f"full {tag}")
     return evaluate(net, target.eval_loader("test", decoder=t.eval_decoder, resolution=t.resolution), rt)[0]

@@ -55,6 +55,7 @@ class Manifest:
     state: str = "submitting"  # submitting | submitted | failed
     error: str = ""
     arrays: List[SubmittedArray] = field(default_factory=list)
+    added_targets: List[str] = field(default_factory=list)  # the rows of these targets added later, not the store's
 
     # ---- paths ---------------------------------------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ waits for a job: ``python -m launch.status`` watches, ``python -m launch.resume`
 from __future__ import annotations
 
 import contextlib
+import logging
 import fcntl
 import json
 import time
@@ -32,6 +33,7 @@ from datatransfer.launchers.slurm.status import QueueView
 from datatransfer.store import layout
 from datatransfer.store.sweep_store import Store
 
+log = logging.getLogger(__name__)
 DRY_RUN_MAX_ARRAY_SIZE = 1001  # assumed by a dry run where Slurm cannot be asked
 
 
@@ -107,12 +109,12 @@ def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str])
     where = str(store.path) if store is not None else f"{cfg.store.path} (not created: dry run)"
     text = format_plan(plan, params, where, skipped, source)
     if plan.num_rows == 0:
-        print(text.splitlines()[0])
-        print("nothing to submit: every row is completed, queued or running")
+        log.info("%s", text.splitlines()[0])
+        log.info("nothing to submit: every row is completed, queued or running")
         return None
-    print(text, flush=True)
+    log.info("%s", text)
     if cfg.launch.dry_run or store is None:
-        print("dry run: nothing submitted")
+        log.info("dry run: nothing submitted")
         return None
 
     sid = new_id()
@@ -122,6 +124,7 @@ def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str])
         job_name=params["job_name"], overrides=[str(o) for o in overrides],
         launcher=OmegaConf.to_container(cfg.launcher, resolve=True), rows_per_task=plan.rows_per_task,
         max_array_size=plan.max_array_size, arrays=[SubmittedArray(a.tasks) for a in plan.arrays],
+        added_targets=list(store.scope or []),
     )
     folder.mkdir(parents=True)
     manifest.config_path.write_text(json.dumps(task_config(cfg, store), indent=1))
@@ -129,11 +132,11 @@ def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str])
     _submit_arrays(cfg.launcher, params, manifest)
     seconds = time.perf_counter() - start
     ids = ", ".join(f"{a.job_id} ({plural(len(a.tasks), 'task')})" for a in manifest.arrays)
-    print(f"submitted {plural(manifest.num_rows, 'row')} as {plural(len(manifest.arrays), 'array')} "
+    log.info(f"submitted {plural(manifest.num_rows, 'row')} as {plural(len(manifest.arrays), 'array')} "
           f"in {seconds:.1f} s: {ids}")
-    print(f"manifest: {manifest.path}")
-    print(f"watch:    python -m launch.status store.path={store.path}")
-    print(f"resume:   python -m launch.resume store.path={store.path}   (reruns rows that did not complete)")
+    log.info(f"manifest: {manifest.path}")
+    log.info(f"watch:    python -m launch.status store.path={store.path}")
+    log.info(f"resume:   python -m launch.resume store.path={store.path}   (reruns rows that did not complete)")
     return manifest
 
 
@@ -151,7 +154,8 @@ def _submit_arrays(launcher: Any, params: dict, manifest: Manifest) -> None:
             ex = submitit.SlurmExecutor(folder=manifest.submitit_folder, max_num_timeout=int(launcher.max_num_timeout),
                                         python=launcher.python or None)
             ex.update_parameters(**params)
-            jobs = ex.submit_array([RowsTask(str(manifest.config_path), rows) for rows in array.tasks])
+            jobs = ex.submit_array([RowsTask(str(manifest.config_path), rows, manifest.added_targets)
+                                    for rows in array.tasks])
         except Exception as e:  # sbatch refused, srun missing, ...: keep what was submitted on record
             manifest.state, manifest.error = "failed", f"array {i}: {e}"
             manifest.save()
@@ -164,3 +168,10 @@ def _submit_arrays(launcher: Any, params: dict, manifest: Manifest) -> None:
         manifest.save()
     manifest.state = "submitted"
     manifest.save()
+
+
+class SlurmLauncher:
+    """``launcher=slurm``: submit the store's missing rows as job arrays and return (``submit``)."""
+
+    def run(self, cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> None:
+        submit(cfg, store, overrides)  # returns at once; `python -m launch.status` watches

@@ -10,6 +10,8 @@ row from its checkpoint, and the checkpoint is deleted once the row is complete.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
@@ -28,18 +30,23 @@ def load_config(path: str | Path) -> Any:
     return OmegaConf.merge(OmegaConf.structured(Config), json.loads(Path(path).read_text()))
 
 
+log = logging.getLogger(__name__)
+
+
 class RowsTask(Checkpointable):
     """Runs ``rows`` (skipping completed ones) with the config saved at ``config_path``."""
 
-    def __init__(self, config_path: str, rows: Sequence[int]):
+    def __init__(self, config_path: str, rows: Sequence[int], added_targets: Sequence[str] = ()):
         self.config_path = str(config_path)
         self.rows: List[int] = [int(r) for r in rows]
+        self.added_targets: List[str] = list(added_targets)
 
     def __call__(self) -> Dict[str, Any]:
         from datatransfer.rows.worker import run_rows
         from datatransfer.store import layout
         from datatransfer.train.checkpoint import RowCheckpoint
 
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # into the task's log
         cfg = load_config(self.config_path)
         store = str(cfg.store.path)
         rows = self.rows
@@ -49,20 +56,19 @@ class RowsTask(Checkpointable):
         for r in rows:
             state = RowCheckpoint(layout.checkpoint(store, r)).load()
             if state is not None:
-                print(f"row {r}: resuming from its checkpoint after epoch {state['epoch']}", flush=True)
+                log.info(f"row {r}: resuming from its checkpoint after epoch {state['epoch']}")
         start = time.perf_counter()
 
         def done(row: int, stats: dict) -> None:
-            print(f"row {row} complete ({stats.get('total_seconds', float('nan')):.1f} s)", flush=True)
+            log.info(f"row {row} complete ({stats.get('total_seconds', float('nan')):.1f} s)")
 
-        ran = run_rows(cfg, store, rows, on_row=done)
-        print(f"{ran} rows run, {len(rows) - ran} already complete, in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        ran = run_rows(cfg, store, rows, on_row=done, added_targets=self.added_targets)
+        log.info(f"{ran} rows run, {len(rows) - ran} already complete, in {time.perf_counter() - start:.1f} s")
         if fail:
             raise InjectedFault(f"row {fail[0]}: injected fault (launch.fail_rows, for tests)")
         return {"rows": self.rows, "ran": ran}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """On the requeue signal: requeue this same task (its state is on disk already, see the module doc)."""
-        print(f"requeue signal: requeuing rows {self.rows[0]}..{self.rows[-1]}", flush=True)
+        log.info(f"requeue signal: requeuing rows {self.rows[0]}..{self.rows[-1]}")
         return DelayedSubmission(self, *args, **kwargs)

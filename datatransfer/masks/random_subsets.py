@@ -1,0 +1,38 @@
+"""Sweep kind ``random_subsets`` (the default): each row trains on a random subset of the source units."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datatransfer.masks.seeds import MASK_STREAM, seed_sequence
+
+
+def row_mask(seed: int, row: int, num_units: int, alpha: float, scheme: str = "fixed_size") -> np.ndarray:
+    """Bool (num_units,) mask of row ``row``.
+
+    fixed_size: exactly round(alpha * U) units, uniformly among subsets of that size (the paper's scheme).
+    bernoulli: each unit independently with probability alpha.
+    """
+    rng = np.random.default_rng(seed_sequence(seed, row, MASK_STREAM))
+    mask = np.zeros(num_units, dtype=bool)
+    if scheme == "fixed_size":
+        k = int(round(alpha * num_units))
+        mask[rng.choice(num_units, size=k, replace=False)] = True
+    elif scheme == "bernoulli":
+        mask[:] = rng.random(num_units) < alpha
+    else:
+        raise ValueError(f"unknown mask scheme {scheme!r}")
+    return mask
+
+
+def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str = "fixed_size") -> np.ndarray:
+    """Bool (num_rows, num_units): row i is row_mask(seed, i, ...)."""
+    out = np.empty((num_rows, num_units), dtype=bool)
+    for i in range(num_rows):
+        out[i] = row_mask(seed, i, num_units, alpha, scheme)
+    return out
+
+
+def masks(sweep, num_units: int) -> np.ndarray:
+    """The sweep's mask matrix from its config section."""
+    return mask_matrix(int(sweep.seed), int(sweep.num_models), num_units, float(sweep.alpha), str(sweep.scheme))
