@@ -5,6 +5,7 @@ resume's config, queue parsing, and the planted experiment. Slurm's commands are
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -121,12 +122,13 @@ def test_sbatch_text_matches_golden(fake_slurm, tmp_path, golden, overrides):
     _check_golden(golden, _normalised(text, manifest.folder))
 
 
-def test_submit_splits_writes_manifest_and_task_pickles(fake_slurm, tmp_path, capsys):
+def test_submit_splits_writes_manifest_and_task_pickles(fake_slurm, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     store_path = tmp_path / "s.zarr"
     cfg = compose([*PLANTED, "sweep.num_models=23", f"store.path={store_path}", "launcher.rows_per_task=2"])
     store = open_store(cfg)
     m = submit(cfg, store, ["experiment=planted", "launcher.rows_per_task=2"])
-    out = capsys.readouterr().out
+    out = caplog.text
     # 23 rows -> 12 tasks -> MaxArraySize 5 (from scontrol) -> arrays of 5, 5, 2, each indexed from 0
     assert "12 tasks of <= 2 rows -> 3 arrays of <= 5 tasks (MaxArraySize)" in out
     assert [a.job_id for a in m.arrays] == ["4242", "4243", "4244"] and m.state == "submitted"
@@ -146,7 +148,8 @@ def test_submit_splits_writes_manifest_and_task_pickles(fake_slurm, tmp_path, ca
     assert f"--chdir={loaded.folder}" in (fake_slurm / "sbatch-4242.sh").read_text()  # a neutral cwd
 
 
-def test_submit_skips_rows_live_in_the_queue_and_completed_rows(fake_slurm, tmp_path, capsys):
+def test_submit_skips_rows_live_in_the_queue_and_completed_rows(fake_slurm, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     store_path = tmp_path / "s.zarr"
     cfg = compose([*PLANTED, "sweep.num_models=6", f"store.path={store_path}", "launcher.rows_per_task=2"])
     store = open_store(cfg)
@@ -154,10 +157,10 @@ def test_submit_skips_rows_live_in_the_queue_and_completed_rows(fake_slurm, tmp_
     # task 0 running, task 1 gone (finished or cancelled), task 2 pending; row 2 completed meanwhile
     (fake_slurm / "squeue.txt").write_text("4242_0|RUNNING|dt-planted\n4242_2|PENDING|dt-planted\n")
     store.group["completed"][2] = True
-    capsys.readouterr()
+    caplog.clear()
     m = submit(cfg, store)
     assert [a.tasks for a in m.arrays] == [[[3]]]  # only row 3: neither completed nor live
-    assert "1 row to run (1 already completed, 4 already queued or running)" in capsys.readouterr().out
+    assert "1 row to run (1 already completed, 4 already queued or running)" in caplog.text
     # a job id reused by someone else's job does not count as ours
     (fake_slurm / "squeue.txt").write_text("4243|RUNNING|someone-else\n4242_0|RUNNING|dt-planted\n"
                                            "4242_2|PENDING|dt-planted\n")
@@ -217,6 +220,10 @@ def test_queue_id_parsing():
     assert slurm_queue.expand_ids("12_4") == ["12_4"] and slurm_queue.expand_ids("12") == ["12"]
     parsed = slurm_queue._parse("12_0|CANCELLED by 0|dt\n12_[1-2]|PENDING|dt\n12_0.batch|CANCELLED|batch\n", 0, 1, 2)
     assert parsed == {"12_0": ("CANCELLED", "dt"), "12_1": ("PENDING", "dt"), "12_2": ("PENDING", "dt")}
+    # a '|' in the job name stays in the name; a state this code has never heard of counts as live
+    assert slurm_queue._parse("13_0|RUNNING|dt|a|b\n", 0, 1, 2) == {"13_0": ("RUNNING", "dt|a|b")}
+    assert slurm_queue.is_live("SOME_NEW_STATE") and slurm_queue.is_live("PENDING")
+    assert not slurm_queue.is_live("TIMEOUT") and not slurm_queue.is_live("OUT_OF_MEMORY")
 
 
 def test_status_counts_from_one_squeue_and_one_sacct_call(fake_slurm, tmp_path):
@@ -291,6 +298,6 @@ def test_planted_rows_are_reproducible_and_follow_the_truth(tmp_path):
     dim = np.stack([y[masks[:, u]].mean(0) - y[~masks[:, u]].mean(0) for u in range(8)])
     centred = w - w.mean(0)  # fixed-size masks identify w up to a constant per example
     assert np.corrcoef(dim.ravel(), centred.ravel())[0, 1] > 0.95
-    again = planted.PlantedRunner(cfg).run(5, masks[5])
-    np.testing.assert_array_equal(again[0]["t0"], store.outputs("t0")[5])
+    again = planted.PlantedRows(cfg).run(5, masks[5])
+    np.testing.assert_array_equal(again.outputs["t0"], store.outputs("t0")[5])
     np.testing.assert_array_equal(planted.truth(cfg.planted)["t1"][0], planted.truth(cfg.planted)["t1"][0])

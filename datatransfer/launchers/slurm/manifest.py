@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from datatransfer.errors import SlurmError
 from datatransfer.store import layout
 
 FORMAT = "datatransfer-slurm-submission"
@@ -114,11 +115,15 @@ def new_id() -> str:
 
 
 def load_all(store_path: str | os.PathLike) -> List[Manifest]:
-    """Every submission of a store, oldest first (unreadable manifests are skipped)."""
+    """Every submission of a store, oldest first. An unreadable manifest is an error: skipping it would hide jobs
+    that may still be writing rows (manifests are replaced atomically, so a damaged one is damage, not a write in
+    progress)."""
     out = []
     for p in layout.submission_manifests(store_path):
         try:
             out.append(Manifest.load(p))
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-            continue
+        except (ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+            raise SlurmError(f"submission manifest {p} cannot be read ({e}); its jobs may still be writing rows. "
+                             f"Check them (squeue --me), cancel or let them finish, then move that submission "
+                             f"folder out of the store and run the command again") from e
     return sorted(out, key=lambda m: (m.created_unix, m.id))

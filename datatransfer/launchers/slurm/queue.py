@@ -15,10 +15,12 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from datatransfer.errors import SlurmError
 
-# squeue states of jobs that still hold (or will hold) resources: a row in such a task may still be written.
-LIVE_STATES = frozenset({
-    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
-    "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT", "POWER_UP_NODE",
+# Final job states: a task in one of these will write nothing more. Any other state squeue or sacct reports,
+# including ones this list has never heard of (Slurm adds states between versions), counts as live: a row is never
+# given to a second writer because its first one was in an unfamiliar state.
+FINISHED_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+    "OUT_OF_MEMORY", "REVOKED",
 })
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 
@@ -60,10 +62,15 @@ def expand_ids(job_id: str) -> List[str]:
     return out
 
 
+def is_live(state: str) -> bool:
+    return state not in FINISHED_STATES
+
+
 def _parse(text: str, id_col: int, state_col: int, name_col: int) -> Dict[str, State]:
+    """Lines of '|'-separated fields; the job name is the last field and may itself contain '|'."""
     out: Dict[str, State] = {}
     for line in text.splitlines():
-        parts = line.strip().split("|")
+        parts = line.strip().split("|", name_col)
         if len(parts) <= max(id_col, state_col, name_col) or "." in parts[id_col]:
             continue  # job steps (12_3.batch) and blank lines
         state = parts[state_col].split()[0] if parts[state_col].strip() else "UNKNOWN"  # "CANCELLED by 0"

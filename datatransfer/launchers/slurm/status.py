@@ -60,7 +60,7 @@ class QueueView:
                 q = live.get(element)
                 if q is not None and q[1] != m.job_name:
                     q = None  # a job id reused by the controller for someone else's job
-                if q is not None and q[0] in slurm_queue.LIVE_STATES:
+                if q is not None and slurm_queue.is_live(q[0]):
                     view.tasks.append(Task(m, element, rows, q[0], True))
                     continue
                 a = acct.get(element) if acct is not None else None
@@ -68,7 +68,7 @@ class QueueView:
                     a = None
                 if a is None:
                     state = ENDED if acct is None else NO_RECORD
-                elif a[0] in slurm_queue.LIVE_STATES:
+                elif slurm_queue.is_live(a[0]):
                     state = ENDED  # sacct lags squeue by a few seconds: it just ended
                 else:
                     state = a[0]
