@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from omegaconf import OmegaConf
 
 from datatransfer import data
 from datatransfer.config import validate
 from datatransfer.errors import StoreError
 from datatransfer.store import layout
-from datatransfer.store.open import SOURCE_DEFINING
+from datatransfer.store.open import SOURCE_DEFINING, resolved_config
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import TargetSpec, config_diff, fingerprint
 from datatransfer.store.sweep_store import Store
@@ -55,7 +54,7 @@ def _open_compatible(cfg) -> Tuple[Store, dict]:
     if not (path / "zarr.json").is_file():
         raise StoreError(f"add_targets adds targets to an existing store, and there is none at {path}")
     store = Store.open(path, mode="r+")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = resolved_config(cfg)
     stored = store.attrs["config"]
     diff = config_diff({k: stored.get(k) for k in SOURCE_DEFINING}, {k: resolved[k] for k in SOURCE_DEFINING})
     if list(cfg.transfer.modes) != store.modes:

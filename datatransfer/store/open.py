@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from datatransfer import data
@@ -15,6 +17,19 @@ from datatransfer.store.sweep_store import Store
 SOURCE_DEFINING = ("source", "model", "train", "sweep")
 
 
+def resolved_config(cfg) -> dict:
+    """The config as plain containers, interpolations resolved and data roots made absolute: what a store records
+    and fingerprints, so that the same sweep named from another working directory (a Slurm task, a resume) is
+    recognised as the same sweep."""
+    d = OmegaConf.to_container(cfg, resolve=True)
+    if d.get("source", {}).get("root"):
+        d["source"]["root"] = str(Path(d["source"]["root"]).resolve())
+    for t in (d.get("targets") or {}).values():
+        if t.get("root"):
+            t["root"] = str(Path(t["root"]).resolve())
+    return d
+
+
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
     if cfg.get("planted") is not None:
@@ -24,7 +39,7 @@ def store_spec(cfg) -> StoreSpec:
     for key in cfg.targets:
         t = data.open_target(cfg, key)
         targets.append(TargetSpec(key, t.labels("test"), t.class_names))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = resolved_config(cfg)
     sw = cfg.sweep
     return StoreSpec(
         config=resolved,

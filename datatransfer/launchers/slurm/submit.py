@@ -31,6 +31,7 @@ from datatransfer.launchers.slurm.plan import (
 from datatransfer.launchers.slurm.queue import SlurmError
 from datatransfer.launchers.slurm.status import QueueView
 from datatransfer.store import layout
+from datatransfer.store.open import resolved_config
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,8 @@ DRY_RUN_MAX_ARRAY_SIZE = 1001  # assumed by a dry run where Slurm cannot be aske
 
 def task_config(cfg: Any, store: Store) -> dict:
     """The resolved config the tasks run with: every path absolute (tasks run in the submission folder)."""
-    d = OmegaConf.to_container(cfg, resolve=True)
+    d = resolved_config(cfg)
     d["store"]["path"] = str(Path(store.path).resolve())
-    if d["source"].get("root"):
-        d["source"]["root"] = str(Path(d["source"]["root"]).resolve())
-    for t in d.get("targets", {}).values():
-        if t.get("root"):
-            t["root"] = str(Path(t["root"]).resolve())
     return d
 
 
