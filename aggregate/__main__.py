@@ -2,13 +2,16 @@
 
 import hydra
 
-from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer import config
 from datatransfer.errors import fail_cleanly
+
+config.register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
-    from datatransfer.influence.aggregate import Influence, aggregate_from_config
+    from datatransfer.influence.aggregate import aggregate_from_config
+    from datatransfer.influence.reader import Influence
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)

@@ -5,14 +5,16 @@ missing or older than the store's completed rows."""
 
 import hydra
 
-from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer import config
 from datatransfer.errors import fail_cleanly
+
+config.register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
     from datatransfer.influence.aggregate import current_influence
-    from datatransfer.report.page import write_report
+    from datatransfer.report import write_report
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)

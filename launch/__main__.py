@@ -8,8 +8,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer import config
 from datatransfer.errors import fail_cleanly
+
+config.register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -9,21 +9,25 @@ time. See docs/slurm.md.
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer import config
 from datatransfer.errors import fail_cleanly
+
+config.register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="resume")
 def main(cli_cfg) -> None:
     from datatransfer.launchers import run
     from datatransfer.launchers.resume import resume_config
+    from datatransfer.store.added_targets import add_targets
     from datatransfer.store.open import open_store
     from datatransfer.store.sweep_store import Store
 
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         overrides = HydraConfig.get().overrides.task
-        cfg = resume_config(Store.open(cli_cfg.store.path), cli_cfg, overrides)
-        run(cfg, open_store(cfg), overrides)  # reopened as `python -m launch` would: same checks, same scope
+        cfg, added = resume_config(Store.open(cli_cfg.store.path), cli_cfg, overrides)
+        # reopened as `python -m launch` (or `launch.add_targets`) would: same checks, same scope
+        run(cfg, add_targets(cfg) if added else open_store(cfg), overrides)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ import time
 
 import hydra
 
-from datatransfer import config  # noqa: F401  (registers the schemas)
+from datatransfer import config
 from datatransfer.errors import fail_cleanly
+
+config.register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="status")

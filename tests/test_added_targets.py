@@ -147,7 +147,8 @@ def test_add_targets_without_training(tmp_path, monkeypatch):
     (store_path / "backbones" / "row-0.pt").unlink()
     zarr.open_group(str(store_path), mode="r+")["completed_targets/coarse"][0] = False
     cfg = compose(base + ["targets=[coarse]"])
-    assert run_rows(cfg, str(store_path), [0, 1], threads=1, added_targets=["coarse"]) == 1  # row 1 rerun; row 0 has no source model
+    # row 1 is rerun; row 0 has no source model
+    assert run_rows(cfg, str(store_path), [0, 1], threads=1, added_targets=["coarse"]) == 1
     assert list(Store.open(store_path).target_completed("coarse")) == [False, True]
 
 

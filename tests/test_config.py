@@ -1,9 +1,24 @@
 """Strict configuration and bad input: a clear message, a non-zero exit, and no store left behind."""
 
+import subprocess
+import sys
+
 import pytest
 from conftest import TINY, run_app
+from omegaconf import OmegaConf
 
-from datatransfer.config import ConfigError, compose, validate
+from datatransfer.config import (
+    SWEEP_DEFINING,
+    ConfigError,
+    PlantedRowConfig,
+    RandomSubsetsSweepConfig,
+    compose,
+    row_defining,
+    structured,
+    validate,
+)
+from datatransfer.config.multirun import job_dirname
+from datatransfer.store.sweep_store import Store
 
 
 def test_default_is_the_mini_experiment():
@@ -85,3 +100,101 @@ def test_validate_names_key():
     cfg = compose(["sweep.outputs=[softmax_gt,accuracy]"])
     with pytest.raises(ConfigError, match="sweep.outputs"):
         validate(cfg)
+
+
+# ---- the config package: explicit registration, groups, what defines a row -------------------------------------
+def test_importing_the_config_package_registers_nothing():
+    code = ("from hydra.core.config_store import ConfigStore\n"
+            "import datatransfer.config as config\n"
+            "repo = ConfigStore.instance().repo\n"
+            "assert 'base_config.yaml' not in repo and 'row' not in repo, sorted(repo)\n"
+            "config.register()\n"
+            "assert 'base_config.yaml' in repo and set(repo['row']) == {'base_trained.yaml', 'base_planted.yaml'}\n"
+            "assert set(repo['sweep']) == {'base_random_subsets.yaml'}\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_sweep_and_row_are_groups():
+    cfg = compose(["sweep.num_models=256", "sweep.alpha=0.3"])
+    assert (cfg.sweep.kind, cfg.sweep.num_models, cfg.sweep.alpha) == ("random_subsets", 256, 0.3)
+    assert cfg.row.kind == "trained" and "planted" not in cfg
+    assert row_defining(cfg) == SWEEP_DEFINING and "row" in SWEEP_DEFINING
+    p = compose(["experiment=planted", "row.units=30", "row.examples=[4]"])
+    assert (p.row.kind, p.row.units, list(p.row.examples), p.row.noise) == ("planted", 30, [4], 0.5)
+    assert row_defining(p) == ("sweep", "row") and list(p.targets) == []
+    validate(p)
+    assert compose(["row=planted", "targets=[]"]).row.units == 1000  # the group, without the experiment
+    with pytest.raises(ConfigError, match="row.units"):
+        validate(compose(["experiment=planted", "row.units=1"]))
+    # a key of another row kind is unknown
+    r = run_app("launch", "row.units=3", "--cfg", "job")
+    assert r.returncode != 0 and "units" in r.stderr
+
+
+def test_a_stored_config_is_typed_again_by_its_kinds():
+    d = OmegaConf.to_container(compose(["experiment=planted", "row.units=12"]), resolve=True)
+    d.pop("launcher")
+    cfg = structured(d)
+    assert OmegaConf.get_type(cfg.row) is PlantedRowConfig and cfg.row.units == 12
+    assert OmegaConf.get_type(cfg.sweep) is RandomSubsetsSweepConfig
+    with pytest.raises(ConfigError, match="row.kind"):
+        structured({**d, "row": {"kind": "nosuch"}})
+
+
+def test_resume_of_a_planted_store(tmp_path):
+    from datatransfer.launchers.resume import resume_config
+    from datatransfer.store.open import open_store
+
+    store = open_store(compose(["experiment=planted", "row.units=12", "row.examples=[5]", "sweep.num_models=4",
+                                f"store.path={tmp_path / 's.zarr'}"]))
+    assert set(store.attrs["config"]) >= {"row", "sweep"} and "planted" not in store.attrs["config"]
+    cli = compose([f"store.path={store.path}", "launcher=local"], config_name="resume")
+    cfg, added = resume_config(store, cli, ["launcher=local"])
+    assert added == []
+    assert cfg.row.kind == "planted" and cfg.row.units == 12 and cfg.launcher.name == "local"
+    open_store(cfg)  # the same sweep: reopened, not refused
+
+
+# ---- Hydra multirun: one store per job ---------------------------------------------------------------------------
+def test_multirun_job_dirname():
+    name = job_dirname(["experiment=planted", "sweep.alpha=0.3", "row.examples=[5,3]", "launcher=slurm",
+                        "launcher.partition=gpu", "launch.dry_run=true", "compute.device=cpu", "store.path=/x",
+                        "store.save_backbones=true", "hydra.verbose=true", "+targets.x.root='/a b'"])
+    assert name == ("experiment-planted+row.examples-5_3+store.save_backbones-true+sweep.alpha-0.3+"
+                    "targets.x.root-a_b")
+    assert job_dirname(["launcher.workers=2"]) == ""
+    long = job_dirname([f"targets.t{i}.lr=0.{i}" for i in range(40)])
+    assert len(long) == 200 and long != job_dirname([f"targets.t{i}.lr=0.{i}" for i in range(41)])
+    # the path is a plain override value: `launch.status store.path=<it>` needs no quoting
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    path = f"runs/planted/{name}/store.zarr"
+    assert OverridesParser.create().parse_override(f"store.path={path}").value() == path
+
+
+def test_multirun_gives_each_job_its_own_store(tmp_path):
+    r = run_app("launch", "-m", "experiment=planted", "sweep.num_models=40", "row.units=10", "row.examples=[6]",
+                "launcher.workers=1", "sweep.alpha=0.3,0.5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stores = sorted((tmp_path / "runs" / "planted").glob("*/store.zarr"))
+    assert [s.parent.name for s in stores] == [
+        f"experiment-planted+row.examples-6+row.units-10+sweep.alpha-{a}+sweep.num_models-40" for a in ("0.3", "0.5")]
+    # nothing else litters the working directory: Hydra's multirun.yaml goes next to the stores
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "planted").iterdir()) == [
+        *(s.parent.name for s in stores), "multirun.yaml"]
+    alphas = []
+    for s in stores:
+        store = Store.open(s)
+        assert store.completed().all() and store.num_rows == 40
+        alphas.append(store.attrs["config"]["sweep"]["alpha"])
+        path = s.relative_to(tmp_path)
+        st = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
+        assert st.returncode == 0 and "40 completed" in st.stdout, st.stdout + st.stderr[-2000:]
+        ag = run_app("aggregate", f"store.path={path}", "diagnostics.enabled=false", cwd=tmp_path)
+        assert ag.returncode == 0, ag.stdout + ag.stderr[-2000:]
+        assert (s.parent / "influence.zarr").is_dir()
+    assert alphas == [0.3, 0.5]
+    # a single run keeps runs/<name>/store.zarr
+    assert compose(["experiment=planted"]).store.path == "runs/planted/store.zarr"

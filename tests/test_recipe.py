@@ -8,7 +8,7 @@ import yaml
 from conftest import run_app
 
 from datatransfer.config import ConfigError, compose, validate
-from datatransfer.train.loop import lr_factor, resolution_at
+from datatransfer.train.schedules import lr_factor, resolution_at
 
 # target: (epochs, lr, schedule, train decoder, eval decoder) -- recipe.md's transfer table
 TARGETS = {
@@ -116,3 +116,25 @@ def test_lr_schedules():
     factors = [lr_factor("step", e + 0.5, 15, 5, 5, 0.1) for e in range(15)]
     assert factors == pytest.approx([1.0] * 5 + [0.1] * 5 + [0.01] * 5)
     assert lr_factor("step", 5.0, 15, 5, 5, 0.1) == 1.0  # the last step of epoch 4
+
+
+def test_every_stage_is_a_recipe_with_its_own_defaults():
+    from dataclasses import fields
+
+    from datatransfer.config import Recipe
+    from datatransfer.config.sweep import FixedTransferConfig, FullTransferConfig, TrainConfig
+
+    keys = [f.name for f in fields(Recipe)]
+    assert keys == ["epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "peak_epoch",
+                    "step_every", "step_gamma"]
+    defaults = {  # the mini recipe: each stage's own values
+        TrainConfig: (2, 128, "adam", 1e-2, 0.9, 0.0, "onecycle", 0.6, 5, 0.1),
+        FixedTransferConfig: (2, 64, "sgd", 0.1, 0.9, 1e-3, "cyclic", 0.5, 5, 0.1),
+        FullTransferConfig: (1, 64, "adam", 1e-3, 0.9, 0.0, "onecycle", 0.3, 5, 0.1),
+    }
+    for schema, values in defaults.items():
+        assert issubclass(schema, Recipe)
+        assert tuple(getattr(schema(), k) for k in keys) == values, schema.__name__
+    cfg = compose(["train.lr=0.3", "transfer.full.epochs=4", "transfer.fixed.step_gamma=0.5"])
+    assert (cfg.train.lr, cfg.transfer.full.epochs, cfg.transfer.fixed.step_gamma) == (0.3, 4, 0.5)
+    assert (cfg.transfer.fixed.solver, cfg.transfer.full.head_init, cfg.train.amp) == ("lbfgs", "linear_probe", False)

@@ -120,7 +120,7 @@ def test_a_mini_sweep_on_slurm_equals_the_local_launcher(cluster, tmp_path):
 
 
 # ---- b. cancelled and failing tasks, then resume: only those rows rerun -------------------------------------------
-PLANTED_B = ["experiment=planted", "sweep.num_models=16", "planted.units=40", "planted.examples=[10,4]"]
+PLANTED_B = ["experiment=planted", "sweep.num_models=16", "row.units=40", "row.examples=[10,4]"]
 
 
 def test_b_cancel_and_failures_then_resume_reruns_exactly_the_missing_rows(cluster, tmp_path):
@@ -221,7 +221,7 @@ def test_d_ten_thousand_planted_rows_split_at_max_array_size(cluster, tmp_path):
 
 def _scale(tmp_path: Path, planted, compose) -> None:
     store_path = tmp_path / "store.zarr"
-    sweep = ["experiment=planted", "sweep.num_models=10000", "planted.examples=[20]"]
+    sweep = ["experiment=planted", "sweep.num_models=10000", "row.examples=[20]"]
     # 1. Submit one task per row: 10 arrays of <= 1001 tasks, each indexed from 0. Held (sbatch --hold, through
     #    additional_parameters), so that 10,000 start-ups do not compete with this test for the 2 CPUs.
     start = time.monotonic()
@@ -265,7 +265,7 @@ def _scale(tmp_path: Path, planted, compose) -> None:
     from datatransfer.influence.aggregate import Influence, default_out
 
     inf = Influence(default_out(store_path))
-    w, _ = planted.truth(compose(sweep).planted)["t0"]
+    w, _ = planted.truth(compose(sweep).row)["t0"]
     per_example = inf.array("t0", "fixed", "softmax_gt", "per_example")  # (n, U)
     rho = [_spearman(per_example[j], w[:, j]) for j in range(w.shape[1])]
     print(f"Spearman(influence, planted w) per example: min {min(rho):.3f}, mean {np.mean(rho):.3f}")

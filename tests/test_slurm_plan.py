@@ -19,11 +19,11 @@ from datatransfer.config import ConfigError, compose, validate
 from datatransfer.launchers.slurm import queue as slurm_queue
 from datatransfer.launchers.slurm.manifest import load_all
 from datatransfer.launchers.slurm.plan import (
+    Plan,
     describe_rows,
     executor_parameters,
     make_plan,
     pack,
-    row_set,
     split,
 )
 from datatransfer.launchers.slurm.status import QueueView, count_rows
@@ -31,7 +31,14 @@ from datatransfer.launchers.slurm.submit import submit
 from datatransfer.store.open import open_store
 
 GOLDEN = Path(__file__).parent / "golden"
-PLANTED = ["experiment=planted", "planted.units=12", "planted.examples=[5]", "launcher=slurm"]
+
+
+def row_set(plan: Plan) -> np.ndarray:
+    """Every row of the plan, sorted."""
+    return np.array(sorted(r for a in plan.arrays for t in a.tasks for r in t), dtype=np.int64)
+
+
+PLANTED = ["experiment=planted", "row.units=12", "row.examples=[5]", "launcher=slurm"]
 
 
 # ---- packing and splitting ---------------------------------------------------------------------------------
@@ -144,7 +151,7 @@ def test_submit_splits_writes_manifest_and_task_pickles(fake_slurm, tmp_path, ca
     assert Path(loaded.folder).parent == store_path.resolve() / "submissions"
     assert len(list(loaded.submitit_folder.glob("4243_*_submitted.pkl"))) == 5
     task_cfg = json.loads(loaded.config_path.read_text())
-    assert task_cfg["store"]["path"] == str(store_path.resolve()) and task_cfg["planted"]["units"] == 12
+    assert task_cfg["store"]["path"] == str(store_path.resolve()) and task_cfg["row"]["units"] == 12
     assert f"--chdir={loaded.folder}" in (fake_slurm / "sbatch-4242.sh").read_text()  # a neutral cwd
 
 
@@ -203,14 +210,14 @@ def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_
     store = open_store(cfg)
     submit(cfg, store)
     given = [f"store.path={store_path}", "launcher.timeout_min=240", "compute.device=cpu"]
-    r = resume_config(store, compose(given, config_name="resume"), given)
+    r, _ = resume_config(store, compose(given, config_name="resume"), given)
     assert r.launcher.partition == "big" and r.launcher.timeout_min == 240  # inherited + overridden
     assert r.compute.device == "cpu" and str(r.store.path) == str(store.path)
-    assert list(r.launch.fail_rows) == [] and r.planted.units == 12 and r.sweep.num_models == 4
+    assert list(r.launch.fail_rows) == [] and r.row.units == 12 and r.sweep.num_models == 4
     validate(r)
     assert open_store(r).fingerprint == store.fingerprint  # the same sweep
     cli = compose([f"store.path={store_path}", "launcher=local", "launcher.workers=2"], config_name="resume")
-    r = resume_config(store, cli, [f"store.path={store_path}", "launcher=local", "launcher.workers=2"])
+    r, _ = resume_config(store, cli, [f"store.path={store_path}", "launcher=local", "launcher.workers=2"])
     assert r.launcher.name == "local" and r.launcher.workers == 2
 
 
@@ -285,13 +292,13 @@ def test_planted_rows_are_reproducible_and_follow_the_truth(tmp_path):
     from datatransfer.rows import planted
     from datatransfer.rows.worker import run_rows
 
-    cfg = compose(["experiment=planted", "sweep.num_models=240", "planted.units=8", "planted.examples=[6,3]",
-                   "planted.noise=0.1", f"store.path={tmp_path / 's.zarr'}"])
+    cfg = compose(["experiment=planted", "sweep.num_models=240", "row.units=8", "row.examples=[6,3]",
+                   "row.noise=0.1", f"store.path={tmp_path / 's.zarr'}"])
     store = open_store(cfg)
     assert store.unit_names == [f"u{i}" for i in range(8)] and store.targets == ["t0", "t1"]
     assert store.attrs["config"]["targets"] == {}  # no data file is read for a planted sweep
     run_rows(cfg, str(store.path), range(240), threads=1)
-    w, b = planted.truth(cfg.planted)["t0"]
+    w, b = planted.truth(cfg.row)["t0"]
     y = store.outputs("t0")[:][:, 0, 0, :].astype(np.float64)
     np.testing.assert_allclose(y.mean(0) - store.masks.mean(0) @ w, b, atol=0.05)
     masks = store.masks
@@ -300,4 +307,4 @@ def test_planted_rows_are_reproducible_and_follow_the_truth(tmp_path):
     assert np.corrcoef(dim.ravel(), centred.ravel())[0, 1] > 0.95
     again = planted.PlantedRows(cfg).run(5, masks[5])
     np.testing.assert_array_equal(again.outputs["t0"], store.outputs("t0")[5])
-    np.testing.assert_array_equal(planted.truth(cfg.planted)["t1"][0], planted.truth(cfg.planted)["t1"][0])
+    np.testing.assert_array_equal(planted.truth(cfg.row)["t1"][0], planted.truth(cfg.row)["t1"][0])

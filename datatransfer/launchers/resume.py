@@ -1,24 +1,25 @@
 """`launch.resume`: the config to continue an existing store's sweep with, from the store and its submissions.
 
-The base is the config the latest Slurm submission ran with (``<store>/launch/<id>/config.json``), else the store's
+The base is the config the latest Slurm submission ran with (``<store>/submissions/<id>/config.json``), else the store's
 own ``config`` attrs. From it come what a row is, the compute settings and the launcher; the ``launcher.*`` and
 ``compute.*`` keys given on the command line go on top, and ``launcher=local`` (a group choice) replaces the
-launcher. ``launch.*`` (dry run, fault injection) holds for this invocation only and is never inherited.
+launcher. ``launch.*`` (dry run, fault injection) holds for this invocation only and is never inherited. When the
+latest submission ran the rows of targets added later (``launch.add_targets``), resume continues those.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, List, Sequence
+import logging
+from typing import Any, List, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
-from datatransfer.config import Config, ConfigError, SlurmLauncherConfig
+from datatransfer.config import SWEEP_DEFINING, ConfigError, SlurmLauncherConfig, row_defining, structured
 from datatransfer.launchers.slurm.manifest import load_all
 from datatransfer.store.sweep_store import Store
 
-# Sections a planted sweep does not use (its rows are defined by `sweep` and `planted` alone).
-_UNUSED_WHEN_PLANTED = ("source", "targets", "model", "train", "transfer")
+log = logging.getLogger(__name__)
 
 
 def override_keys(overrides: Sequence[str]) -> List[str]:
@@ -28,20 +29,27 @@ def override_keys(overrides: Sequence[str]) -> List[str]:
     return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
 
 
-def _base(store: Store) -> tuple[dict, bool]:
-    """(the config to continue from, whether it comes from a Slurm submission)."""
+def _base(store: Store) -> tuple[dict, bool, List[str]]:
+    """(the config to continue from, whether it comes from a Slurm submission, the targets added later that the
+    submission ran: empty for the store's own rows). Only manifests inside the store are read."""
     for m in reversed(load_all(store.path)):
         if m.config_path.is_file():
-            return json.loads(m.config_path.read_text()), True
-    return dict(store.attrs["config"]), False
+            log.info("resume: continuing submission %s (%s); inherited launcher settings: %s", m.id, m.config_path,
+                     {k: m.launcher.get(k) for k in ("python", "setup", "additional_parameters") if m.launcher.get(k)}
+                     or "none beyond the defaults")
+            return json.loads(m.config_path.read_text()), True, list(m.added_targets)
+    return dict(store.attrs["config"]), False, []
 
 
-def resume_config(store: Store, cli_cfg: Any, overrides: Sequence[str]) -> Any:
-    """The config ``launch.resume`` runs with; ``cli_cfg`` is the composed ResumeConfig (conf/resume.yaml)."""
-    base, submitted = _base(store)
-    skip = ("launcher", "launch") + (_UNUSED_WHEN_PLANTED if base.get("planted") is not None else ())
+def resume_config(store: Store, cli_cfg: Any, overrides: Sequence[str]) -> Tuple[Any, List[str]]:
+    """The config ``launch.resume`` runs with (``cli_cfg`` is the composed ResumeConfig, conf/resume.yaml), and the
+    targets added later whose rows it continues (empty: the store's own rows)."""
+    base, submitted, added = _base(store)
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in base.items() if k not in skip})
+        # the sections this row kind does not use come from the schema (e.g. a planted sweep's source, train ...)
+        unused = [k for k in SWEEP_DEFINING if k not in row_defining(base)]
+        skip = ["launcher", "launch", *unused]
+        cfg = structured({k: v for k, v in base.items() if k not in skip})
     except Exception as e:  # a type changed in the schema since the store was written
         version = store.attrs.get("code_version") or "unknown"
         raise ConfigError(f"the config of {store.path} does not fit this code's schema ({str(e).splitlines()[0]}); "
@@ -63,4 +71,4 @@ def resume_config(store: Store, cli_cfg: Any, overrides: Sequence[str]) -> Any:
     cfg.launcher = launcher
     cfg.launch = cli_cfg.launch
     cfg.store.path = str(store.path)
-    return cfg
+    return cfg, added

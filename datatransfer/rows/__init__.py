@@ -23,15 +23,8 @@ def make_rows(cfg, rt, store, added_targets: Optional[Sequence[str]] = None):
     target_index = {t: i for i, t in enumerate(store.all_targets)}
     if added_targets:
         return SavedBackboneRows(cfg, rt, target_index, str(store.path))
-    kind = _row_kind(cfg)
-    if kind == "planted":
+    if cfg.row.kind == "planted":
         return PlantedRows(cfg)
     backbone_store = str(store.path) if cfg.store.get("save_backbones") else None
     return TrainedRows(cfg, rt, target_index, backbone_store)
 
-
-def _row_kind(cfg) -> str:
-    row = cfg.get("row")
-    if row is not None:
-        return str(row.kind)
-    return "planted" if cfg.get("planted") is not None else "trained"

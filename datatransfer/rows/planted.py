@@ -1,17 +1,18 @@
-"""experiment=planted: rows that skip training and write outputs from a known linear model.
+"""Row kind ``planted`` (``row=planted``, selected by experiment=planted): rows that skip training and write
+outputs from a known linear model.
 
 Row i's output on target t's example j, in every (mode, kind), is
 
     y = b[t][j] + mask_i . w[t][:, j] + noise * N(0, 1)
 
-with ``w[t]`` (U, n_t) and ``b[t]`` (n_t,) drawn from ``planted.seed`` (:func:`truth`) and the noise from the row's
+with ``w[t]`` (U, n_t) and ``b[t]`` (n_t,) drawn from ``row.seed`` (:func:`truth`) and the noise from the row's
 seed (``sweep.seed``, i), independently per (mode, kind). ``w`` is scaled so that ``mask . w`` has an sd of about 1
 across rows, whatever the number of units. The prediction for an example is its label when ``y >= b`` (the mask
 helped), else the next label, so target accuracies come out near one half.
 
-The rows go through the same worker, store and launchers as trained rows (``job.Worker`` picks this runner when
-``cfg.planted`` is set), so a planted sweep validates a cluster in minutes, exercises orchestration at scale, and
-gives the aggregator a ground truth: a difference-of-means estimate of unit u's influence on (t, j) tends to
+The rows go through the same worker, store and launchers as trained rows (the worker picks this kind when
+``cfg.row.kind`` is ``planted``), so a planted sweep validates a cluster in minutes, exercises orchestration at
+scale, and gives the aggregator a ground truth: a difference-of-means estimate of unit u's influence on (t, j) tends to
 ``w[t][u, j]`` minus a constant per example (with fixed-size masks only differences between units are identified).
 Numpy only: a planted task does not need the training stack.
 """
@@ -48,7 +49,7 @@ def class_names(planted) -> List[str]:
 
 
 def truth(planted, alpha: float = 0.5) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """target -> (w (U, n_t), b (n_t,)), a function of the planted config alone."""
+    """target -> (w (U, n_t), b (n_t,)), a function of the planted row config (``cfg.row``) alone."""
     units = int(planted.units)
     scale = 1.0 / np.sqrt(units * alpha * (1.0 - alpha))
     out = {}
@@ -65,7 +66,7 @@ class PlantedRows:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.planted = cfg.planted
+        self.planted = cfg.row  # PlantedRowConfig
         self.truth = truth(self.planted, cfg.sweep.alpha)
         self.labels = {t: labels(self.planted, t) for t in self.truth}
 
@@ -88,4 +89,5 @@ class PlantedRows:
         if p.seconds_per_row > 0:
             time.sleep(float(p.seconds_per_row))
         seconds = time.perf_counter() - start
-        return Row(outputs, predictions, {"source_accuracy": float("nan"), "train_seconds": 0.0, "total_seconds": seconds})
+        stats = {"source_accuracy": float("nan"), "train_seconds": 0.0, "total_seconds": seconds}
+        return Row(outputs, predictions, stats)

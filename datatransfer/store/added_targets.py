@@ -10,10 +10,10 @@ from typing import Dict, List, Optional, Tuple
 
 
 from datatransfer import data
-from datatransfer.config import validate
+from datatransfer.config import SOURCE_DEFINING, validate
 from datatransfer.errors import StoreError
 from datatransfer.store import layout
-from datatransfer.store.open import SOURCE_DEFINING, resolved_config
+from datatransfer.store.open import resolved_config
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import TargetSpec, config_diff, fingerprint
 from datatransfer.store.sweep_store import Store

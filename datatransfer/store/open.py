@@ -7,14 +7,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from datatransfer import data
-from datatransfer.config import SWEEP_DEFINING, validate
+from datatransfer.config import SOURCE_DEFINING, row_defining, validate  # noqa: F401  (re-exported)
 from datatransfer import masks
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import StoreSpec, TargetSpec
 from datatransfer.store.sweep_store import Store
-
-# What a row's source model is: a target can be added to a store whose rows agree on these (launch.add_targets).
-SOURCE_DEFINING = ("source", "model", "train", "sweep")
 
 
 def resolved_config(cfg) -> dict:
@@ -32,7 +29,7 @@ def resolved_config(cfg) -> dict:
 
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
-    if cfg.get("planted") is not None:
+    if cfg.row.kind == "planted":
         return _planted_spec(cfg)
     source = data.open_source(cfg)
     targets = []
@@ -43,7 +40,7 @@ def store_spec(cfg) -> StoreSpec:
     sw = cfg.sweep
     return StoreSpec(
         config=resolved,
-        sweep_defining={k: resolved[k] for k in SWEEP_DEFINING},
+        sweep_defining={k: resolved[k] for k in row_defining(cfg)},
         unit_names=source.class_names,
         targets=targets,
         modes=list(cfg.transfer.modes),
@@ -55,16 +52,15 @@ def store_spec(cfg) -> StoreSpec:
 
 
 def _planted_spec(cfg) -> StoreSpec:
-    """experiment=planted: units and targets come from the planted section; no data file is read.
-    What defines its rows is the sweep and planted sections alone."""
+    """row=planted (experiment=planted): units and targets come from the row section; no data file is read."""
     from datatransfer.rows import planted
 
-    p, sw = cfg.planted, cfg.sweep
+    p, sw = cfg.row, cfg.sweep
     resolved = OmegaConf.to_container(cfg, resolve=True)
     names = planted.class_names(p)
     return StoreSpec(
         config=resolved,
-        sweep_defining={k: resolved[k] for k in ("sweep", "planted")},
+        sweep_defining={k: resolved[k] for k in row_defining(cfg)},
         unit_names=planted.unit_names(p),
         targets=[TargetSpec(t, planted.labels(p, t), names) for t in planted.target_names(p)],
         modes=list(p.modes),

@@ -3,13 +3,19 @@
 Row protocol: a worker writes every per-row array of row i (each row owns whole chunks, so concurrent writers never
 touch the same file), then sets ``completed[i]``. Readers trust only completed rows. Rewriting a row is idempotent.
 
-Targets added later (``transfer_only=true``) get the same arrays plus ``completed_targets/<t>``, their own
+Targets added later (``python -m launch.add_targets``) get the same arrays plus ``completed_targets/<t>``, their own
 completion record, and an entry in the root attrs ``added_targets``; ``completed`` and ``targets`` keep meaning
 the original targets. A handle from :meth:`Store.scoped` reads and writes rows of added targets.
+
+Damage is diagnosed, never fatal: a row's ``completed`` chunk that cannot be decoded (a zero-length file left by
+a node crash, garbage) reads as not completed, with one warning naming the row and the file, so a resume reruns
+the row and rewrites it. Metadata (``zarr.json``) that cannot be read is a StoreError naming the file. Rows are
+checked before anything of them is written (:meth:`Store.write_row`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -22,7 +28,11 @@ import zarr
 
 from datatransfer.errors import StoreError
 from datatransfer.store import layout
+from datatransfer.store.integrity import brief, chunk_file, read_row, read_rows, row_problem
 from datatransfer.store.spec import StoreSpec, TargetSpec, config_diff, fingerprint
+
+log = logging.getLogger(__name__)
+_WARNED: set = set()  # (store, array, row) whose unreadable chunk was already reported by this process
 
 FORMAT = "datatransfer-store"
 FORMAT_VERSION = 1
@@ -53,8 +63,32 @@ class Store:
     def _array(self, name: str) -> zarr.Array:
         """The array at ``name``, opened once per handle (its chunks are still read afresh on every access)."""
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            try:
+                self._arrays[name] = self.group[name]
+            except KeyError:
+                raise
+            except Exception as e:  # damaged metadata: JSONDecodeError, a validation error of zarr's, ...
+                raise StoreError(f"{self.path / name / 'zarr.json'} cannot be read ({brief(e)}); the store is "
+                                 f"damaged there") from e
         return self._arrays[name]
+
+    def _unreadable(self, arr: zarr.Array, row: int, error: Exception) -> None:
+        """Warn, once per process, that row ``row``'s chunk of ``arr`` cannot be decoded."""
+        key = (str(self.path), arr.path, int(row))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            then = "counts as not completed; rerunning it rewrites the file" if arr.path.startswith("completed") \
+                else "is left out there (NaN)"
+            log.warning("store %s: %s cannot be read (%s; damaged, e.g. by a crash, or being written right now): "
+                        "row %d %s", self.path, chunk_file(self.path, arr, row), brief(error), row, then)
+
+    def _rows(self, name: str) -> np.ndarray:
+        """The per-row array ``name``; a row whose chunk cannot be decoded reads as the fill value (a warning)."""
+        return read_rows(self._array(name), self._unreadable)
+
+    def _row(self, name: str, row: int) -> Optional[np.ndarray]:
+        """Row ``row`` of the per-row array ``name``, or None (a warning) if its chunk cannot be decoded."""
+        return read_row(self._array(name), row, self._unreadable)
 
     # ---- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -62,13 +96,19 @@ class Store:
         p = Path(path)
         if not (p / "zarr.json").is_file():
             raise StoreError(f"no store at {p} (no zarr.json there)")
-        group = zarr.open_group(store=str(p), mode="r" if mode == "r" else "r+")
+        try:
+            group = zarr.open_group(store=str(p), mode="r" if mode == "r" else "r+")
+        except Exception as e:  # not JSON, not a Zarr group's metadata, unreadable
+            raise StoreError(f"{p / 'zarr.json'} cannot be read as a store's metadata ({brief(e)}); the store is "
+                             f"damaged there") from e
         if group.attrs.get("format") != FORMAT:
             raise StoreError(f"{p} is a Zarr group but not a {FORMAT} (attrs.format={group.attrs.get('format')!r})")
         version = group.attrs.get("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(f"{p} has format_version {version}; this code reads version {FORMAT_VERSION}")
-        return cls(p, group)
+        store = cls(p, group)
+        store._array("completed")  # damaged array metadata is reported here, as the root's is
+        return store
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, spec: StoreSpec) -> "Store":
@@ -116,12 +156,12 @@ class Store:
     # ---- reading -------------------------------------------------------------------------------------------
     @property
     def num_rows(self) -> int:
-        return int(self.group["completed"].shape[0])
+        return int(self._array("completed").shape[0])
 
     @property
     def masks(self) -> np.ndarray:
         if self._masks is None:
-            self._masks = np.asarray(self.group["masks"][:], dtype=bool)
+            self._masks = np.asarray(self._array("masks")[:], dtype=bool)
         return self._masks
 
     @property
@@ -130,24 +170,24 @@ class Store:
         return list(self.attrs["targets"]) + self.added_targets
 
     def completed(self) -> np.ndarray:
-        """(M,) bool: rows complete for this handle's targets (``completed``, for the original targets)."""
+        """(M,) bool: rows complete for this handle's targets (``completed``, for the original targets). A row
+        whose flag cannot be decoded counts as not completed (with a warning naming the row and the file)."""
         if self.scope is None:
-            return np.asarray(self.group["completed"][:], dtype=bool)
+            return np.asarray(self._rows("completed"), dtype=bool)
         return np.logical_and.reduce([self.target_completed(t) for t in self.scope])
 
     def target_completed(self, target: str) -> np.ndarray:
         """(M,) bool: rows whose outputs for ``target`` are written (for any target, original or added)."""
         if target in self.attrs["targets"]:
-            return np.asarray(self.group["completed"][:], dtype=bool)
+            return np.asarray(self._rows("completed"), dtype=bool)
         if target not in self.added_targets:
             raise StoreError(f"{self.path} has no target {target!r}; it has {self.all_targets}")
-        return np.asarray(self.group[f"completed_targets/{target}"][:], dtype=bool)
+        return np.asarray(self._rows(f"completed_targets/{target}"), dtype=bool)
 
     def row_done(self, row: int) -> bool:
         """Whether row ``row`` is complete for this handle's targets (reads one chunk per target)."""
-        if self.scope is None:
-            return bool(self._array("completed")[int(row)])
-        return all(bool(self._array(f"completed_targets/{t}")[int(row)]) for t in self.scope)
+        names = ["completed"] if self.scope is None else [f"completed_targets/{t}" for t in self.scope]
+        return all(bool(self._row(name, row)) for name in names)  # an unreadable flag (None): not completed
 
     def missing_rows(self) -> np.ndarray:
         """Rows to run: not complete (for a scoped handle: and runnable, i.e. with a saved source model)."""
@@ -157,10 +197,10 @@ class Store:
         return np.flatnonzero(missing)
 
     def labels(self, target: str) -> np.ndarray:
-        return np.asarray(self.group[f"targets/{target}/labels"][:])
+        return np.asarray(self._array(f"targets/{target}/labels")[:])
 
     def class_names(self, target: str) -> List[str]:
-        return list(self.group[f"targets/{target}/labels"].attrs["class_names"])
+        return list(self._array(f"targets/{target}/labels").attrs["class_names"])
 
     def outputs(self, target: str) -> zarr.Array:
         return self._array(f"outputs/{target}")
@@ -185,11 +225,25 @@ class Store:
             return np.array([e.stat().st_mtime for e in it if e.is_file()], dtype=np.float64)
 
     def target_accuracy(self, target: str, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), n_modes) test accuracy, derived from stored predictions and labels."""
+        """(len(rows), n_modes) test accuracy, derived from stored predictions and labels (NaN for a row whose
+        predictions cannot be read, with a warning)."""
         labels = self.labels(target)
-        preds = self.predictions(target)
-        return np.stack([(preds[int(i)] == labels[None, :]).mean(axis=1) for i in rows]) if len(rows) else \
-            np.zeros((0, len(self.modes)))
+        acc = np.full((len(rows), len(self.modes)), np.nan)
+        for k, i in enumerate(rows):
+            preds = self._row(f"predictions/{target}", int(i))
+            if preds is not None:
+                acc[k] = (preds == labels[None, :]).mean(axis=1)
+        return acc
+
+    def row_stats_of(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), fields) ``row_stats`` of ``rows`` (NaN for a row whose chunk cannot be read, with a
+        warning)."""
+        out = np.full((len(rows), len(self.row_stat_fields)), np.nan, dtype=np.float32)
+        for k, i in enumerate(rows):
+            values = self._row("row_stats", int(i))
+            if values is not None:
+                out[k] = values
+        return out
 
     # ---- writing -------------------------------------------------------------------------------------------
     def write_row(
@@ -199,19 +253,16 @@ class Store:
         predictions: Mapping[str, np.ndarray],
         stats: Mapping[str, float],
     ) -> None:
-        """Write every array of ``row``, then mark it completed (the commit point).
+        """Check every target's outputs and predictions, then write every array of ``row``, then mark it completed
+        (the commit point). A row that fails a check is a StoreError naming row, target and problem, and nothing
+        of it is written: it stays not completed, and a resume reruns it.
 
         A scoped handle writes its added targets' outputs and predictions, then their ``completed_targets``
         entries; ``row_stats`` and ``completed`` (the source model's row) are left as they are."""
-        if not 0 <= row < self.num_rows:
-            raise StoreError(f"row {row} outside the store's {self.num_rows} rows")
-        for t in self.targets:
-            out = np.asarray(outputs[t], dtype=np.float32)
-            expected = self.outputs(t).shape[1:]
-            if out.shape != expected:
-                raise StoreError(f"row {row}, target {t}: outputs of shape {out.shape}, store expects {expected}")
+        checked = self._checked(int(row), outputs, predictions)
+        for t, (out, pred) in checked.items():
             self.outputs(t)[row] = out
-            self.predictions(t)[row] = np.asarray(predictions[t], dtype=np.int32)
+            self.predictions(t)[row] = pred
         if self.scope is not None:
             for t in self.scope:
                 self._array(f"completed_targets/{t}")[row] = True
@@ -219,6 +270,26 @@ class Store:
         fields = self.row_stat_fields
         self.row_stats()[row] = np.array([stats.get(f, np.nan) for f in fields], dtype=np.float32)
         self._array("completed")[row] = True
+
+    def _checked(self, row: int, outputs: Mapping[str, np.ndarray],
+                 predictions: Mapping[str, np.ndarray]) -> Dict[str, tuple]:
+        """Each target's (outputs as float32, predictions as int32), or a StoreError: shapes as the store's, dtypes
+        that cast, every output finite, every prediction a class index in [0, the target's number of classes)."""
+        if not 0 <= row < self.num_rows:
+            raise StoreError(f"row {row} outside the store's {self.num_rows} rows")
+        checked = {}
+        for t in self.targets:
+            try:
+                out, pred = np.asarray(outputs[t]), np.asarray(predictions[t])
+                problem = row_problem(out, pred, self.outputs(t).shape[1:], self.predictions(t).shape[1:],
+                                      len(self.class_names(t)))
+            except (KeyError, ValueError, TypeError) as e:  # a target missing, ragged lists, ...
+                problem = f"no usable outputs and predictions ({brief(e)})"
+            if problem:
+                raise StoreError(f"row {row}, target {t}: {problem}; nothing of row {row} was written (it stays "
+                                 f"not completed)")
+            checked[t] = (out.astype(np.float32), pred.astype(np.int32))
+        return checked
 
     # ---- targets added later -------------------------------------------------------------------------------
     def add_targets(self, specs: Sequence[TargetSpec], records: Mapping[str, Mapping[str, Any]]) -> None:

@@ -90,7 +90,7 @@ def fit(
         raise ValueError(f"no full batch of {recipe.batch_size} examples to train on: lower the batch size")
     # the recipe read once: OmegaConf attribute access is slow enough to notice in a per-step loop
     peak_lr, schedule, epochs, peak_epoch = recipe.lr, recipe.schedule, recipe.epochs, recipe.peak_epoch
-    step_every, step_gamma = recipe.get("step_every", 5), recipe.get("step_gamma", 0.1)
+    step_every, step_gamma = recipe.step_every, recipe.step_gamma
 
     def lr_at(t: float) -> float:  # t: training progress in epochs
         return peak_lr * lr_factor(schedule, t, epochs, peak_epoch, step_every, step_gamma)

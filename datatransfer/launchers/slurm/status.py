@@ -149,7 +149,7 @@ def _tail(path: Path, lines: int) -> List[str]:
 
 
 def added_target_lines(store: Store) -> List[str]:
-    """One line per target added later (transfer_only): its rows have a completion record of their own."""
+    """One line per target added later (launch.add_targets): its rows have a completion record of their own."""
     lines = []
     for t in store.added_targets:
         done = store.target_completed(t)

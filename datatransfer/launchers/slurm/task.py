@@ -22,12 +22,10 @@ from datatransfer.errors import InjectedFault
 
 
 def load_config(path: str | Path) -> Any:
-    """The submission's resolved config (``<store>/launch/<id>/config.json``), typed by the schema again."""
-    from omegaconf import OmegaConf
+    """The submission's resolved config (``<store>/submissions/<id>/config.json``), typed by the schema again."""
+    from datatransfer.config import structured
 
-    from datatransfer.config import Config
-
-    return OmegaConf.merge(OmegaConf.structured(Config), json.loads(Path(path).read_text()))
+    return structured(json.loads(Path(path).read_text()))
 
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,106 @@
+"""The schema of `python -m aggregate` and `python -m aggregate.report` (conf/aggregate.yaml): influences,
+diagnostics and the report. The ``estimator`` group (conf/estimator/) picks the estimator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List
+
+from omegaconf import MISSING
+
+from datatransfer.config.sweep import OUTPUT_KINDS, RUNS_DIR, StoreConfig
+from datatransfer.errors import ConfigError
+
+
+@dataclass
+class DimEstimatorConfig:
+    """Difference of means, the paper's Eq. 1 / Algorithm 1 (no settings)."""
+
+    name: str = "dim"
+
+
+@dataclass
+class RidgeEstimatorConfig:
+    """Datamodels variant (Appendix B): ridge regression of the output on the mask, with an unpenalised bias.
+    Objective (1/N) sum (y - b - x.w)^2 + lambda |w|^2; lambda per output column, the grid value with the least
+    squared error on held-out rows; then refitted on all rows."""
+
+    name: str = "ridge"
+    lambdas: List[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0])
+    holdout_fraction: float = 0.2  # rows held out (picked by a hash of the row index) to choose lambda
+
+
+# estimator name -> schema: the nodes of the `estimator` group (conf/estimator/<name>.yaml selects base_<name>)
+ESTIMATOR_KINDS = {"dim": DimEstimatorConfig, "ridge": RidgeEstimatorConfig}
+
+
+@dataclass
+class DiagnosticsConfig:
+    """Convergence curves vs the number of rows N (Appendix A.5 and F), computed with difference of means."""
+
+    enabled: bool = True
+    holdout_fraction: float = 0.2  # rows held out for rank correlation and LDS (paper: 1,540 of 7,540)
+    bootstrap: int = 500  # resamples per N (paper: 500)
+    points: int = 6  # values of N, geometric, up to all fit rows
+    top_k: int = 0  # knockoff FDR among the top k influences; 0 = U / 10 (paper: 100 of 1,000)
+    lds_examples: int = 256  # target examples sampled for LDS (per target)
+    seed: int = 0  # bootstrap resampling and LDS example sample
+
+
+@dataclass
+class ReportConfig:
+    out: str = ""  # "" = <store's parent folder>/report
+    kind: str = "softmax_gt"  # output kind of the figures (the paper's default); CSVs cover every kind
+    top: int = 10  # source classes per side in the bar charts
+    sources: int = 4  # source classes shown in the image grids (Figs. 4-5)
+    images: int = 8  # images per side in each grid row
+    hard_examples: int = 8  # most often misclassified target examples (Fig. 6 left)
+    negatives: int = 3  # most negative source classes listed for each of them
+    headline_top: int = 3  # digits headline: matching MNIST digit among the top this many
+
+
+@dataclass
+class AggregateStoreConfig(StoreConfig):
+    # The store of a single `python -m launch` run; a multirun job's store is named by store.path=...
+    path: str = RUNS_DIR + "store.zarr"
+
+
+@dataclass
+class AggregateConfig:
+    name: str = "mini"  # experiment name; names the default store folder
+    store: AggregateStoreConfig = field(default_factory=AggregateStoreConfig)
+    out: str = ""  # influence store; "" = <store's parent folder>/influence.zarr
+    estimator: Any = MISSING  # a group: conf/estimator/{dim,ridge}.yaml (ESTIMATOR_KINDS)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    block_rows: int = 0  # rows per read; 0 = from memory_mb
+    memory_mb: int = 1024  # budget for blocks and accumulators (a rough bound, not a hard limit)
+    progress: bool = True  # tqdm bar on stderr for long runs
+
+
+def validate_aggregate(cfg: Any) -> None:
+    """Value checks for `python -m aggregate` / `aggregate.report`. Raises ConfigError naming the key."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+
+    need(bool(str(cfg.store.path)), "store.path", "must not be empty")
+    need(cfg.estimator.name in ESTIMATOR_KINDS, "estimator",
+         f"must be {' or '.join(ESTIMATOR_KINDS)}, got {cfg.estimator.name!r}")
+    if cfg.estimator.name == "ridge":
+        need(len(cfg.estimator.lambdas) > 0 and min(cfg.estimator.lambdas) > 0, "estimator.lambdas",
+             f"must be positive values, got {list(cfg.estimator.lambdas)}")
+        need(0 < cfg.estimator.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
+    d = cfg.diagnostics
+    need(0 < d.holdout_fraction < 1, "diagnostics.holdout_fraction", "must lie strictly in (0, 1)")
+    need(d.bootstrap >= 0, "diagnostics.bootstrap", f"must be >= 0, got {d.bootstrap}")
+    need(d.points >= 1, "diagnostics.points", f"must be >= 1, got {d.points}")
+    need(d.top_k >= 0, "diagnostics.top_k", f"must be >= 0, got {d.top_k}")
+    need(d.lds_examples >= 1, "diagnostics.lds_examples", f"must be >= 1, got {d.lds_examples}")
+    need(cfg.block_rows >= 0, "block_rows", f"must be >= 0, got {cfg.block_rows}")
+    need(cfg.memory_mb >= 16, "memory_mb", f"must be >= 16, got {cfg.memory_mb}")
+    r = cfg.report
+    need(r.kind in OUTPUT_KINDS, "report.kind", f"must be one of {list(OUTPUT_KINDS)}, got {r.kind!r}")
+    for key in ("top", "sources", "images", "hard_examples", "negatives", "headline_top"):
+        need(getattr(r, key) >= 1, f"report.{key}", f"must be >= 1, got {getattr(r, key)}")

@@ -1,0 +1,122 @@
+"""Value checks of the launch config (config/sweep.py) that a type cannot express. Each raises ConfigError naming the
+key; `python -m launch` runs them before any store is created."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from omegaconf import OmegaConf
+
+from datatransfer.config.launchers import validate_launcher
+from datatransfer.config.recipe import OPTIMIZERS, SCHEDULES
+from datatransfer.config.sweep import EVAL_DECODERS, OUTPUT_KINDS, TRAIN_DECODERS, TRANSFER_MODES, row_kind
+from datatransfer.errors import ConfigError
+
+TRAIN_SCHEDULES = ("constant", "cyclic", "onecycle")  # the source recipe's (no step schedule)
+
+
+def need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def validate(cfg: Any) -> None:
+    """Check the launch config's values. Raises ConfigError naming the key."""
+    _validate_sweep(cfg.sweep)
+    bad = [m for m in cfg.transfer.modes if m not in TRANSFER_MODES]
+    need(not bad and len(cfg.transfer.modes) > 0, "transfer.modes",
+         f"unknown modes {bad}; choose from {list(TRANSFER_MODES)}")
+    planted = row_kind(cfg) == "planted"
+    if planted:
+        _validate_planted(cfg.row)
+    else:
+        need(len(cfg.targets) > 0, "targets", "select at least one target, e.g. targets=[digits]")
+    need(cfg.source.loader in ("memory", "ffcv"), "source.loader",
+         f"must be 'memory' or 'ffcv', got {cfg.source.loader!r}")
+    need(cfg.train.epochs >= 1, "train.epochs", f"must be at least 1, got {cfg.train.epochs}")
+    need(cfg.train.batch_size >= 1, "train.batch_size", f"must be at least 1, got {cfg.train.batch_size}")
+    need(cfg.train.lr > 0, "train.lr", f"must be positive, got {cfg.train.lr}")
+    need(cfg.transfer.full.head_init in ("random", "linear_probe"), "transfer.full.head_init",
+         f"must be 'random' or 'linear_probe', got {cfg.transfer.full.head_init!r}")
+    need(cfg.model.arch in ("small_cnn", "resnet18"), "model.arch",
+         f"unknown architecture {cfg.model.arch!r} (small_cnn | resnet18)")
+    if not planted:
+        _validate_trained(cfg)
+    validate_launcher(cfg.launcher)
+    need(bool(str(cfg.store.path)), "store.path", "must not be empty")
+
+
+def _validate_sweep(sw: Any) -> None:
+    need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
+    need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
+    need(sw.unit == "class", "sweep.unit", f"only 'class' is supported, got {sw.unit!r}")
+    need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
+         f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
+    bad = [k for k in sw.outputs if k not in OUTPUT_KINDS]
+    need(not bad and len(sw.outputs) > 0, "sweep.outputs",
+         f"unknown output kinds {bad}; choose from {list(OUTPUT_KINDS)}")
+
+
+def _validate_planted(p: Any) -> None:
+    need(p.units >= 2, "row.units", f"must be at least 2, got {p.units}")
+    need(len(p.examples) > 0 and all(n >= 1 for n in p.examples), "row.examples",
+         f"needs at least one target with >= 1 example, got {list(p.examples)}")
+    need(len(p.modes) > 0, "row.modes", "must not be empty")
+    need(p.classes >= 2, "row.classes", f"must be at least 2, got {p.classes}")
+    need(p.noise >= 0, "row.noise", f"must be >= 0, got {p.noise}")
+    need(p.seconds_per_row >= 0, "row.seconds_per_row", f"must be >= 0, got {p.seconds_per_row}")
+
+
+def _validate_trained(cfg: Any) -> None:
+    """Data, resolution, recipe and compute values of a sweep of trained rows."""
+    src = cfg.source
+    if src.loader == "ffcv":
+        need(not OmegaConf.is_missing(src, "root") and bool(src.root), "source.root",
+             "loader=ffcv reads prepared datasets from <source.root>/<name>/: set it to the folder that "
+             "`python -m launch.prepare ... out=FOLDER` wrote (docs/paper-scale.md)")
+    need(len(src.mean) in (1, 3) and len(src.std) == len(src.mean), "source.mean",
+         f"mean and std need one value per channel (1 or 3), got {list(src.mean)} and {list(src.std)}")
+    need(all(v > 0 for v in src.std), "source.std", f"must be positive, got {list(src.std)}")
+    tr = cfg.train
+    _validate_recipe("train", tr, TRAIN_SCHEDULES)
+    need(0 < tr.min_res <= tr.max_res, "train.min_res", f"need 0 < min_res <= max_res, got {tr.min_res}, {tr.max_res}")
+    need(tr.start_ramp <= tr.end_ramp, "train.start_ramp", f"must be <= train.end_ramp, got {tr.start_ramp}")
+    need(tr.res_step >= 1 and tr.eval_res >= 1, "train.res_step", "res_step and eval_res must be positive")
+    fx = cfg.transfer.fixed
+    need(fx.solver in ("lbfgs", "sgd"), "transfer.fixed.solver", f"must be lbfgs or sgd, got {fx.solver!r}")
+    need(fx.batchnorm in ("train", "frozen"), "transfer.fixed.batchnorm",
+         f"must be train or frozen, got {fx.batchnorm!r}")
+    for mode in TRANSFER_MODES:
+        _validate_recipe(f"transfer.{mode}", cfg.transfer[mode], SCHEDULES)
+    need(cfg.transfer.normalization in ("source", "target"), "transfer.normalization",
+         f"must be source or target, got {cfg.transfer.normalization!r}")
+    for name, t in cfg.targets.items():
+        _validate_target(f"targets.{name}", t, cfg)
+    dev = str(cfg.compute.device)
+    need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "compute.device",
+         f"must be auto, cpu, cuda or cuda:<index>, got {dev!r}")
+    need(cfg.compute.loader_workers >= 0, "compute.loader_workers", f"must be >= 0, got {cfg.compute.loader_workers}")
+
+
+def _validate_recipe(key: str, r: Any, schedules: Sequence[str]) -> None:
+    need(r.schedule in schedules, f"{key}.schedule", f"must be one of {list(schedules)}, got {r.schedule!r}")
+    need(r.optimizer in OPTIMIZERS, f"{key}.optimizer", f"must be sgd or adam, got {r.optimizer!r}")
+    need(r.epochs >= 1 and r.batch_size >= 1 and r.lr > 0, key, "epochs, batch_size and lr must be positive")
+    need(r.step_every >= 1, f"{key}.step_every", f"must be at least 1, got {r.step_every}")
+
+
+def _validate_target(key: str, t: Any, cfg: Any) -> None:
+    need(t.schedule is None or t.schedule in SCHEDULES, f"{key}.schedule",
+         f"must be one of {list(SCHEDULES)}, got {t.schedule!r}")
+    need(t.epochs is None or t.epochs >= 1, f"{key}.epochs", f"must be at least 1, got {t.epochs}")
+    need(t.lr is None or t.lr > 0, f"{key}.lr", f"must be positive, got {t.lr}")
+    need(t.train_decoder in TRAIN_DECODERS, f"{key}.train_decoder",
+         f"must be one of {list(TRAIN_DECODERS)}, got {t.train_decoder!r}")
+    need(t.eval_decoder in EVAL_DECODERS, f"{key}.eval_decoder",
+         f"must be one of {list(EVAL_DECODERS)}, got {t.eval_decoder!r}")
+    need(t.resolution >= 1, f"{key}.resolution", f"must be positive, got {t.resolution}")
+    if cfg.transfer.normalization == "target":
+        n = len(cfg.source.mean)
+        need(len(t.mean) == n and len(t.std) == n and all(v > 0 for v in t.std),
+             f"{key}.mean", f"transfer.normalization=target needs {n} mean and std value(s) per "
+             f"channel for every target, got {list(t.mean)} and {list(t.std)}")
