@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 READ_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, zarr
-from datatransfer.influence.aggregate import READ_CONCURRENCY
+from datatransfer.influence.blocks import READ_CONCURRENCY
 path, block = sys.argv[1], int(sys.argv[2])
 t0 = time.perf_counter()
 total = 0.0
@@ -49,7 +48,7 @@ from datatransfer.config import DiagnosticsConfig
 path, out, block, diag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 t0 = time.perf_counter()
 aggregate(path, out=out, diagnostics=DiagnosticsConfig() if diag else None, block_rows=block,
-          progress=sys.stderr.isatty(), log=lambda s: None)
+          progress=sys.stderr.isatty())
 secs = time.perf_counter() - t0
 print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -57,15 +56,18 @@ print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSA
 BASELINE_CHILD = r"""
 import json, resource
 import numpy as np, zarr
-from datatransfer.influence import aggregate as aggregation
+import datatransfer.influence.aggregate
 print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
 def make_store(path: Path, rows: int, units: int, n: int) -> None:
     """A store in the documented format: one target, one mode, one kind (softmax_gt-like values in [0, 1])."""
+    from tqdm import tqdm
+
     from datatransfer.masks import mask_matrix
-    from datatransfer.store.sweep_store import Store, StoreSpec, TargetSpec
+    from datatransfer.store.spec import StoreSpec, TargetSpec
+    from datatransfer.store.sweep_store import Store
 
     rng = np.random.default_rng(0)
     masks = mask_matrix(0, rows, units, 0.5)
@@ -83,14 +85,13 @@ def make_store(path: Path, rows: int, units: int, n: int) -> None:
     base = rng.normal(1.0, 1.5, size=n)
     w = rng.normal(0, 0.05, size=(50, n))
     step = 256
-    t0 = time.perf_counter()
-    for i in range(0, rows, step):
-        m = masks[i:i + step, :50].astype(np.float64)
-        logit = base + m @ w + rng.normal(0, 0.5, size=(len(m), n))
-        arr[i:i + len(m)] = (1 / (1 + np.exp(-logit))).astype(np.float32)[:, None, None, :]
-        print(f"\r  generating rows {i + len(m)}/{rows} ({time.perf_counter() - t0:.0f} s)", end="", flush=True)
+    with tqdm(total=rows, unit="row", desc="generating rows") as bar:
+        for i in range(0, rows, step):
+            m = masks[i:i + step, :50].astype(np.float64)
+            logit = base + m @ w + rng.normal(0, 0.5, size=(len(m), n))
+            arr[i:i + len(m)] = (1 / (1 + np.exp(-logit))).astype(np.float32)[:, None, None, :]
+            bar.update(len(m))
     store.group["completed"][:] = np.ones(rows, dtype=bool)
-    print()
 
 
 def child(code: str, *args: str) -> dict:

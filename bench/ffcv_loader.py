@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from datatransfer.data import ffcv_reader as ffcv_data
+from datatransfer.data import ffcv_reader, ffcv_writer
 
 MINI = Path(__file__).resolve().parents[1] / "datatransfer" / "data" / "mini.npz"
 MEAN, STD = 0.3, 0.35  # any fixed pair: every loader applies the same one
@@ -90,21 +90,21 @@ def main() -> None:
     results = {}
 
     t = time.perf_counter()
-    ffcv_data.import_ffcv()
+    ffcv_reader.import_ffcv()
     print(f"ffcv: import {time.perf_counter() - t:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         beton = Path(tmp) / "source_train.beton"
         t = time.perf_counter()
-        ffcv_data.write_beton_arrays(beton, x_u8, y, num_workers=args.workers)
+        ffcv_writer.write_beton_arrays(beton, x_u8, y, num_workers=args.workers)
         print(f"ffcv: wrote beton in {time.perf_counter() - t:.1f} s ({beton.stat().st_size / 2**20:.0f} MiB)")
-        loader = ffcv_data.make_loader(beton, batch_size=bs, train=True, drop_last=False, grey=True,
-                                       mean=MEAN, std=STD, num_workers=args.workers)
+        loader = ffcv_reader.make_loader(beton, batch_size=bs, train=True, drop_last=False, grey=True,
+                                         mean=MEAN, std=STD, num_workers=args.workers)
         t = time.perf_counter()
         for _ in loader:  # first epoch: numba compiles the pipeline
             pass
         print(f"ffcv: first epoch (compiling) {time.perf_counter() - t:.1f} s")
         results["ffcv"] = images_per_s(lambda: loader, args.epochs)
-        del loader
+        loader = None  # release the beton before its folder goes
 
     results["tensor-index"] = images_per_s(lambda: tensor_index_batches(x, y_t, bs), args.epochs)
     dl = DataLoader(TensorDataset(x, y_t), batch_size=bs, shuffle=True)

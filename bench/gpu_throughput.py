@@ -6,7 +6,7 @@
 
 Writes a synthetic ImageNet-shaped beton (1000 classes, images stored as ``launch.prepare`` stores ImageNet: long
 side <= 400 px, 10% JPEG q90, the rest raw; smooth random content so JPEG costs what photos cost), then times our
-own code path, ``datatransfer.train.fit`` on ``BetonDataset`` loaders, ResNet-18, channels-last, AMP (fp16 autocast
+own code path, ``datatransfer.train.loop.fit`` on ``BetonDataset`` loaders, ResNet-18, channels-last, AMP (fp16 autocast
 + grad scaler, fp16 inputs), batch 1024 (the recipe's):
 
 * source training at each resolution of the progressive schedule (160 and 192 px; random resized crop + flip);
@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import torch
@@ -44,9 +45,9 @@ TARGETS = {
 
 def write_synthetic(folder: Path, n: int, size: tuple, classes: int, workers: int) -> None:
     """``folder/{train,val}.beton`` + meta.json: n smooth random RGB images of size (w, h), random labels."""
-    from datatransfer.data import ffcv_reader as ffcv_data
+    from datatransfer.data import ffcv_reader, ffcv_writer
 
-    ffcv_data.import_ffcv()
+    ffcv_reader.import_ffcv()
     from ffcv.fields import RGBImageField
 
     w, h = size
@@ -59,8 +60,8 @@ def write_synthetic(folder: Path, n: int, size: tuple, classes: int, workers: in
     folder.mkdir(parents=True, exist_ok=True)
     field = RGBImageField(write_mode="proportion", max_resolution=400, compress_probability=0.10, jpeg_quality=90)
     for split, sl in (("train", slice(None)), ("val", slice(0, max(1, n // 8)))):
-        ffcv_data._write(folder / f"{split}.beton", ffcv_data._SeededSamples(
-            ffcv_data._ImageLabelArrays(images[sl], labels[sl]), 0), field, workers, chunksize=100)
+        ffcv_writer._write(folder / f"{split}.beton", ffcv_writer._SeededSamples(
+            ffcv_writer._ImageLabelArrays(images[sl], labels[sl]), 0), field, workers, chunksize=100)
     (folder / "meta.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(classes)], "grey": False}))
 
 
@@ -76,7 +77,7 @@ def timed(run, epochs: int, images: int, device) -> float:
     return images * epochs / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--images", type=int, default=20_480, help="synthetic train images (20 batches of 1024)")
@@ -87,68 +88,79 @@ def main() -> None:
     p.add_argument("--timed-epochs", type=int, default=2)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="FFCV decoding threads")
     p.add_argument("--data", default="", help="folder to write the synthetic beton in (default: a temp dir)")
-    args = p.parse_args()
+    return p.parse_args()
 
+
+def setup(args: argparse.Namespace, root: Path):
+    """Write the synthetic beton under ``root``; (config, runtime, source dataset, device name)."""
     from datatransfer import data
     from datatransfer.config import compose
-    from datatransfer.train import loop as train
+    from datatransfer.train.loop import make_runtime
+
+    t = time.perf_counter()
+    w, h = (int(v) for v in args.image_size.split("x"))
+    write_synthetic(root / "synthetic", args.images, (w, h), 1000, args.workers)
+    print(f"synthetic beton: {args.images} images {w}x{h}, 1000 classes, written in {time.perf_counter() - t:.0f} s "
+          f"({(root / 'synthetic' / 'train.beton').stat().st_size / 2**30:.2f} GiB)")
+    cfg = compose(["experiment=imagenet_transfer", f"source.root={root}", "source.name=synthetic",
+                   f"compute.device={args.device}", f"compute.loader_workers={args.workers}",
+                   f"train.batch_size={args.batch_size}", f"transfer.fixed.batch_size={args.batch_size}",
+                   f"transfer.full.batch_size={args.batch_size}", "targets=[pets]"])
+    rt = make_runtime(cfg.compute.device, cfg.train.amp, args.workers)
+    gpu = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu"
+    print(f"device {gpu}, AMP {rt.amp}, channels-last, batch {args.batch_size}, torch {torch.__version__}, "
+          f"FFCV workers {args.workers}", flush=True)
+    return cfg, rt, data.open_source(cfg, rt.device), gpu
+
+
+def measure(args: argparse.Namespace, cfg, rt, source) -> Dict[str, float]:
+    """images/s of source training per resolution, of both transfer modes and of evaluation."""
+    from omegaconf import OmegaConf
+
+    from datatransfer.train.loop import evaluate, fit
     from datatransfer.train.models import build
 
-    device = torch.device(args.device)
-    torch.set_num_threads(args.workers)
-    with tempfile.TemporaryDirectory(dir=args.data or None) as tmp:
-        t = time.perf_counter()
-        w, h = (int(v) for v in args.image_size.split("x"))
-        write_synthetic(Path(tmp) / "synthetic", args.images, (w, h), 1000, args.workers)
-        print(f"synthetic beton: {args.images} images {w}x{h}, 1000 classes, written in "
-              f"{time.perf_counter() - t:.0f} s ({(Path(tmp) / 'synthetic' / 'train.beton').stat().st_size / 2**30:.2f} GiB)")
-        cfg = compose(["experiment=imagenet_transfer", f"source.root={tmp}", "source.name=synthetic",
-                       f"compute.device={args.device}", f"compute.loader_workers={args.workers}",
-                       f"train.batch_size={args.batch_size}", f"transfer.fixed.batch_size={args.batch_size}",
-                       f"transfer.full.batch_size={args.batch_size}", "targets=[pets]"])
-        rt = train.runtime(cfg)
-        source = data.open_source(cfg, rt.device)
-        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        print(f"device {gpu}, AMP {rt.amp}, channels-last, batch {args.batch_size}, torch {torch.__version__}, "
-              f"FFCV workers {args.workers}", flush=True)
-        steps = args.images // args.batch_size
-        n_train = steps * args.batch_size
-        rates = {}
+    n_train, r, rates = args.images // args.batch_size * args.batch_size, args.transfer_res, {}
 
-        def model():
-            torch.manual_seed(0)
-            return build(cfg.model, 1000, in_channels=3).to(rt.device)
+    def model():
+        torch.manual_seed(0)
+        return build(cfg.model, 1000, in_channels=3).to(rt.device)
 
-        def run_fit(net, decoder, res, params=None, freeze_bn=False):
-            def run(epochs):
-                recipe = dict(train.OmegaConf.to_container(cfg.train), epochs=epochs)
-                gen = torch.Generator().manual_seed(0)
-                loader = source.train_loader(batch_size=args.batch_size, seed=0, decoder=decoder, resolution=res)
-                train.fit(net, loader, train.OmegaConf.create(recipe), gen, rt, params=params, freeze_bn=freeze_bn)
-            return run
+    def run_fit(net, decoder, res, params=None, freeze_bn=False):
+        def run(epochs):
+            recipe = OmegaConf.create(dict(OmegaConf.to_container(cfg.train), epochs=epochs))
+            loader = source.train_loader(batch_size=args.batch_size, seed=0, decoder=decoder, resolution=res)
+            fit(net, loader, recipe, torch.Generator().manual_seed(0), rt, params=params, freeze_bn=freeze_bn)
+        return run
 
-        for res in (int(r) for r in args.resolutions.split(",")):
-            rates[f"source {res}px"] = timed(run_fit(model(), "random_resized_crop", res), args.timed_epochs,
-                                             n_train, device)
-            print(f"  source training at {res} px: {rates[f'source {res}px']:,.0f} images/s", flush=True)
-        r = args.transfer_res
-        rates[f"full {r}px"] = timed(run_fit(model(), "center_crop", r), args.timed_epochs, n_train, device)
-        print(f"  full-network transfer at {r} px: {rates[f'full {r}px']:,.0f} images/s", flush=True)
-        net = model()
-        net.backbone.requires_grad_(False)
-        rates[f"fixed {r}px"] = timed(run_fit(net, "center_crop", r, params=list(net.head.parameters())),
-                                      args.timed_epochs, n_train, device)
-        print(f"  fixed-feature transfer at {r} px (batch-norm train mode): {rates[f'fixed {r}px']:,.0f} images/s")
-        net = model()
-        rates[f"eval {r}px"] = timed(
-            lambda epochs: [train.evaluate(net, source.eval_loader("train", batch_size=args.batch_size,
-                                                                    resolution=r), rt) for _ in range(epochs)],
-            args.timed_epochs, args.images, device)
-        print(f"  evaluation at {r} px: {rates[f'eval {r}px']:,.0f} images/s", flush=True)
+    def note(key: str, what: str) -> None:
+        print(f"  {what}: {rates[key]:,.0f} images/s", flush=True)
 
-    res = [int(x) for x in args.resolutions.split(",")]
-    tr = cfg.train
-    per_epoch = {e: train.resolution_at(tr, e) for e in range(tr.epochs)}
+    for res in (int(v) for v in args.resolutions.split(",")):
+        rates[f"source {res}px"] = timed(run_fit(model(), "random_resized_crop", res), args.timed_epochs, n_train,
+                                         rt.device)
+        note(f"source {res}px", f"source training at {res} px")
+    rates[f"full {r}px"] = timed(run_fit(model(), "center_crop", r), args.timed_epochs, n_train, rt.device)
+    note(f"full {r}px", f"full-network transfer at {r} px")
+    net = model()
+    net.backbone.requires_grad_(False)
+    rates[f"fixed {r}px"] = timed(run_fit(net, "center_crop", r, params=list(net.head.parameters())),
+                                  args.timed_epochs, n_train, rt.device)
+    note(f"fixed {r}px", f"fixed-feature transfer at {r} px (batch-norm train mode)")
+    net = model()
+    rates[f"eval {r}px"] = timed(
+        lambda epochs: [evaluate(net, source.eval_loader("train", batch_size=args.batch_size, resolution=r), rt)
+                        for _ in range(epochs)], args.timed_epochs, args.images, rt.device)
+    note(f"eval {r}px", f"evaluation at {r} px")
+    return rates
+
+
+def project(args: argparse.Namespace, cfg, rates: Dict[str, float], gpu: str) -> Dict[str, float]:
+    """Hours of one row of experiment=imagenet_transfer and of the sweep, from the rates; printed and returned."""
+    from datatransfer.train.schedules import resolution_at
+
+    r = args.transfer_res
+    per_epoch = {e: resolution_at(cfg.train, e) for e in range(cfg.train.epochs)}
     if all(f"source {v}px" in rates for v in per_epoch.values()):
         source_h = sum(HALF_IMAGENET / rates[f"source {v}px"] for v in per_epoch.values()) / 3600
         source_h += IMAGENET_VAL_HALF / rates[f"eval {r}px"] / 3600
@@ -158,17 +170,27 @@ def main() -> None:
     tests = sum(nt for _, nt, _ in TARGETS.values())
     transfer_h = (seen / rates[f"full {r}px"] + seen / rates[f"fixed {r}px"] + 2 * tests / rates[f"eval {r}px"]) / 3600
     row_h = source_h + transfer_h
+    res = [int(x) for x in args.resolutions.split(",")]
     print(f"\nprojected, one row of experiment=imagenet_transfer on this device ({gpu}):")
     print(f"  source model (16 epochs over {HALF_IMAGENET:,} images, {res} px + eval): {source_h * 60:.1f} min")
     print(f"  transfers (11 targets x fixed + full, {seen:,} training images per mode): {transfer_h * 60:.1f} min")
     print(f"  row: {row_h:.2f} h; 7,540 rows: {7540 * row_h:,.0f} GPU-hours "
           f"(source models alone: {7540 * source_h:,.0f})")
+    return {"source_hours_per_row": source_h, "transfer_hours_per_row": transfer_h, "row_hours": row_h,
+            "sweep_gpu_hours": 7540 * row_h}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.workers)
+    with tempfile.TemporaryDirectory(dir=args.data or None) as tmp:
+        cfg, rt, source, gpu = setup(args, Path(tmp))
+        rates = measure(args, cfg, rt, source)
+    hours = project(args, cfg, rates, gpu)
     out = os.environ.get("OUT")
     if out:
         Path(out, "gpu_throughput.json").write_text(json.dumps({
-            "device": gpu, "batch_size": args.batch_size, "images": args.images, "rates": rates,
-            "source_hours_per_row": source_h, "transfer_hours_per_row": transfer_h, "row_hours": row_h,
-            "sweep_gpu_hours": 7540 * row_h}, indent=1))
+            "device": gpu, "batch_size": args.batch_size, "images": args.images, "rates": rates, **hours}, indent=1))
 
 
 if __name__ == "__main__":

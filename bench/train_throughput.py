@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from datatransfer import data
 from datatransfer.config import compose
+from datatransfer.data import memory
 from datatransfer.masks import row_mask
 from datatransfer.train import loop as train
 from datatransfer.train.models import build
@@ -38,7 +39,7 @@ from datatransfer.train.models import build
 def ours(model, split, recipe, rt, seed: int) -> float:
     """images/s of train.fit over the split (one call, recipe.epochs epochs)."""
     gen = torch.Generator().manual_seed(seed)
-    loader = data.TensorLoader(split, recipe.batch_size, gen)
+    loader = memory.TensorLoader(split, recipe.batch_size, gen)
     start = time.perf_counter()
     train.fit(model, loader, recipe, gen, rt)
     return len(loader) * recipe.batch_size * recipe.epochs / (time.perf_counter() - start)
@@ -70,10 +71,10 @@ def training_step(args) -> None:
     mask = row_mask(0, 0, source.num_classes, 0.5)
     split = source.train.select_classes(mask)
     if args.images:
-        split = data.Split(split.x[:args.images], split.y[:args.images])
+        split = memory.Split(split.x[:args.images], split.y[:args.images])
     if args.arch == "resnet18":  # RGB model: replicate the grey channel
-        split = data.Split(split.x.expand(-1, 3, -1, -1).contiguous(), split.y)
-    rt = train.runtime(cfg)
+        split = memory.Split(split.x.expand(-1, 3, -1, -1).contiguous(), split.y)
+    rt = train.make_runtime(cfg.compute.device, cfg.train.amp, torch.get_num_threads())
     print(f"training step: {args.arch}, {len(split)} images {tuple(split.x.shape[1:])}, batch {args.batch_size}, "
           f"{args.epochs} epochs per run, {args.repeats} runs each, torch threads {torch.get_num_threads()}, "
           f"device {rt.device}", flush=True)
@@ -107,11 +108,10 @@ def loaders(args) -> None:
     )
     from torch.utils.data import DataLoader, TensorDataset
 
-    from datatransfer.data import ffcv_reader as ffcv_data
-    from datatransfer.data import prepare
+    from datatransfer.data import ffcv_reader, prepare
 
     t = time.perf_counter()
-    ffcv_data.import_ffcv()
+    ffcv_reader.import_ffcv()
     print(f"loaders: ffcv import {time.perf_counter() - t:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.betons) if args.betons else Path(tmp) / "mini"
@@ -119,7 +119,7 @@ def loaders(args) -> None:
             t = time.perf_counter()
             prepare.write_mini(root, workers=torch.get_num_threads())
             print(f"loaders: wrote the mini betons in {time.perf_counter() - t:.1f} s", flush=True)
-        betons = ffcv_data.BetonDataset(root, "source", "val", [MEAN], [STD], workers=torch.get_num_threads())
+        betons = ffcv_reader.BetonDataset(root, "source", "val", [MEAN], [STD], workers=torch.get_num_threads())
         bs, results = args.batch_size, {}
         loader = betons.train_loader(batch_size=bs, seed=0)
         t = time.perf_counter()
@@ -127,7 +127,7 @@ def loaders(args) -> None:
             pass
         print(f"loaders: ffcv first epoch (compiling) {time.perf_counter() - t:.1f} s", flush=True)
         results["FFCV (BetonDataset.train_loader)"] = images_per_s(lambda: loader, args.loader_epochs)
-        x_u8 = np.load(data.EMBEDDED_DIR / "mini.npz")["source_train_x"]
+        x_u8 = np.load(memory.EMBEDDED_DIR / "mini.npz")["source_train_x"]
         y = betons.labels("train")
         x = (torch.from_numpy(x_u8.astype(np.float32) / 255.0)[:, None] - MEAN) / STD
         dl = DataLoader(TensorDataset(x, torch.from_numpy(y)), batch_size=bs, shuffle=True, drop_last=True)
@@ -137,7 +137,7 @@ def loaders(args) -> None:
                         persistent_workers=True)
         next(iter(dl))  # start the workers outside the timing
         results[f"DataLoader(uint8 Dataset, {workers} workers)"] = images_per_s(lambda: dl, args.loader_epochs)
-        del loader, betons
+        loader = betons = None  # release the betons before their folder goes
     base = results["FFCV (BetonDataset.train_loader)"][0]
     print(f"  {'loader (18,000 images 28x28, batch ' + str(bs) + ')':<44} {'images/s':>10} {'ffcv / this':>12}")
     for name, (rate, _) in results.items():

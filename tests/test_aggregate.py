@@ -15,22 +15,18 @@ from datatransfer.config import (
     compose,
     validate_aggregate,
 )
-from datatransfer.influence.aggregate import (
-    AggregationError,
-    Influence,
-    aggregate,
-    default_out,
-)
+from datatransfer.errors import AggregationError, StoreError
+from datatransfer.influence.aggregate import aggregate, default_out
 from datatransfer.influence.diagnostics import spearman
+from datatransfer.influence.reader import Influence
 from datatransfer.masks import mask_matrix
-from datatransfer.store.sweep_store import StoreError
 
 FAST = DiagnosticsConfig(bootstrap=20, points=3, lds_examples=8)
 
 
 def run(path, **kw):
     kw.setdefault("diagnostics", FAST)
-    return aggregate(path, progress=False, log=lambda s: None, **kw)
+    return aggregate(path, progress=False, **kw)
 
 
 def loop_influences(store, t, rows):

@@ -4,15 +4,25 @@ import numpy as np
 import pytest
 
 from datatransfer.config import DiagnosticsConfig
+from datatransfer.errors import EstimatorError
 from datatransfer.influence import diagnostics as diag
 from datatransfer.influence.estimators import (
     DifferenceOfMeans,
-    EstimatorError,
     Ridge,
     holdout_rows,
     make,
 )
 from datatransfer.masks import mask_matrix
+
+
+def fit(est, masks, y, rows=None, block_rows=4096):
+    """Stream in-memory ``masks``/``y`` through ``est.update`` in blocks of ``block_rows``; return the result."""
+    masks, y = np.asarray(masks, dtype=bool), np.asarray(y)
+    y = y[:, None] if y.ndim == 1 else y
+    rows = np.arange(len(masks)) if rows is None else np.asarray(rows)
+    for i in range(0, len(masks), block_rows):
+        est.update(rows[i:i + block_rows], masks[i:i + block_rows], y[i:i + block_rows])
+    return est.result()
 
 
 def loop_dim(x, y):
@@ -44,7 +54,7 @@ def data():
 @pytest.mark.parametrize("block", [1, 7, 150])
 def test_dim_matches_loop(data, block):
     x, y = data
-    e = DifferenceOfMeans().fit(x, y, block_rows=block)
+    e = fit(DifferenceOfMeans(), x, y, block_rows=block)
     np.testing.assert_allclose(e.influence, loop_dim(x, y.astype(np.float64)), rtol=1e-10, atol=1e-12)
     assert (e.n_in == x.sum(0)).all() and (e.n_out == (~x).sum(0)).all() and e.rows == 150
     np.testing.assert_allclose(e.mean, y.astype(np.float64).mean(0), rtol=1e-12)
@@ -53,8 +63,8 @@ def test_dim_matches_loop(data, block):
 def test_dim_invariant_to_row_order(data):
     x, y = data
     perm = np.random.default_rng(1).permutation(len(x))
-    a = DifferenceOfMeans().fit(x, y, block_rows=11).influence
-    b = DifferenceOfMeans().fit(x[perm], y[perm], block_rows=4).influence
+    a = fit(DifferenceOfMeans(), x, y, block_rows=11).influence
+    b = fit(DifferenceOfMeans(), x[perm], y[perm], block_rows=4).influence
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -64,7 +74,7 @@ def test_dim_never_in_or_out_is_a_clear_error(data):
     x[:, 2] = False
     x[:, 5] = True
     with pytest.raises(EstimatorError, match=r"in none of the 150 rows used \('unit 2'\).*in every one.*'unit 5'"):
-        DifferenceOfMeans().fit(x, y)
+        fit(DifferenceOfMeans(), x, y)
     est = DifferenceOfMeans()
     est.update(np.arange(150), x, y)
     with pytest.raises(EstimatorError, match="'c'.*'f'"):
@@ -76,7 +86,7 @@ def test_nan_outputs_are_refused(data):
     y = y.copy()
     y[3, 1] = np.nan
     with pytest.raises(EstimatorError, match="NaN"):
-        DifferenceOfMeans().fit(x, y)
+        fit(DifferenceOfMeans(), x, y)
 
 
 @pytest.mark.parametrize("scheme", ["bernoulli", "fixed_size"])
@@ -84,7 +94,7 @@ def test_ridge_single_lambda_matches_lstsq(scheme):
     rng = np.random.default_rng(2)
     x = mask_matrix(3, 120, 10, 0.5, scheme)  # fixed_size: rank-deficient with the bias, ridge still unique
     y = rng.normal(size=(120, 3))
-    e = Ridge(lambdas=[0.05]).fit(x, y, block_rows=13)
+    e = fit(Ridge(lambdas=[0.05]), x, y, block_rows=13)
     np.testing.assert_allclose(e.influence, ridge_lstsq(x.astype(float), y, 0.05), rtol=1e-8, atol=1e-10)
     assert (e.extras["lambda"] == 0.05).all()
 
@@ -97,7 +107,7 @@ def test_ridge_choice_matches_brute_force():
     y = x @ w + rng.normal(size=(300, 5))
     lambdas = [1e-3, 1e-2, 0.1, 1.0, 10.0]
     est = Ridge(lambdas=lambdas, holdout_fraction=0.25, salt=0)
-    e = est.fit(x, y, block_rows=17)
+    e = fit(est, x, y, block_rows=17)
     held = holdout_rows(np.arange(300), 0.25, 0)
     xf = x.astype(float)
     sse = []
@@ -118,8 +128,8 @@ def test_ridge_invariant_to_order_and_blocks():
     y = rng.normal(size=(200, 3))
     rows = np.arange(200)
     perm = rng.permutation(200)
-    a = Ridge().fit(x, y, rows=rows, block_rows=200)
-    b = Ridge().fit(x[perm], y[perm], rows=rows[perm], block_rows=9)  # rows travel with their data
+    a = fit(Ridge(), x, y, rows=rows, block_rows=200)
+    b = fit(Ridge(), x[perm], y[perm], rows=rows[perm], block_rows=9)  # rows travel with their data
     np.testing.assert_allclose(a.influence, b.influence, rtol=1e-8, atol=1e-10)
     np.testing.assert_array_equal(a.extras["lambda"], b.extras["lambda"])
 
@@ -152,7 +162,7 @@ def test_planted_truth_recovered():
     x = mask_matrix(0, 2000, 30, 0.5, "fixed_size")
     w = rng.normal(size=(30, 4))
     y = x @ w + 0.5 * rng.normal(size=(2000, 4))
-    for e in (DifferenceOfMeans().fit(x, y), Ridge().fit(x, y)):
+    for e in (fit(DifferenceOfMeans(), x, y), fit(Ridge(), x, y)):
         for k in range(4):
             assert diag.spearman(e.influence[:, k], w[:, k]) >= 0.95
 

@@ -9,13 +9,10 @@ from conftest import run_app
 from planted import make_planted_store
 
 from datatransfer.config import DiagnosticsConfig, ReportConfig
-from datatransfer.influence.aggregate import Influence, aggregate
-from datatransfer.report.page import (
-    COARSE_MEMBERS,
-    headline,
-    headline_lines,
-    write_report,
-)
+from datatransfer.influence.aggregate import aggregate
+from datatransfer.influence.reader import Influence
+from datatransfer.report import write_report
+from datatransfer.report.headline import COARSE_MEMBERS, headline, headline_lines
 
 MINI = Path(__file__).resolve().parent.parent / "datatransfer" / "data" / "mini.npz"
 SOURCE = [f"mnist:{d}" for d in range(10)] + [
@@ -43,7 +40,7 @@ def digits_store(path, match, rows=400, seed=0, **kw):
 def test_report_files_and_links(tmp_path):
     p = digits_store(tmp_path / "s.zarr", match=list(range(10)), modes=("fixed",),
                      kinds=("softmax_gt", "is_correct"))
-    inf = Influence(aggregate(p.store.path, diagnostics=FAST, progress=False, log=lambda s: None).out)
+    inf = Influence(aggregate(p.store.path, diagnostics=FAST, progress=False).out)
     s = write_report(inf, settings=ReportConfig(sources=2, images=3, hard_examples=3), store=p.store)
     out = tmp_path / "report"
     assert s.out == out and s.index == out / "index.html"
@@ -83,7 +80,7 @@ def test_headline_counts(tmp_path):
     w[9, labels == 9] = -0.5  # class 9's own digit hurts it: last
     p.store.outputs("digits")[:] = (p.store.masks.astype(np.float64) @ w)[:, None, None, :].astype(np.float32) \
         + np.random.default_rng(1).normal(0, 0.05, size=(150, 1, 1, w.shape[1])).astype(np.float32)
-    inf = Influence(aggregate(p.store.path, diagnostics=None, progress=False, log=lambda s: None).out)
+    inf = Influence(aggregate(p.store.path, diagnostics=None, progress=False).out)
     h = headline(inf, "softmax_gt", top=3)
     r = h["digits"]["modes"]["fixed"]
     assert (r["classes"], r["top1"], r["top3"]) == (10, 7, 9)
@@ -102,7 +99,7 @@ def test_coarse_headline(tmp_path):
             w[SOURCE.index("animal:bird" if name != "bird" else "mnist:0"), labels == c] = 0.9
     p = make_planted_store(tmp_path / "s.zarr", rows=300, unit_names=SOURCE, targets={"coarse": (labels, names)},
                            effects={"coarse": w}, noise=0.05, modes=("fixed",), kinds=("softmax_gt",))
-    inf = Influence(aggregate(p.store.path, diagnostics=None, progress=False, log=lambda s: None).out)
+    inf = Influence(aggregate(p.store.path, diagnostics=None, progress=False).out)
     r = headline(inf)["coarse"]["modes"]["fixed"]["per_class"]
     for name, members in COARSE_MEMBERS.items():
         k = len(members)

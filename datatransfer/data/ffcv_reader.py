@@ -1,9 +1,10 @@
-"""FFCV datasets: write ``.beton`` files and build FFCV loaders over them.
+"""FFCV datasets: FFCV loaders over ``.beton`` files, and a prepared dataset folder read like an in-memory one.
 
 The paper-scale runs read ImageNet and the target datasets through FFCV; the mini runs use in-memory
-tensors (``datatransfer.data``). This module is the only place that knows about FFCV.
+tensors (``datatransfer.data``). Only this module, its pipelines (``ffcv_pipelines``) and the writer
+(``ffcv_writer``) know about FFCV.
 
-Every beton written here has the same two fields, so one loader builder serves all of them:
+Every beton the writer writes has the same two fields, so one loader builder serves all of them:
 
 * ``image``: ``RGBImageField``. Grey images are replicated to 3 channels, because FFCV's image field and
   its crop decoders only handle RGB; this triples the storage of grey data (28x28: 2.3 KB an image),
@@ -12,7 +13,7 @@ Every beton written here has the same two fields, so one loader builder serves a
 * ``label``: ``IntField``. Its values live in the beton's metadata table, so ``read_labels`` gets all
   labels without decoding an image (ImageNet's 1.28 M labels: one ~30 MB read).
 
-FFCV pitfalls handled here:
+FFCV pitfalls handled here (and in ``ffcv_pipelines``, ``ffcv_writer``):
 
 * importing ``ffcv`` sets torch to 1 thread, and building a Loader or starting an epoch sets it to
   ``num_workers``: the import is lazy (it also costs 7+ s of numba compiling), and both are undone;
@@ -30,7 +31,6 @@ re-aims it (``FFCVLoader.retarget``) at each row's classes and seed.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
@@ -48,6 +48,12 @@ from typing import (
 import numpy as np
 import torch
 
+from datatransfer.data.ffcv_pipelines import (
+    TorchUpsample,
+    grey_pipeline,
+    label_pipeline,
+    rgb_pipeline,
+)
 from datatransfer.errors import DataError
 
 if TYPE_CHECKING:  # ffcv is an optional dependency, imported lazily (see import_ffcv)
@@ -55,7 +61,6 @@ if TYPE_CHECKING:  # ffcv is an optional dependency, imported lazily (see import
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # on the [0, 1] scale, like torchvision
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_CROP_RATIO = 224 / 256  # eval centre crop: crop side / short side, as in ffcv-imagenet
 
 Order = Literal["random", "quasi_random", "sequential"]
 
@@ -72,7 +77,7 @@ def import_ffcv() -> None:
     torch.set_num_threads(threads)
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     return os.cpu_count() or 1
 
 
@@ -102,85 +107,6 @@ def class_subset_indices(labels: np.ndarray, keep_classes: Sequence[int]) -> np.
     return np.flatnonzero(np.isin(np.asarray(labels), keep)).astype(np.int64)
 
 
-class _TorchNormalize(torch.nn.Module):
-    """uint8 (B, C, H, W) -> float, (x / 255 - mean) / std, in the same float ops as ``datatransfer.data``.
-
-    Used for grey data (exact match with the in-memory loader) and on CUDA, where FFCV's
-    NormalizeImage would need cupy.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype, grey: bool):
-        super().__init__()
-        self.mean, self.std, self.dtype, self.grey = list(mean), list(std), dtype, grey
-        self._stats: dict = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grey:  # (B, H, W, 3) replicated channels -> (B, 1, H, W)
-            x = x[..., :1].permute(0, 3, 1, 2)
-        x = x.to(torch.float32) / 255.0
-        if len(self.mean) == 1:  # Python scalars, as the in-memory loader uses, for bitwise-equal output
-            x = (x - self.mean[0]) / self.std[0]
-        else:
-            if x.device not in self._stats:  # copied to each device once, not every batch
-                self._stats[x.device] = tuple(torch.tensor(v, device=x.device).view(1, -1, 1, 1)
-                                              for v in (self.mean, self.std))
-            mean, std = self._stats[x.device]
-            x = (x - mean) / std
-        return x.to(self.dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def _flip_op_class():
-    """A horizontal flip op equivalent to ffcv's RandomHorizontalFlip (each image, probability 1/2).
-
-    ffcv's version assigns a reversed slice (``dst[i] = images[i, :, ::-1]``), which numba takes
-    5-12 s to compile here, paid by every process; plain loops compile in well under a second.
-    Built on first use because ffcv is imported lazily.
-    """
-    from dataclasses import replace
-
-    from ffcv.pipeline.allocation_query import AllocationQuery
-    from ffcv.pipeline.compiler import Compiler
-    from ffcv.pipeline.operation import Operation
-    from numpy.random import rand
-
-    class RandomHorizontalFlip(Operation):
-        def generate_code(self):
-            my_range = Compiler.get_iterator()
-
-            def flip(images, dst):  # (B, H, W, C) uint8, before ToTensor
-                n, h, w, c = images.shape
-                should_flip = rand(n) < 0.5
-                for i in my_range(n):
-                    for r in range(h):
-                        for col in range(w):
-                            src = w - 1 - col if should_flip[i] else col
-                            for k in range(c):
-                                dst[i, r, col, k] = images[i, r, src, k]
-                return dst
-
-            flip.is_parallel = True
-            return flip
-
-        def declare_state_and_memory(self, previous_state):
-            return replace(previous_state, jit_mode=True), AllocationQuery(previous_state.shape, previous_state.dtype)
-
-    return RandomHorizontalFlip
-
-
-class _TorchUpsample(torch.nn.Module):
-    """Nearest-neighbour upsampling of a (B, C, h, w) batch to ``size`` x ``size`` (CIFAR's 32 px to 224, as in the
-    release), channels-last."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = int(size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="nearest")
-        return x.contiguous(memory_format=torch.channels_last)
-
-
 class FFCVLoader:
     """An FFCV ``Loader`` that yields ``(images, labels)`` and leaves torch's thread count alone.
 
@@ -190,7 +116,7 @@ class FFCVLoader:
 
     def __init__(self, loader: "Loader", decoder, torch_threads: int):
         self.loader = loader  # the underlying ffcv.loader.Loader
-        # What sets the resolution: a crop decoder (its output_size), a _TorchUpsample (its size), None for grey.
+        # What sets the resolution: a crop decoder (its output_size), a TorchUpsample (its size), None for grey.
         self._decoder = decoder
         self._torch_threads = torch_threads
 
@@ -203,14 +129,10 @@ class FFCVLoader:
         return len(self.loader)
 
     @property
-    def num_examples(self) -> int:
-        return len(self.loader.indices)
-
-    @property
     def resolution(self) -> Optional[int]:
         if self._decoder is None:
             return None
-        if isinstance(self._decoder, _TorchUpsample):
+        if isinstance(self._decoder, TorchUpsample):
             return self._decoder.size
         return int(self._decoder.output_size[0])
 
@@ -221,7 +143,7 @@ class FFCVLoader:
         """
         if self._decoder is None:
             raise ValueError("a grey loader yields images at their stored size; it has no resolution")
-        if isinstance(self._decoder, _TorchUpsample):
+        if isinstance(self._decoder, TorchUpsample):
             self._decoder.size = int(resolution)
         else:
             self._decoder.output_size = (int(resolution), int(resolution))
@@ -254,7 +176,7 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
                 seed: int = 0, device: Union[str, torch.device] = "cpu", channels_last: bool = True,
                 fp16: bool = False, os_cache: bool = True, batches_ahead: int = 3,
                 decoder: Optional[str] = None, flip: Optional[bool] = None) -> FFCVLoader:
-    """An FFCV loader over a beton written by this module; yields (images (B, C, H, W), labels int64 (B,)).
+    """An FFCV loader over a beton written by ``ffcv_writer``; yields (images (B, C, H, W), labels int64 (B,)).
 
     RGB (``grey=False``): ``decoder`` random_resized_crop (the default when ``train``), center_crop (224/256 of
     the short side, resized to ``resolution``; the default otherwise) or upsample (the stored size, which must be
@@ -272,20 +194,8 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
     (see ``class_subset_indices``).
     """
     import_ffcv()
-    from ffcv.fields.basics import IntDecoder
-    from ffcv.fields.rgb_image import (
-        CenterCropRGBImageDecoder,
-        RandomResizedCropRGBImageDecoder,
-        SimpleRGBImageDecoder,
-    )
-    from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import (
-        NormalizeImage,
-        Squeeze,
-        ToDevice,
-        ToTensor,
-        ToTorchImage,
-    )
+    from ffcv.loader import Loader
+    from ffcv.transforms import ToDevice
 
     threads = torch.get_num_threads()
     device = torch.device(device)
@@ -293,56 +203,39 @@ def make_loader(path: Union[str, Path], *, batch_size: int, train: bool, drop_la
     channels = 1 if grey else 3
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean/std need {channels} value(s) for {'grey' if grey else 'RGB'} images")
-    to_device = [ToDevice(device, non_blocking=True)] if device.type != "cpu" else []
-    out_dtype = torch.float16 if fp16 else torch.float32
-
-    decoder = None
+    to_device = [ToDevice(device, non_blocking=True)] if device.type != "cpu" else []  # one op for both pipelines
     if grey:
-        if resolution is not None:
-            raise ValueError("grey loaders yield images at their stored size: pass resolution=None")
-        image_pipeline = [SimpleRGBImageDecoder(), ToTensor(), *to_device,
-                          _TorchNormalize(mean, std, out_dtype, grey=True)]
+        image_pipeline, decoder = grey_pipeline(mean, std, resolution, to_device,
+                                                torch.float16 if fp16 else torch.float32)
     else:
-        if resolution is None:
-            raise ValueError("RGB loaders need a resolution")
-        size = (int(resolution), int(resolution))
+        # The target's decoder (targets.<t>.train_decoder / eval_decoder). Until 2026-12 it was ignored here (every
+        # RGB train loader cropped at random, every eval loader centre-cropped): see the note in docs/paper-scale.md.
         kind = decoder or ("random_resized_crop" if train else "center_crop")
-        resize = []
-        if kind == "random_resized_crop":
-            decoder = RandomResizedCropRGBImageDecoder(size)
-        elif kind == "center_crop":
-            decoder = CenterCropRGBImageDecoder(size, ratio=DEFAULT_CROP_RATIO)
-        elif kind == "upsample":
-            resize = [_TorchUpsample(size[0])]
-        else:
-            raise ValueError(f"unknown decoder {kind!r} (random_resized_crop | center_crop | upsample)")
-        first = SimpleRGBImageDecoder() if resize else decoder
-        augment = [_flip_op_class()()] if (train if flip is None else flip) else []
-        if device.type == "cpu":
-            # FFCV's numba NormalizeImage works on the (B, H, W, 3) uint8 array, before ToTensor.
-            norm = NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float16 if fp16 else np.float32)
-            image_pipeline = [first, *augment, norm, ToTensor(), ToTorchImage(channels_last=channels_last), *resize]
-        else:
-            image_pipeline = [first, *augment, ToTensor(), *to_device, ToTorchImage(channels_last=channels_last),
-                              _TorchNormalize(mean, std, out_dtype, grey=False), *resize]
-        decoder = resize[0] if resize else decoder
-    # Squeeze(1), not Squeeze(): a last batch of one would otherwise lose its batch dimension.
-    label_pipeline = [IntDecoder(), ToTensor(), Squeeze(1), *to_device]
-
-    if order is None:
-        order = "random" if train else "sequential"
-    order_option = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
-                    "sequential": OrderOption.SEQUENTIAL}[order]
-    if indices is not None:
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size == 0:
-            raise ValueError("indices is empty")
-
-    loader = Loader(str(path), batch_size=batch_size, num_workers=num_workers or _default_workers(),
-                    order=order_option, seed=seed, indices=indices, drop_last=drop_last, os_cache=os_cache,
-                    batches_ahead=batches_ahead, pipelines={"image": image_pipeline, "label": label_pipeline})
+        image_pipeline, decoder = rgb_pipeline(kind, resolution, train if flip is None else flip, mean, std, device,
+                                               to_device, channels_last, fp16)
+    loader = Loader(str(path), batch_size=batch_size, num_workers=num_workers or default_workers(),
+                    order=_order_option(order or ("random" if train else "sequential")), seed=seed,
+                    indices=_checked(indices), drop_last=drop_last, os_cache=os_cache, batches_ahead=batches_ahead,
+                    pipelines={"image": image_pipeline, "label": label_pipeline(to_device)})
     torch.set_num_threads(threads)  # Loader() set it to num_workers
     return FFCVLoader(loader, decoder, threads)
+
+
+def _order_option(order: Order):
+    from ffcv.loader import OrderOption
+
+    return {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
+            "sequential": OrderOption.SEQUENTIAL}[order]
+
+
+def _checked(indices: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """``indices`` as int64, refusing an empty selection; None (every example) stays None."""
+    if indices is None:
+        return None
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("indices is empty")
+    return indices
 
 
 # ---------------------------------------------------------------------------------------------------------

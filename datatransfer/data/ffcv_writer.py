@@ -11,7 +11,7 @@ from typing import List, Literal, Optional, Tuple, Union
 
 import numpy as np
 
-from datatransfer.data.ffcv_reader import _default_workers, import_ffcv
+from datatransfer.data.ffcv_reader import default_workers, import_ffcv
 
 # ---------------------------------------------------------------------------------------------------------
 # Writing
@@ -61,7 +61,7 @@ def _write(path: Union[str, Path], dataset, image_field, num_workers: Optional[i
         raise ValueError("refusing to write an empty beton")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     writer = DatasetWriter(str(path), {"image": image_field, "label": IntField()},
-                           num_workers=num_workers or _default_workers())
+                           num_workers=num_workers or default_workers())
     writer.from_indexed_dataset(dataset, chunksize=chunksize)
 
 

@@ -9,6 +9,8 @@ by the block size and the estimator's statistics, never by the number of rows.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -16,24 +18,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import zarr
 
 from datatransfer.config import DiagnosticsConfig
-from datatransfer.errors import AggregationError
+from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence import diagnostics as diag
-from datatransfer.influence.blocks import _blas_limit, _plan, read_blocks
-from datatransfer.influence.estimators import Estimator, EstimatorError, make
-from datatransfer.influence.reader import (
-    FORMAT,
-    FORMAT_VERSION,
-    Influence,
-    completed_rows,
-    store_targets,
-)
+from datatransfer.influence.blocks import blas_limit, completed_rows, plan, read_blocks
+from datatransfer.influence.estimators import Estimator, make
+from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence
 from datatransfer.store.sweep_store import Store
+
+log = logging.getLogger(__name__)
 
 # Names at the root of the influence store that a target may not take.
 RESERVED = {"rows", "n_in", "n_out", "diagnostics"}
@@ -56,6 +54,20 @@ class Summary:
     diagnostics: Dict[str, str] = field(default_factory=dict)  # target -> note (empty when all curves exist)
 
 
+@dataclass
+class _Job:
+    """What the aggregation of every target shares."""
+
+    store: Store
+    estimator: str
+    settings: Dict[str, Any]
+    diagnostics: Optional[DiagnosticsConfig]
+    knockoffs: Optional[np.ndarray]  # (store rows, U) knockoff masks, with diagnostics only
+    block_rows: int
+    memory_mb: int
+    bar: Any = None  # tqdm progress bar over rows read, or None
+
+
 def aggregate(
     store_path: str | os.PathLike,
     out: Optional[str | os.PathLike] = None,
@@ -65,7 +77,6 @@ def aggregate(
     block_rows: int = 0,
     memory_mb: int = 1024,
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> Summary:
     """Compute the influence store of the store at ``store_path`` from its completed rows; returns a summary.
 
@@ -76,65 +87,77 @@ def aggregate(
     if diagnostics is not None and not diagnostics.enabled:
         diagnostics = None
     store = Store.open(store_path)
-    out = Path(out).resolve() if out else default_out(store.path)
-    if out == store.path.resolve() or store.path.resolve() in out.parents:
-        raise AggregationError(f"out={out} would write inside the sweep store {store.path}; choose another path")
-    targets = store_targets(store)
-    clash = RESERVED.intersection(targets)
+    out = _out_path(store, out)
+    clash = RESERVED.intersection(store.all_targets)
     if clash:
         raise AggregationError(f"target name(s) {sorted(clash)} clash with the influence store's own arrays")
     settings = dict(estimator_settings or {})
     full_settings = make(estimator, **settings).settings()  # also fails on bad settings before reading anything
-
     rows = completed_rows(store)
     if len(rows) == 0:
         raise AggregationError(f"{store.path} has no completed rows yet ({store.num_rows} rows planned)")
-    # Each target's own completed rows: the same as `rows` for the original targets; targets added later
-    # (transfer only) may lag behind. A target without any yet is left out, with a message.
+    target_rows = _target_rows(store, rows)
+    targets = list(target_rows)
+    scheme = diag.mask_scheme(store.attrs.get("config"), store.masks)
+    knock = diag.knockoff_masks(scheme[0], store.num_rows, len(store.unit_names), scheme[1], scheme[2]) \
+        if diagnostics else None
+    job = _Job(store, estimator, settings, diagnostics, knock, block_rows, memory_mb)
+    notes: Dict[str, str] = {}
+    with _writing(out) as root:
+        root.attrs.update(_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme))
+        _write_counts(root, rows, store.masks[rows])
+        job.bar = _progress_bar(progress, total=sum(
+            len(target_rows[t]) * len(plan(store, t, estimator, block_rows, memory_mb)[1]) for t in targets))
+        for t in targets:
+            note = _aggregate_target(job, t, target_rows[t], root)
+            if note:
+                notes[t] = note
+        if job.bar is not None:
+            job.bar.close()
+        if diagnostics:
+            root.require_group("diagnostics").create_array(
+                "knockoff_masks", data=knock, chunks=(min(len(knock), 4096), knock.shape[1]),
+                dimension_names=("row", "unit"))
+    return Summary(out, len(rows), store.num_rows, targets, estimator, time.perf_counter() - start, notes)
+
+
+def _out_path(store: Store, out: Optional[str | os.PathLike]) -> Path:
+    """Where the influence store goes: ``out`` or the default, never inside the sweep store."""
+    out = Path(out).resolve() if out else default_out(store.path)
+    if out == store.path.resolve() or store.path.resolve() in out.parents:
+        raise AggregationError(f"out={out} would write inside the sweep store {store.path}; choose another path")
+    return out
+
+
+def _target_rows(store: Store, rows: np.ndarray) -> Dict[str, np.ndarray]:
+    """Each target's own completed rows: ``rows`` for the original targets; targets added later (transfer only) may
+    lag behind. A target without any yet is left out, with a message."""
+    targets = store.all_targets
     target_rows = {t: rows if t in store.targets else completed_rows(store, t) for t in targets}
     for t in [t for t in targets if len(target_rows[t]) == 0]:
-        log(f"target {t}: no completed rows yet, left out")
-        targets.remove(t)
-    units = len(store.unit_names)
-    log(f"reading {store.path}: {len(rows)} of {store.num_rows} rows completed; {units} units; targets "
-        f"{', '.join(targets)}; modes {', '.join(store.modes)}; kinds {', '.join(store.output_kinds)}")
-    for t in targets:
-        if len(target_rows[t]) != len(rows):
-            log(f"  target {t} (added later): {len(target_rows[t])} rows completed")
+        log.info(f"target {t}: no completed rows yet, left out")
+        del target_rows[t]
+    log.info(f"reading {store.path}: {len(rows)} of {store.num_rows} rows completed; {len(store.unit_names)} units; "
+             f"targets {', '.join(target_rows)}; modes {', '.join(store.modes)}; kinds "
+             f"{', '.join(store.output_kinds)}")
+    for t, done in target_rows.items():
+        if len(done) != len(rows):
+            log.info(f"  target {t} (added later): {len(done)} rows completed")
+    return target_rows
 
-    seed, alpha, scheme = diag.mask_scheme(store.attrs.get("config"), store.masks)
-    knock = diag.knockoff_masks(seed, store.num_rows, units, alpha, scheme) if diagnostics else None
 
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[zarr.Group]:
+    """A new influence store, written in a temporary folder beside ``out`` and put at ``out`` once complete; on any
+    error (or Ctrl-C) the temporary folder is removed and ``out`` is left as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.writing-{uuid.uuid4().hex[:8]}"
     try:
-        root = zarr.open_group(store=str(tmp), mode="w-")
-        root.attrs.update(_root_attrs(store, rows, targets, estimator, full_settings, diagnostics,
-                                      (seed, alpha, scheme)))
-        n_in = store.masks[rows].sum(axis=0).astype(np.int64)
-        root.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
-        root.create_array("n_in", data=n_in, dimension_names=("unit",))
-        root.create_array("n_out", data=len(rows) - n_in, dimension_names=("unit",))
-        notes: Dict[str, str] = {}
-        bar = _progress_bar(progress, total=sum(
-            len(target_rows[t]) * len(_plan(store, t, estimator, block_rows, memory_mb)[1]) for t in targets))
-        for t in targets:
-            note = _aggregate_target(store, t, target_rows[t], store.masks[target_rows[t]], root, estimator,
-                                     settings, diagnostics, knock, block_rows, memory_mb, bar)
-            if note:
-                notes[t] = note
-        if bar is not None:
-            bar.close()
-        if diagnostics:
-            dg = root.require_group("diagnostics")
-            dg.create_array("knockoff_masks", data=knock, chunks=(min(len(knock), 4096), units),
-                            dimension_names=("row", "unit"))
+        yield zarr.open_group(store=str(tmp), mode="w-")
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Summary(out, len(rows), store.num_rows, targets, estimator,
-                   time.perf_counter() - start, notes)
 
 
 def _root_attrs(store: Store, rows, targets, estimator, settings, diagnostics, scheme) -> Dict[str, Any]:
@@ -174,52 +197,51 @@ def _progress_bar(enabled: bool, total: int):
                 leave=False)
 
 
-def _aggregate_target(store: Store, t: str, rows: np.ndarray, masks: np.ndarray, root: zarr.Group,
-                      estimator: str, settings: Dict[str, Any], diagnostics: Optional[DiagnosticsConfig],
-                      knock: Optional[np.ndarray], block_rows: int, memory_mb: int, bar) -> str:
-    arr = store.outputs(t)
-    _, n_modes, n_kinds, n = arr.shape
+def _write_counts(g: zarr.Group, rows: np.ndarray, masks: np.ndarray) -> None:
+    """The rows used and, per unit, how many of them had it in their mask and how many not."""
+    n_in = masks.sum(axis=0).astype(np.int64)
+    g.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
+    g.create_array("n_in", data=n_in, dimension_names=("unit",))
+    g.create_array("n_out", data=len(rows) - n_in, dimension_names=("unit",))
+
+
+@dataclass
+class _Collected:
+    """What the diagnostics need, gathered while reading: per row and (mode, kind) pair, the output averaged over
+    the target's examples, and the outputs on a fixed sample of examples (for LDS)."""
+
+    sample: np.ndarray  # (S,) sorted example indices
+    aggregate: np.ndarray  # (rows, pairs)
+    samples: np.ndarray  # (rows, pairs, S) float32
+
+    @classmethod
+    def empty(cls, rows: int, pairs: int, n: int, diagnostics: Optional[DiagnosticsConfig]) -> "_Collected":
+        rng = np.random.default_rng(diagnostics.seed if diagnostics else 0)
+        sample = np.sort(rng.choice(n, size=min(n, diagnostics.lds_examples), replace=False)) if diagnostics \
+            else np.zeros(0, dtype=np.int64)
+        return cls(sample, np.zeros((rows, pairs)), np.zeros((rows, pairs, len(sample)), dtype=np.float32))
+
+    def add(self, pos: int, pidx: np.ndarray, y: np.ndarray) -> None:
+        """Block ``y`` (b, pairs of a pass, n) of the rows from ``pos``, for the pairs at indices ``pidx``."""
+        self.aggregate[pos:pos + len(y), pidx] = y.mean(axis=2)
+        self.samples[pos:pos + len(y)][:, pidx] = y[:, :, self.sample]
+
+
+def _aggregate_target(job: _Job, t: str, rows: np.ndarray, root: zarr.Group) -> str:
+    """Influences (and diagnostics) of target ``t`` from ``rows``, into ``root/t``; returns the diagnostics note."""
+    store = job.store
+    masks = store.masks[rows]
     labels, class_names = store.labels(t), store.class_names(t)
     tg = root.require_group(t)
     tg.attrs.update({"class_names": class_names, "rows_used": int(len(rows))})
     tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
-    # This target's rows and counts (the root's, unless the target was added to the store later)
-    tg.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
-    tg.create_array("n_in", data=masks.sum(axis=0).astype(np.int64), dimension_names=("unit",))
-    tg.create_array("n_out", data=len(rows) - masks.sum(axis=0).astype(np.int64), dimension_names=("unit",))
-    block_rows, passes = _plan(store, t, estimator, block_rows, memory_mb)
+    _write_counts(tg, rows, masks)  # this target's rows (the root's, unless the target was added to the store later)
+    block_rows, passes = plan(store, t, job.estimator, job.block_rows, job.memory_mb)
     pairs = [p for group in passes for p in group]
-
-    # What the diagnostics need, gathered on the way: per-row mean over examples, outputs on sampled examples.
-    rng = np.random.default_rng(diagnostics.seed if diagnostics else 0)
-    sample = np.sort(rng.choice(n, size=min(n, diagnostics.lds_examples), replace=False)) if diagnostics \
-        else np.zeros(0, dtype=np.int64)
-    agg = np.zeros((len(rows), len(pairs)))
-    samples = np.zeros((len(rows), len(pairs), len(sample)), dtype=np.float32)
-
+    collected = _Collected.empty(len(rows), len(pairs), store.outputs(t).shape[-1], job.diagnostics)
     for group in passes:
-        ests: List[Estimator] = [make(estimator, **settings) for _ in group]
-        mi, ki = np.array([m for m, _ in group]), np.array([k for _, k in group])
-        pidx = np.array([pairs.index(p) for p in group])
-        pos = 0
-        with _blas_limit():
-            for block, data in read_blocks(arr, rows, block_rows):
-                y = data[:, mi, ki, :]  # (b, pairs of this pass, n)
-                bad = ~np.isfinite(y).all(axis=2)
-                if bad.any():
-                    b, p = np.argwhere(bad)[0]
-                    raise AggregationError(
-                        f"outputs/{t}: completed row {int(block[b])} holds NaN or inf for mode "
-                        f"{store.modes[mi[p]]!r}, kind {store.output_kinds[ki[p]]!r} "
-                        f"({int(bad.any(axis=1).sum())} such rows in this block); fix or rerun those rows")
-                mb = masks[pos:pos + len(block)]
-                for j, est in enumerate(ests):
-                    est.update(block, mb, y[:, j, :])
-                agg[pos:pos + len(block), pidx] = y.mean(axis=2)
-                samples[pos:pos + len(block)][:, pidx] = y[:, :, sample]
-                pos += len(block)
-                if bar is not None:
-                    bar.update(len(block))
+        ests = _read_pass(job, t, rows, masks, group, block_rows, np.array([pairs.index(p) for p in group]),
+                          collected)
         for (m, k), est in zip(group, ests):
             try:
                 res = est.result(store.unit_names)
@@ -229,24 +251,40 @@ def _aggregate_target(store: Store, t: str, rows: np.ndarray, masks: np.ndarray,
             _write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]),
                               res, labels, len(class_names))
             del res
+    if not job.diagnostics:
+        return ""
+    return _write_diagnostics(job, t, rows, masks, collected, root)
 
-    note = ""
-    if diagnostics:
-        curves = diag.convergence(masks, rows, agg, samples, knock[rows], diagnostics, seed=diagnostics.seed)
-        note = curves["note"]
-        dg = root.require_group("diagnostics").require_group(t)
-        dg.attrs.update({k: curves[k] for k in ("fit_rows", "heldout_rows", "top_k", "note")})
-        dg.create_array("num_rows", data=curves["num_rows"], dimension_names=("point",))
-        dg.create_array("lds_examples", data=sample.astype(np.int64), dimension_names=("sample",))
-        # One array per quantity with (mode, kind) axes: few files, and xarray reads them with named dims.
-        shape = (n_modes, n_kinds)
-        for name in ("bootstrap_std", "rank_corr", "lds", "fdr"):
-            dg.create_array(name, data=curves[name].reshape(*shape, -1), dimension_names=("mode", "kind", "point"))
-        dg.create_array("knockoff_overall", data=curves["knockoff_overall"].reshape(*shape, -1),
-                        dimension_names=("mode", "kind", "unit"))
-        dg.create_array("aggregate_output", data=agg.reshape(len(rows), *shape),
-                        dimension_names=("row", "mode", "kind"))
-    return note
+
+def _read_pass(job: _Job, t: str, rows: np.ndarray, masks: np.ndarray, group: List[Tuple[int, int]],
+               block_rows: int, pidx: np.ndarray, collected: _Collected) -> List[Estimator]:
+    """One pass over ``rows`` of target ``t``: an estimator per (mode, kind) pair of ``group``, fed block by block."""
+    ests: List[Estimator] = [make(job.estimator, **job.settings) for _ in group]
+    mi, ki = np.array([m for m, _ in group]), np.array([k for _, k in group])
+    pos = 0
+    with blas_limit():
+        for block, data in read_blocks(job.store.outputs(t), rows, block_rows):
+            y = data[:, mi, ki, :]  # (b, pairs of this pass, n)
+            _check_finite(job.store, t, block, y, mi, ki)
+            mb = masks[pos:pos + len(block)]
+            for j, est in enumerate(ests):
+                est.update(block, mb, y[:, j, :])
+            collected.add(pos, pidx, y)
+            pos += len(block)
+            if job.bar is not None:
+                job.bar.update(len(block))
+    return ests
+
+
+def _check_finite(store: Store, t: str, block: np.ndarray, y: np.ndarray, mi: np.ndarray, ki: np.ndarray) -> None:
+    """Refuse a block of outputs with NaN or inf, naming the first such row, mode and kind."""
+    bad = ~np.isfinite(y).all(axis=2)
+    if bad.any():
+        b, p = np.argwhere(bad)[0]
+        raise AggregationError(
+            f"outputs/{t}: completed row {int(block[b])} holds NaN or inf for mode "
+            f"{store.modes[mi[p]]!r}, kind {store.output_kinds[ki[p]]!r} "
+            f"({int(bad.any(axis=1).sum())} such rows in this block); fix or rerun those rows")
 
 
 def _write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) -> None:
@@ -267,6 +305,27 @@ def _write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) ->
         g.create_array(name, data=np.asarray(values), dimension_names=("example",))
 
 
+def _write_diagnostics(job: _Job, t: str, rows: np.ndarray, masks: np.ndarray, collected: _Collected,
+                       root: zarr.Group) -> str:
+    """The convergence curves of target ``t`` into ``root/diagnostics/t``; returns their note."""
+    settings = job.diagnostics
+    curves = diag.convergence(masks, rows, collected.aggregate, collected.samples, job.knockoffs[rows], settings,
+                              seed=settings.seed)
+    dg = root.require_group("diagnostics").require_group(t)
+    dg.attrs.update({k: curves[k] for k in ("fit_rows", "heldout_rows", "top_k", "note")})
+    dg.create_array("num_rows", data=curves["num_rows"], dimension_names=("point",))
+    dg.create_array("lds_examples", data=collected.sample.astype(np.int64), dimension_names=("sample",))
+    # One array per quantity with (mode, kind) axes: few files, and xarray reads them with named dims.
+    shape = job.store.outputs(t).shape[1:3]  # (modes, kinds)
+    for name in ("bootstrap_std", "rank_corr", "lds", "fdr"):
+        dg.create_array(name, data=curves[name].reshape(*shape, -1), dimension_names=("mode", "kind", "point"))
+    dg.create_array("knockoff_overall", data=curves["knockoff_overall"].reshape(*shape, -1),
+                    dimension_names=("mode", "kind", "unit"))
+    dg.create_array("aggregate_output", data=collected.aggregate.reshape(len(rows), *shape),
+                    dimension_names=("row", "mode", "kind"))
+    return curves["note"]
+
+
 def _replace(tmp: Path, out: Path) -> None:
     """Put ``tmp`` at ``out``: a reader sees the old result or the new one, never a mix."""
     old = None
@@ -280,17 +339,17 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def aggregate_from_config(cfg: Any, log: Callable[[str], None] = print) -> Summary:
+def aggregate_from_config(cfg: Any) -> Summary:
     """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store."""
     from omegaconf import OmegaConf
 
     est = OmegaConf.to_container(cfg.estimator, resolve=True)
     name = est.pop("name")
     return aggregate(cfg.store.path, cfg.out or None, name, est, cfg.diagnostics, cfg.block_rows, cfg.memory_mb,
-                     cfg.progress, log)
+                     cfg.progress)
 
 
-def current_influence(cfg: Any, log: Callable[[str], None] = print) -> Tuple[Influence, Store]:
+def current_influence(cfg: Any) -> Tuple[Influence, Store]:
     """The influence store of the config's store, (re)computed first when absent or older than the store's
     completed rows (e.g. more rows finished since)."""
     store = Store.open(cfg.store.path)
@@ -306,7 +365,7 @@ def current_influence(cfg: Any, log: Callable[[str], None] = print) -> Tuple[Inf
         except AggregationError as e:
             reason = str(e)
     if reason:
-        log(f"{reason}: aggregating first")
-        s = aggregate_from_config(cfg, log)
-        log(f"wrote {s.out} ({s.rows_used} rows, {s.seconds:.1f} s)")
+        log.info(f"{reason}: aggregating first")
+        s = aggregate_from_config(cfg)
+        log.info(f"wrote {s.out} ({s.rows_used} rows, {s.seconds:.1f} s)")
     return Influence(path), store

@@ -1,10 +1,11 @@
-"""Reading a store's outputs in blocks of rows, one block ahead, within a memory budget."""
+"""Reading a sweep store for aggregation: its completed rows, and its outputs in blocks of rows, one
+block ahead, within a memory budget."""
 
 
 import concurrent.futures as cf
 import contextlib
 import os
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import zarr
@@ -13,6 +14,14 @@ from datatransfer.store.sweep_store import Store
 
 # zarr fetches the chunks of one read concurrently; one chunk per row makes a block read many small fetches.
 READ_CONCURRENCY = 64
+
+
+def completed_rows(store: Store, target: Optional[str] = None) -> np.ndarray:
+    """Sorted indices of the completed rows (of ``target``'s outputs when given: a target added to the store later
+    has its own completion record). One chunk per row: fetched concurrently (with zarr's default of 10 in flight,
+    this alone took 5 s for 7,540 rows)."""
+    with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):
+        return np.flatnonzero(store.completed() if target is None else store.target_completed(target))
 
 
 def _auto_block_rows(row_bytes: int, memory_mb: int) -> int:
@@ -52,7 +61,7 @@ def _passes(pairs: List[Tuple[int, int]], cols_per_pair: int, units: int, memory
     return [pairs[i:i + k] for i in range(0, len(pairs), k)]
 
 
-def _blas_limit():
+def blas_limit():
     """Leave one CPU to the reading thread: zarr's chunk handling is mostly Python (one core, under the GIL), and
     when BLAS takes every core the two fight instead of overlapping. Measured on 2 cores at the paper's size:
     read + accumulate went from 1.5x to 1.1x the read alone. Only around the reading loop: the work after it
@@ -65,7 +74,7 @@ def _blas_limit():
     return threadpool_limits(limits=max(1, cpus - 1), user_api="blas")
 
 
-def _plan(store: Store, t: str, estimator: str, block_rows: int, memory_mb: int):
+def plan(store: Store, t: str, estimator: str, block_rows: int, memory_mb: int):
     """Rows per block and the (mode, kind) pairs of each pass over the rows, for target ``t``."""
     _, n_modes, n_kinds, n = store.outputs(t).shape
     pairs = [(m, k) for m in range(n_modes) for k in range(n_kinds)]

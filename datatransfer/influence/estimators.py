@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -37,8 +37,6 @@ class Estimate:
 class Estimator(abc.ABC):
     """Streaming estimator. Use: ``est.update(rows, masks, y)`` per block, then ``est.result(unit_names)``."""
 
-    name: str = ""
-
     @abc.abstractmethod
     def update(self, rows: np.ndarray, masks: np.ndarray, y: np.ndarray) -> None:
         """Add a block: ``rows`` (b,) store row indices, ``masks`` bool (b, U), ``y`` (b, K) outputs."""
@@ -50,15 +48,6 @@ class Estimator(abc.ABC):
     @abc.abstractmethod
     def settings(self) -> Dict[str, Any]:
         """What, besides the rows, determines the result (stored with it)."""
-
-    def fit(self, masks: np.ndarray, y: np.ndarray, rows: Optional[np.ndarray] = None,
-            block_rows: int = 4096) -> Estimate:
-        """Convenience for in-memory data: stream ``masks``/``y`` through ``update`` and return the result."""
-        masks, y = np.asarray(masks, dtype=bool), _as_2d(y)
-        rows = np.arange(len(masks)) if rows is None else np.asarray(rows)
-        for i in range(0, len(masks), block_rows):
-            self.update(rows[i:i + block_rows], masks[i:i + block_rows], y[i:i + block_rows])
-        return self.result()
 
 
 def _as_2d(y: np.ndarray) -> np.ndarray:
@@ -99,8 +88,6 @@ class DifferenceOfMeans(Estimator):
     Sufficient statistics: S = M^T Y (U, K), the column totals 1^T Y (K,) and n_in = M^T 1 (U,). The out-of-mask
     sum is the total minus the in-mask sum, so one matrix product per block does all the work.
     """
-
-    name = "dim"
 
     def __init__(self) -> None:
         self._s: Optional[np.ndarray] = None
@@ -197,8 +184,6 @@ class Ridge(Estimator):
     The influence of unit u on column k is w_u.
     """
 
-    name = "ridge"
-
     def __init__(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS, holdout_fraction: float = 0.2, salt: int = 0):
         if len(lambdas) == 0 or min(lambdas) <= 0:
             raise EstimatorError(f"ridge lambdas must be positive and non-empty, got {list(lambdas)}")
@@ -279,5 +264,3 @@ def make(name: str, **settings: Any) -> Estimator:
         return Ridge(**settings)
     raise EstimatorError(f"unknown estimator {name!r}; choose 'dim' or 'ridge'")
 
-
-ESTIMATORS: List[str] = ["dim", "ridge"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
-import numpy as np
-
 
 @dataclass
 class ArrayPlan:
@@ -137,8 +135,3 @@ def format_plan(plan: Plan, params: Dict[str, Any], store: str, skipped: Dict[st
         lines.append(f"  array {i}: tasks 0-{len(a.tasks) - 1}, {plural(a.num_rows, 'row')} "
                      f"({describe_rows([r for t in a.tasks for r in t])})")
     return "\n".join(lines)
-
-
-def row_set(plan: Plan) -> np.ndarray:
-    """Every row of the plan, sorted (for checks)."""
-    return np.array(sorted(r for a in plan.arrays for t in a.tasks for r in t), dtype=np.int64)

@@ -1,0 +1,208 @@
+"""The report's sections: one per target, and within it one per mode, made of one part per figure (paper figure
+numbers in the captions). Each figure function draws its PNG, records it, and returns its HTML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from datatransfer.config import ReportConfig
+from datatransfer.influence.reader import Influence
+from datatransfer.report import figures
+from datatransfer.report.inputs import error_rates, target_images
+from datatransfer.report.markup import KIND_TEXT, MODE_TEXT, esc, figure_html
+from datatransfer.report.tables import ranked_csvs, ranking, write_csv
+from datatransfer.store.sweep_store import Store
+
+
+@dataclass
+class Sections:
+    """The sections of one report in the making: what they show, where they go, and the files written so far."""
+
+    inf: Influence
+    store: Optional[Store]  # adds the models' most frequent wrong predictions, when given
+    kind: str  # the output kind the figures show
+    settings: ReportConfig
+    out: Path
+    figures: List[Path] = field(default_factory=list)
+    csvs: List[Path] = field(default_factory=list)
+    explained: set = field(default_factory=set)  # figure titles whose long explanation was already given
+
+    @property
+    def what(self) -> str:
+        return KIND_TEXT.get(self.kind, self.kind)
+
+    def figure(self, path: Path, title: str, text: str, csvs: Sequence[str] = (), note: str = "") -> str:
+        """The figure's HTML; the long explanation once per title, later figures of that title point back to it."""
+        if title in self.explained:
+            text = "As explained above."
+        self.explained.add(title)
+        return figure_html(path, title, text + note, csvs)
+
+
+@dataclass
+class _View:
+    """One target in one mode, in the report's output kind."""
+
+    t: str
+    mode: str
+    labels: np.ndarray
+    class_names: List[str]
+    overall: np.ndarray  # (U,)
+    per_class: np.ndarray  # (classes, U)
+    per_example: np.ndarray  # (n, U)
+    diagnostics: Optional[Dict[str, Any]]
+    images: Optional[np.ndarray]  # the target's test images, None when not found
+    captions: List[str]
+
+    @property
+    def tag(self) -> str:
+        return f"{self.t}_{self.mode}"
+
+
+def target_section(r: Sections, t: str) -> str:
+    """The HTML of target ``t``: a heading and a part per mode."""
+    inf = r.inf
+    labels, class_names = inf.labels(t), inf.class_names(t)
+    images, captions = target_images(inf.attrs.get("config") or {}, t, len(labels))
+    parts = [f'<h2 id="{esc(t)}">Target <code>{esc(t)}</code></h2>',
+             f"<p>{len(labels)} test examples in {len(class_names)} classes: {esc(', '.join(map(str, class_names)))}."
+             f"</p>"]
+    for mode in inf.modes:
+        v = _View(t, mode, labels, class_names, overall=inf.array(t, mode, r.kind, "overall"),
+                  per_class=inf.array(t, mode, r.kind, "per_class"),
+                  per_example=inf.array(t, mode, r.kind, "per_example"),
+                  diagnostics=inf.diagnostics(t, mode, r.kind), images=images, captions=captions)
+        parts.append(f'<h3 id="{esc(v.tag)}">{esc(t)}: {esc(MODE_TEXT.get(mode, mode))}</h3>')
+        for k in inf.output_kinds:  # CSVs for every output kind, figures for the report's kind
+            r.csvs += ranked_csvs(inf, t, mode, k, r.out)
+        for part in (_overall, _per_class, _heatmap, _projection, _hard_examples, _convergence):
+            parts += part(r, v)
+    return "\n".join(parts)
+
+
+def _overall(r: Sections, v: _View) -> List[str]:
+    d, units = v.diagnostics, r.inf.unit_names
+    noise = float(np.nanmax(np.abs(d["knockoff_overall"]))) if d is not None else None
+    f = figures.overall_bars(r.out / f"overall_{v.tag}.png", units, v.overall, r.settings.top,
+                             f"{v.t}: most helpful and most harmful source classes ({v.mode})",
+                             f"overall influence on the {r.what}", noise)
+    r.figures.append(f)
+    return [r.figure(f, "Overall influence (paper Fig. 1)",
+                     f"Each bar is a source class's influence averaged over all {len(v.labels)} target test "
+                     f"examples: how much higher the {r.what} is, on average, for models whose source training "
+                     f"set included the class than for models whose set did not. Green bars help transfer, "
+                     f"red bars hurt it. The grey band is the noise level: the largest influence that "
+                     f"<em>knockoff</em> classes (random masks independent of the outputs) reached with the same "
+                     f"number of models; bars inside it are not distinguishable from chance.",
+                     [f"overall_{v.t}_{v.mode}_{r.kind}.csv"],
+                     f" Here {int((np.abs(v.overall) > noise).sum())} of {len(units)} source classes lie outside "
+                     f"the band." if noise is not None else "")]
+
+
+def _per_class(r: Sections, v: _View) -> List[str]:
+    f = figures.per_class_bars(r.out / f"per_class_{v.tag}.png", r.inf.unit_names, v.per_class, v.class_names,
+                               min(r.settings.top, 5), f"{v.t}: top source classes for each target class ({v.mode})",
+                               f"influence on the {r.what} (mean over the class's test examples)")
+    r.figures.append(f)
+    return [r.figure(f, "Per target class (paper Fig. 3)",
+                     "The same influence averaged over the test examples of one target class only: which "
+                     "source classes help (green) or hurt (red) that class in particular.",
+                     [f"per_class_{v.t}_{v.mode}_{r.kind}.csv"])]
+
+
+def _heatmap(r: Sections, v: _View) -> List[str]:
+    f = figures.heatmap(r.out / f"heatmap_{v.tag}.png", r.inf.unit_names, v.per_class, v.class_names,
+                        f"{v.t}: class-level influence, target class x source class ({v.mode})")
+    r.figures.append(f)
+    return [r.figure(f, "All class pairs at a glance",
+                     "Rows are target classes, columns source classes (the most influential ones when there "
+                     "are many); green = helps, red = hurts. A source class that is the same concept as a "
+                     "target class shows up as a bright green cell in that row.")]
+
+
+def _projection(r: Sections, v: _View) -> List[str]:
+    if v.images is None:
+        return ["<p><em>Image grids skipped: the target's test images were not found in the data file "
+                "named in the store's config.</em></p>"]
+    s, units = r.settings, r.inf.unit_names
+    order = ranking(v.overall)
+    n_pos = (s.sources + 1) // 2
+    chosen = list(order[:n_pos]) + list(order[::-1][:s.sources - n_pos])
+    rows = []
+    for u in chosen:
+        rank = ranking(v.per_example[:, u])
+        rows.append((units[u], rank[:s.images], rank[::-1][:s.images]))
+    f = figures.projection_grid(r.out / f"projection_{v.tag}.png", v.images, rows, v.per_example[:, chosen],
+                                v.captions, f"{v.t}: target images most affected by influential source "
+                                            f"classes ({v.mode})")
+    r.figures.append(f)
+    return [r.figure(f, "Projecting source classes onto the target (paper Figs. 4-5)",
+                     f"One row per source class (the {n_pos} most helpful and the {s.sources - n_pos} "
+                     f"most harmful overall, named in the middle). Left: the target test images whose "
+                     f"{r.what} that class raises most; right: those it lowers most. Captions give the "
+                     f"image's label and the influence. This finds the target subpopulation that a source "
+                     f"class corresponds to, even when the target has no such label.")]
+
+
+def _hard_examples(r: Sections, v: _View) -> List[str]:
+    wrong, predicted = error_rates(r.inf, r.store, v.t, v.mode)
+    if wrong is None:
+        return []
+    s, units, names = r.settings, r.inf.unit_names, v.class_names
+    # most often wrong first; among equally often wrong, the lowest mean output (least confident) first
+    hard = np.lexsort((r.inf.array(v.t, v.mode, r.kind, "mean_output"), -wrong))[:s.hard_examples]
+    examples, rows_csv = [], []
+    for i in hard:
+        neg = ranking(v.per_example[i])[::-1][:s.negatives]
+        cap = f"label {names[v.labels[i]]}, wrong in {wrong[i]:.0%} of models"
+        if predicted is not None:
+            cap += f", often predicted {names[predicted[i]]}"
+        examples.append({"index": int(i), "caption": cap, "names": [units[u] for u in neg],
+                         "values": v.per_example[i, neg]})
+        rows_csv.append([int(i), names[v.labels[i]], float(wrong[i]),
+                         names[predicted[i]] if predicted is not None else ""]
+                        + [x for u in neg for x in (units[u], float(v.per_example[i, u]))])
+    f = figures.hard_examples(r.out / f"hard_examples_{v.tag}.png", v.images, examples,
+                              f"{v.t}: examples the models get wrong most often ({v.mode})")
+    c = write_csv(r.out / f"hard_examples_{v.tag}.csv",
+                  ["example", "label", "error_rate", "most_frequent_wrong_prediction"]
+                  + [f"{a}{j + 1}" for j in range(s.negatives) for a in ("negative_source_", "influence_")],
+                  rows_csv)
+    r.figures.append(f)
+    r.csvs.append(c)
+    return [r.figure(f, "Debugging failures (paper Fig. 6, left)",
+                     "The target test examples that the most models misclassify, with the source classes "
+                     "whose inclusion lowers their score most. Such a class may teach a feature that the "
+                     "transferred model misuses on this example; removing it from the source is the "
+                     "counterfactual test.", [c.name])]
+
+
+def _convergence(r: Sections, v: _View) -> List[str]:
+    d = v.diagnostics
+    if d is None:
+        return []
+    if not len(d["num_rows"]):
+        return [f"<p><em>Convergence curves not available yet: {esc(d.get('note', ''))}</em></p>"]
+    curves = {k: r.inf.diagnostics(v.t, v.mode, k) for k in r.inf.output_kinds}
+    f = figures.convergence(r.out / f"convergence_{v.tag}.png", d["num_rows"], curves,
+                            f"{v.t}: are there enough models? ({v.mode})")
+    g = figures.knockoff_ranks(r.out / f"knockoffs_{v.tag}.png", v.overall, d["knockoff_overall"],
+                               f"{v.t}: real source classes vs knockoffs ({v.mode}, {r.kind})")
+    r.figures += [f, g]
+    return [r.figure(f, "Convergence (paper Figs. 8, 29, 30)",
+                     f"How the estimates improve with the number of models N (the first N of {d['fit_rows']}"
+                     f" fit rows; {d['heldout_rows']} other rows are held out). Top left: spread of the "
+                     f"overall influences over bootstrap resamples of the N models. Top right: rank "
+                     f"correlation, on held-out models, between the mean target output and its prediction "
+                     f"from the model's source classes (sum of their influences). Bottom left: the same per "
+                     f"target example, averaged (LDS). Bottom right: share of knockoff (fake) classes among "
+                     f"the top {d['top_k']} influences; 0.5 is chance. Curves still moving at the right "
+                     f"edge mean more models would sharpen the estimates."),
+            r.figure(g, "Signal above noise",
+                     "Overall influences of the real source classes sorted from most positive to most "
+                     "negative, against knockoff classes that by construction have no effect. Real classes "
+                     "beyond the knockoffs' range carry signal.")]

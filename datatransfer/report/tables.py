@@ -1,0 +1,41 @@
+"""The report's CSV files and the ranking they (and the figures) share."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, List, Sequence
+
+import numpy as np
+
+from datatransfer.influence.reader import Influence
+
+
+def ranking(values: np.ndarray) -> np.ndarray:
+    """Indices from most positive to most negative (ties keep unit order)."""
+    return np.argsort(-values, kind="stable")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """A CSV file with a header line; floats with 6 significant digits."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in r])
+    return path
+
+
+def ranked_csvs(inf: Influence, t: str, mode: str, kind: str, out: Path) -> List[Path]:
+    """Source classes ranked by overall influence, and per target class, for one target, mode and output kind."""
+    units, class_names = inf.unit_names, inf.class_names(t)
+    overall = inf.array(t, mode, kind, "overall")
+    per_class = inf.array(t, mode, kind, "per_class")
+    n_in, n_out = np.asarray(inf.group[f"{t}/n_in"][:]), np.asarray(inf.group[f"{t}/n_out"][:])
+    a = write_csv(out / f"overall_{t}_{mode}_{kind}.csv", ["rank", "source_class", "influence", "n_in", "n_out"],
+                  [[r + 1, units[u], float(overall[u]), int(n_in[u]), int(n_out[u])]
+                   for r, u in enumerate(ranking(overall))])
+    b = write_csv(out / f"per_class_{t}_{mode}_{kind}.csv", ["target_class", "rank", "source_class", "influence"],
+                  [[class_names[c], r + 1, units[u], float(per_class[c, u])]
+                   for c in range(len(class_names)) for r, u in enumerate(ranking(per_class[c]))])
+    return [a, b]
