@@ -4,7 +4,7 @@ Layout of a data file (see docs/data.md): for a dataset ``d`` and split ``s``, `
 ``{d}_{s}_y`` int64 (N,), plus ``{d}_class_names``. The source uses splits ``train``/``val``, targets
 ``train``/``test``.
 
-Training code reads a dataset through two methods that the FFCV datasets (``ffcv_data.BetonDataset``) share:
+Training code reads a dataset through two methods that the FFCV datasets (``ffcv_reader.BetonDataset``) share:
 ``train_loader(...)`` (shuffled minibatches, a fresh order every epoch) and ``eval_loader(split, ...)`` (in file
 order). ``open_source`` / ``open_target`` pick the kind that ``source.loader`` asks for.
 """

@@ -1,9 +1,8 @@
-"""Training: one source model on a mask's classes, then its transfer to a target (fixed-feature or full).
-
-Reads top to bottom: the LR and resolution schedules, where to run, one generic minibatch loop, evaluation, source
-training, the two transfer modes. The loop reads batches from a loader: anything that yields (images, labels) every
-epoch and has ``set_epoch`` / ``set_resolution`` -- in-memory tensors (``data.TensorLoader``) or FFCV betons
-(``ffcv_data.FFCVLoader``), as the dataset objects' ``train_loader`` / ``eval_loader`` give them.
+"""The training loop every stage shares: where to run (``Runtime``), one generic minibatch loop (``fit``) and
+evaluation. Source training is in ``source.py``, the two transfer modes in ``transfer.py``, the LR and resolution
+schedules in ``schedules.py``. The loop reads batches from a loader: anything that yields (images, labels) every
+epoch and has ``set_epoch`` / ``set_resolution`` -- in-memory tensors (``data.memory.TensorLoader``) or FFCV betons
+(``data.ffcv_reader.FFCVLoader``), as the dataset objects' ``train_loader`` / ``eval_loader`` give them.
 On CUDA it runs channels-last with mixed precision (``train.amp``: fp16 autocast and a grad scaler); on CPU in
 float32. Everything is seeded by the row's seed, so a row is reproducible on the same hardware and thread count
 (FFCV's random crops and flips excepted).

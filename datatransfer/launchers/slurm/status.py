@@ -1,6 +1,6 @@
 """Where a store's rows are: completed, running, queued, failed, never submitted; plus throughput and ETA.
 
-The store's ``completed`` flags are the truth about rows. The manifests (``slurm_manifest``) say which array task
+The store's ``completed`` flags are the truth about rows. The manifests (``manifest``) say which array task
 each row was given to, one ``squeue`` call says which of those tasks are live, one ``sacct`` call gives the final
 state of the others (without accounting, a task that left the queue is just "ended"). The queue is read *before*
 the store, so a task that ends in between is never taken for a failure: what left the queue wrote its rows first.

@@ -2,8 +2,8 @@
 
 Rows to run = not completed and not already queued or running (so submitting again, or ``launch.resume``, never
 submits a row twice). They are packed ``launcher.rows_per_task`` to a task and split into arrays of at most
-``MaxArraySize`` tasks (``slurm_plan``); each array is one ``SlurmExecutor.submit_array`` of :class:`RowsTask`
-(``slurm_task``), in a submission folder of its own under ``<store>/launch/`` (``slurm_manifest``). Nothing here
+``MaxArraySize`` tasks (``plan``); each array is one ``SlurmExecutor.submit_array`` of :class:`RowsTask`
+(``task``), in a submission folder of its own under ``<store>/submissions/`` (``manifest``). Nothing here
 waits for a job: ``python -m launch.status`` watches, ``python -m launch.resume`` reruns what did not complete.
 """
 
