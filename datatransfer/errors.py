@@ -41,6 +41,11 @@ class SlurmError(AppError, RuntimeError):
     """Slurm could not be asked or refused a request; the message says what to do."""
 
 
+class WorkerError(AppError, RuntimeError):
+    """Rows whose worker process died or raised; the message lists them. The other rows are kept (completed ones
+    are in the store): rerunning the same command retries the failed rows."""
+
+
 class InjectedFault(RuntimeError):
     """Raised for rows listed in launch.fail_rows (tests make tasks fail with it)."""
 

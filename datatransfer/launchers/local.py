@@ -1,21 +1,37 @@
-"""Local launcher: runs a store's missing rows on this machine in ``launcher.workers`` processes."""
+"""Local launcher: runs a store's missing rows on this machine in ``launcher.workers`` processes.
+
+Every worker process is supervised on its own pipe and is given one row at a time, so the launcher always knows
+which row each worker holds, and it waits on the processes themselves, never on results alone: a worker that dies
+(killed, out of memory, a crash in native code) costs only the row it held. That row is reported as failed (a
+log line naming it), a fresh worker takes the dead one's place, and the other rows go on. A row that raises is
+reported the same way. At the end the launcher fails with a WorkerError (exit 2) listing the failed rows; the
+completed rows are in the store, and rerunning the same command runs the failed ones again.
+"""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import signal
 import sys
 import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from datatransfer.rows.worker import Worker, cpus_allotted, run_rows
+from datatransfer.errors import AppError, InjectedFault, WorkerError
+from datatransfer.rows.worker import Worker, cpus_allotted
+from datatransfer.store.integrity import brief
 from datatransfer.store.sweep_store import Store
 from datatransfer.train.loop import resolve_device
 
 log = logging.getLogger(__name__)
-_worker: Worker | None = None  # one per pool process: datasets are loaded once, not once per row
+_POLL_S = 1.0  # how often the launcher looks at its workers when none has anything to say
+_STOP_S = 10.0  # how long a worker gets to exit after SIGTERM before it is killed
 
 
 def _logging_setup() -> dict:
@@ -29,17 +45,194 @@ def _logging_setup() -> dict:
     return {"root": root.level, "format": fmt, "levels": levels}
 
 
-def _init(cfg, path: str, threads: int, log: dict, added_targets) -> None:
-    global _worker
-    logging.basicConfig(level=log["root"], format=log["format"], stream=sys.stdout)
-    for name, level in log["levels"].items():
+def _run_row(worker: Worker, row: int, fail_rows) -> Optional[str]:
+    """Run ``row``: None, or why it failed (with the traceback logged, unless it is an AppError: one line)."""
+    try:
+        if row in fail_rows:  # fault injection (tests)
+            raise InjectedFault(f"row {row}: injected fault (launch.fail_rows, for tests)")
+        worker.run_row(row)
+        return None
+    except AppError as e:
+        return brief(e)
+    except Exception as e:
+        log.exception("row %d failed", row)
+        return brief(e)
+
+
+def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, added_targets) -> None:
+    """A worker process: builds its Worker once (datasets loaded once, not once per row), then runs each row it is
+    sent until it is sent None (or the launcher is gone), answering on ``conn`` after each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's: it stops the workers
+    logging.basicConfig(level=log_setup["root"], format=log_setup["format"], stream=sys.stdout)
+    for name, level in log_setup["levels"].items():
         logging.getLogger(name).setLevel(level)
-    _worker = Worker(cfg, path, threads, added_targets)
+    try:
+        worker = Worker(cfg, path, threads, added_targets)
+    except Exception as e:
+        if not isinstance(e, AppError):
+            log.exception("worker process %d could not start", os.getpid())
+        conn.send(("init_failed", (e if isinstance(e, AppError) else None, brief(e))))
+        return
+    conn.send(("ready", None))
+    fail_rows = set(cfg.launch.get("fail_rows") or [])
+    while True:
+        try:
+            row = conn.recv()
+        except (EOFError, OSError):  # the launcher is gone
+            return
+        if row is None:
+            return
+        why = _run_row(worker, row, fail_rows)
+        try:
+            conn.send(("done", row) if why is None else ("failed", (row, why)))
+        except OSError:  # the launcher is gone
+            return
 
 
-def _work(row: int) -> int:
-    _worker.run_row(row)
-    return row
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory, or killed by hand?)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {code}"
+
+
+@dataclass
+class _Proc:
+    process: mp.Process
+    conn: Connection
+    row: Optional[int] = None  # the row it was given and has not answered for
+    ready: bool = False  # its Worker was built
+    stopping: bool = False  # it was told to exit
+    closed: bool = False  # its pipe is closed (it exited)
+
+
+class _Supervisor:
+    """``size`` worker processes running ``rows``; :meth:`run` returns the failed rows (row -> why)."""
+
+    def __init__(self, args: tuple, size: int):
+        self.ctx = mp.get_context("spawn")  # a fresh interpreter per worker, no torch state forked from the parent
+        self.args, self.size = args, size
+        self.procs: List[_Proc] = []
+        self.failed: Dict[int, str] = {}
+        self.init_error: Optional[Exception] = None
+        self.starts = self.limit = 0
+
+    def _start(self) -> None:
+        parent, child = self.ctx.Pipe()
+        process = self.ctx.Process(target=_serve, args=(child, *self.args), name=f"row-worker-{self.starts}")
+        process.start()
+        child.close()
+        self.starts += 1
+        self.procs.append(_Proc(process, parent))
+
+    def run(self, rows: List[int], on_done: Callable[[int], None]) -> Dict[int, str]:
+        todo = list(reversed(rows))
+        self.limit = self.size + len(rows)  # starts at most (each replacement follows the death of a ready worker)
+        try:
+            for _ in range(min(self.size, len(rows))):
+                self._start()
+            while self.procs:
+                self._assign(todo)
+                wait([w.process.sentinel if w.closed else w.conn for w in self.procs], timeout=_POLL_S)
+                for w in list(self.procs):
+                    self._read(w, on_done)
+                    if w.closed or not w.process.is_alive():
+                        w.process.join(timeout=_POLL_S)
+                        if w.process.exitcode is not None:
+                            self._read(w, on_done)  # what it sent before it exited
+                            self._reap(w, todo)
+                if self.init_error is not None:
+                    raise self.init_error
+        finally:
+            self._stop()
+        for row in reversed(todo):  # only left when no worker could start
+            self.failed[row] = "not run: no worker process could start"
+        return self.failed
+
+    def _assign(self, todo: List[int]) -> None:
+        for w in self.procs:  # rows go to workers ready for them: a slow start holds none up
+            if not w.ready or w.row is not None or w.stopping or w.closed:
+                continue
+            row = todo.pop() if todo else None
+            try:
+                w.conn.send(row)
+            except OSError:  # it is gone: its exit is handled below
+                if row is not None:
+                    todo.append(row)
+                w.closed = True
+                continue
+            w.row, w.stopping = row, row is None
+
+    def _read(self, w: _Proc, on_done: Callable[[int], None]) -> None:
+        """Every answer ``w`` has sent."""
+        try:
+            while not w.closed and w.conn.poll():
+                kind, value = w.conn.recv()
+                if kind == "ready":
+                    w.ready = True
+                elif kind == "done":
+                    w.row = None
+                    on_done(int(value))
+                elif kind == "failed":
+                    w.row = None
+                    self._fail(int(value[0]), value[1])
+                elif kind == "init_failed":
+                    error, text = value
+                    self.init_error = error or WorkerError(f"a worker process could not start: {text}")
+        except (EOFError, OSError):
+            w.closed = True
+
+    def _fail(self, row: int, why: str) -> None:
+        self.failed[row] = why
+        log.error("row %d failed: %s", row, why)
+
+    def _reap(self, w: _Proc, todo: List[int]) -> None:
+        """``w`` has exited: its row (if it held one) failed; a fresh worker replaces it while rows are left."""
+        self.procs.remove(w)
+        w.conn.close()
+        code = w.process.exitcode
+        if w.row is not None:
+            self._fail(w.row, f"its worker process {w.process.pid} {_exit_reason(code)} while running it")
+        elif not w.stopping:
+            log.error("worker process %d %s%s", w.process.pid, _exit_reason(code),
+                      "" if w.ready else " before it was ready")
+        if todo and w.ready and self.starts < self.limit and self.init_error is None:
+            log.info("starting a fresh worker process for the %d rows left", len(todo))
+            self._start()
+
+    def _stop(self) -> None:
+        """End every worker still running (after Ctrl-C or an error): SIGTERM, then SIGKILL after ``_STOP_S``."""
+        for w in self.procs:
+            if w.process.is_alive() and not w.stopping:
+                w.process.terminate()
+        deadline = time.monotonic() + _STOP_S
+        for w in self.procs:
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+        self.procs = []
+
+
+def _run_here(cfg, store: Store, rows: List[int], threads: int, on_done: Callable[[int], None]) -> Dict[int, str]:
+    """launcher.workers=1: the rows one after another in this process; a row that raises is a failed row, as in a
+    worker process, and the next row runs."""
+    worker = Worker(cfg, str(store.path), threads, store.scope)
+    fail_rows = set(cfg.launch.get("fail_rows") or [])
+    failed: Dict[int, str] = {}
+    for row in rows:
+        why = _run_row(worker, row, fail_rows)
+        if why is None:
+            on_done(row)
+        else:
+            failed[row] = why
+            log.error("row %d failed: %s", row, why)
+    return failed
 
 
 def local_workers(cfg) -> int:
@@ -50,7 +243,8 @@ def local_workers(cfg) -> int:
 
 
 def run_local(cfg, store: Store) -> int:
-    """Run every missing row; returns how many rows this call completed. Ctrl-C keeps completed rows."""
+    """Run every missing row; returns how many rows this call completed. Ctrl-C keeps completed rows. Rows whose
+    worker process died or that raised: a WorkerError listing them, once every other row has run."""
     rows = store.missing_rows()
     total = store.num_rows
     if len(rows) == 0:
@@ -59,23 +253,27 @@ def run_local(cfg, store: Store) -> int:
     threads = max(1, cpus_allotted() // workers)
     bar = tqdm(total=total, initial=total - len(rows), unit="row", desc="rows", dynamic_ncols=True)
     done = 0
+    failed: Dict[int, str] = {}
+
+    def tick(row):
+        nonlocal done
+        done += 1
+        bar.update(1)
+
     try:
         if workers == 1:
-            def tick(row, stats):
-                nonlocal done
-                done += 1
-                bar.update(1)
-            run_rows(cfg, str(store.path), rows, threads=threads, on_row=tick, added_targets=store.scope)
+            failed = _run_here(cfg, store, [int(r) for r in rows], threads, tick)
         else:
-            # spawn: a fresh interpreter per worker, no torch state forked from the parent
-            ctx = mp.get_context("spawn")
-            init = (cfg, str(store.path), threads, _logging_setup(), store.scope)
-            with ctx.Pool(workers, initializer=_init, initargs=init) as pool:
-                for _ in pool.imap_unordered(_work, [int(r) for r in rows]):
-                    done += 1
-                    bar.update(1)
+            args = (cfg, str(store.path), threads, _logging_setup(), store.scope)
+            failed = _Supervisor(args, workers).run([int(r) for r in rows], tick)
     finally:
         bar.close()
+    if failed:
+        shown = "; ".join(f"row {r}: {why}" for r, why in sorted(failed.items())[:20])
+        more = f"; and {len(failed) - 20} more" if len(failed) > 20 else ""
+        raise WorkerError(f"{len(failed)} of {len(rows)} rows failed (rows {sorted(failed)}): {shown}{more}. "
+                          f"The other rows are complete in {store.path}; rerun the same command to run the failed "
+                          f"rows again")
     return done
 
 
@@ -85,7 +283,7 @@ def summary(store: Store) -> str:
     lines = [f"store: {store.path}", f"rows completed: {len(completed)} / {store.num_rows}"]
     if len(completed) == 0:
         return "\n".join(lines)
-    stats = np.stack([store.row_stats()[int(i)] for i in completed])
+    stats = store.row_stats_of(completed)
     fields = store.row_stat_fields
     for name, label, fmt in (("source_accuracy", "source accuracy (kept classes)", ".3f"),
                              ("total_seconds", "seconds per row", ".1f")):
@@ -93,7 +291,7 @@ def summary(store: Store) -> str:
         if not np.isnan(values).all():  # planted rows train no source model: no accuracy to show
             lines.append(f"{label}: {np.nanmean(values):{fmt}}")
     for t in store.targets:
-        acc = store.target_accuracy(t, completed).mean(axis=0)
+        acc = np.nanmean(store.target_accuracy(t, completed), axis=0)
         per_mode = ", ".join(f"{m} {a:.3f}" for m, a in zip(store.modes, acc))
         lines.append(f"target {t} test accuracy: {per_mode}")
     return "\n".join(lines)
@@ -114,6 +312,10 @@ class LocalLauncher:
             log.info("dry run: would run %d rows here in %d worker process(es)", todo, local_workers(cfg))
             return
         start = time.perf_counter()
-        done = run_local(cfg, store)
+        try:
+            done = run_local(cfg, store)
+        except WorkerError:
+            log.info("%s", summary(store))
+            raise
         log.info("ran %d rows in %.0f s", done, time.perf_counter() - start)
         log.info("%s", summary(store))
