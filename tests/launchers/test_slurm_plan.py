@@ -1,6 +1,6 @@
 """Slurm launcher without a cluster: packing, array splitting, the sbatch text (golden files), manifests, dry run,
 resume's config, queue parsing, and the planted experiment. Slurm's commands are faked at the subprocess boundary
-(small scripts on PATH); tests/test_slurm_cluster.py runs the same code against a real Slurm."""
+(small scripts on PATH); tests/launchers/test_slurm_cluster.py runs the same code against a real Slurm."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from datatransfer.influence.reader import Influence
 from datatransfer.report import write_report
 from datatransfer.report.headline import COARSE_MEMBERS, headline, headline_lines
 
-MINI = Path(__file__).resolve().parent.parent / "datatransfer" / "data" / "mini.npz"
+MINI = Path(__file__).resolve().parents[2] / "datatransfer" / "data" / "mini.npz"
 SOURCE = [f"mnist:{d}" for d in range(10)] + [
     "fashion:tshirt", "fashion:trouser", "fashion:pullover", "fashion:dress", "fashion:coat", "fashion:sandal",
     "fashion:shirt", "fashion:sneaker", "fashion:bag", "fashion:ankle_boot", "animal:bear", "animal:bird",
