@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from datatransfer.errors import ConfigError
 from datatransfer.masks.seeds import MASK_STREAM, seed_sequence
 
 
@@ -34,5 +35,11 @@ def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: 
 
 
 def masks(sweep, num_units: int) -> np.ndarray:
-    """The sweep's mask matrix from its config section."""
+    """The sweep's mask matrix from its config section. A fixed-size mask of none or all of the units is refused:
+    every row would be the same and no influence could be estimated."""
+    k = int(round(float(sweep.alpha) * num_units))
+    if str(sweep.scheme) == "fixed_size" and not 0 < k < num_units:
+        raise ConfigError(f"sweep.alpha: round({sweep.alpha} x {num_units} units) = {k}: every row would train on "
+                          f"{'none' if k == 0 else 'all'} of the units; choose alpha in "
+                          f"[{0.5 / num_units:.3g}, {1 - 0.5 / num_units:.3g}]")
     return mask_matrix(int(sweep.seed), int(sweep.num_models), num_units, float(sweep.alpha), str(sweep.scheme))

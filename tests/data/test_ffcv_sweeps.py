@@ -20,6 +20,7 @@ from datatransfer import data
 from datatransfer.config import compose  # noqa: E402
 from datatransfer.data import prepare  # noqa: E402
 from datatransfer.data.ffcv_reader import BetonDataset, read_labels  # noqa: E402
+from datatransfer.errors import DataError  # noqa: E402
 from datatransfer.masks import row_mask  # noqa: E402
 from datatransfer.store.open import open_store  # noqa: E402
 from datatransfer.store.sweep_store import Store  # noqa: E402
@@ -97,7 +98,7 @@ def test_mini_ffcv_sweep_through_the_app(mini_betons, tmp_path):
 
 def test_missing_betons_say_how_to_write_them(tmp_path):
     cfg = compose(["experiment=mini_ffcv", f"source.root={tmp_path / 'nothing'}", f"store.path={tmp_path / 's.zarr'}"])
-    with pytest.raises(data.DataError, match="launch.prepare"):
+    with pytest.raises(DataError, match="launch.prepare"):
         open_store(cfg)
     assert not (tmp_path / "s.zarr").exists()
 

@@ -41,3 +41,20 @@ def test_row_seeds_are_deterministic_and_distinct():
     assert len(set(seeds)) == 100
     assert row_seed(1, 0) != row_seed(0, 0)
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_alpha_that_keeps_none_or_all_units_is_refused():
+    from omegaconf import OmegaConf
+
+    from datatransfer.errors import ConfigError
+    from datatransfer.masks import matrix
+
+    sweep = OmegaConf.create({"kind": "random_subsets", "seed": 0, "num_models": 3, "alpha": 0.01,
+                              "scheme": "fixed_size"})
+    with pytest.raises(ConfigError, match="sweep.alpha: .* none of the units"):
+        matrix(sweep, 30)  # round(0.3) = 0
+    sweep.alpha = 0.99
+    with pytest.raises(ConfigError, match="all of the units"):
+        matrix(sweep, 30)
+    sweep.alpha = 0.5
+    assert matrix(sweep, 30).sum(axis=1).tolist() == [15, 15, 15]
