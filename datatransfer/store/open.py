@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from datatransfer import data
-from datatransfer.config import SOURCE_DEFINING, row_defining, validate  # noqa: F401  (re-exported)
+from datatransfer.config import row_defining, validate
 from datatransfer import masks
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import StoreSpec, TargetSpec
