@@ -209,7 +209,7 @@ class LaunchConfig:
     """Options of one `python -m launch` / `launch.resume` invocation; never part of the store's fingerprint."""
 
     dry_run: bool = False  # print the plan (arrays, tasks, rows, resources), submit nothing
-    # For tests only (fault injection): Slurm tasks raise when they reach one of these rows.
+    # For tests only (fault injection): a row in this list fails when a worker reaches it (local and Slurm).
     fail_rows: List[int] = field(default_factory=list)
 
 

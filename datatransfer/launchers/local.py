@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from tqdm import tqdm
 
-from datatransfer.errors import AppError, InjectedFault, WorkerError
+from datatransfer.errors import AppError, WorkerError
 from datatransfer.rows.worker import Worker, cpus_allotted
 from datatransfer.store.integrity import brief
 from datatransfer.store.sweep_store import Store
@@ -45,11 +45,9 @@ def _logging_setup() -> dict:
     return {"root": root.level, "format": fmt, "levels": levels}
 
 
-def _run_row(worker: Worker, row: int, fail_rows) -> Optional[str]:
+def _run_row(worker: Worker, row: int) -> Optional[str]:
     """Run ``row``: None, or why it failed (with the traceback logged, unless it is an AppError: one line)."""
     try:
-        if row in fail_rows:  # fault injection (tests)
-            raise InjectedFault(f"row {row}: injected fault (launch.fail_rows, for tests)")
         worker.run_row(row)
         return None
     except AppError as e:
@@ -74,7 +72,6 @@ def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, adde
         conn.send(("init_failed", (e if isinstance(e, AppError) else None, brief(e))))
         return
     conn.send(("ready", None))
-    fail_rows = set(cfg.launch.get("fail_rows") or [])
     while True:
         try:
             row = conn.recv()
@@ -82,7 +79,7 @@ def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, adde
             return
         if row is None:
             return
-        why = _run_row(worker, row, fail_rows)
+        why = _run_row(worker, row)
         try:
             conn.send(("done", row) if why is None else ("failed", (row, why)))
         except OSError:  # the launcher is gone
@@ -223,10 +220,9 @@ def _run_here(cfg, store: Store, rows: List[int], threads: int, on_done: Callabl
     """launcher.workers=1: the rows one after another in this process; a row that raises is a failed row, as in a
     worker process, and the next row runs."""
     worker = Worker(cfg, str(store.path), threads, store.scope)
-    fail_rows = set(cfg.launch.get("fail_rows") or [])
     failed: Dict[int, str] = {}
     for row in rows:
-        why = _run_row(worker, row, fail_rows)
+        why = _run_row(worker, row)
         if why is None:
             on_done(row)
         else:

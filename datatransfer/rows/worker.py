@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Optional, Sequence
 
+from datatransfer.errors import InjectedFault
 from datatransfer.rows import make_rows
 from datatransfer.store import layout
 from datatransfer.store.sweep_store import Store
@@ -35,11 +36,14 @@ class Worker:
             store = store.scoped(list(added_targets), layout.saved_backbones(store.path, store.num_rows))
         self.store = store
         self.rows = make_rows(cfg, self.rt, store, added_targets)
+        self.fail_rows = set(cfg.launch.get("fail_rows") or [])  # fault injection (tests), in every launcher
 
     def run_row(self, row: int) -> Optional[dict]:
         """Run and write ``row`` unless it is already completed (or cannot run here: a target added later and no
         saved source model); returns its stats, or None if skipped."""
         row = int(row)
+        if row in self.fail_rows:
+            raise InjectedFault(f"row {row}: injected fault (launch.fail_rows, for tests)")
         if self.store.row_done(row) or not self.rows.runnable(row):
             return None
         checkpoint = RowCheckpoint(layout.checkpoint(self.store.path, row))

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-
 from datatransfer import data
 from datatransfer.config import SOURCE_DEFINING, validate
 from datatransfer.errors import StoreError

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Tuple
 
 from omegaconf import OmegaConf
 
-from datatransfer import data
+from datatransfer import data, masks
 from datatransfer.config import row_defining, validate
-from datatransfer import masks
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import StoreSpec, TargetSpec
 from datatransfer.store.sweep_store import Store
@@ -29,46 +29,38 @@ def resolved_config(cfg) -> dict:
 
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
-    if cfg.row.kind == "planted":
-        return _planted_spec(cfg)
-    source = data.open_source(cfg)
-    targets = []
-    for key in cfg.targets:
-        t = data.open_target(cfg, key)
-        targets.append(TargetSpec(key, t.labels("test"), t.class_names))
+    unit_names, targets, modes = _units_and_targets(cfg)
     resolved = resolved_config(cfg)
     sw = cfg.sweep
     return StoreSpec(
         config=resolved,
         sweep_defining={k: resolved[k] for k in row_defining(cfg)},
-        unit_names=source.class_names,
+        unit_names=unit_names,
         targets=targets,
-        modes=list(cfg.transfer.modes),
+        modes=modes,
         output_kinds=list(sw.outputs),
-        masks=masks.matrix(sw, source.num_classes),
+        masks=masks.matrix(sw, len(unit_names)),
         unit=sw.unit,
         code_version=code_version(),
     )
 
 
-def _planted_spec(cfg) -> StoreSpec:
-    """row=planted (experiment=planted): units and targets come from the row section; no data file is read."""
-    from datatransfer.rows import planted
+def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str]]:
+    """(unit names, target specs, transfer modes): from the data, or for row=planted from the row section (no data
+    file is read)."""
+    if cfg.row.kind == "planted":
+        from datatransfer.rows import planted
 
-    p, sw = cfg.row, cfg.sweep
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    names = planted.class_names(p)
-    return StoreSpec(
-        config=resolved,
-        sweep_defining={k: resolved[k] for k in row_defining(cfg)},
-        unit_names=planted.unit_names(p),
-        targets=[TargetSpec(t, planted.labels(p, t), names) for t in planted.target_names(p)],
-        modes=list(p.modes),
-        output_kinds=list(sw.outputs),
-        masks=masks.matrix(sw, int(p.units)),
-        unit=sw.unit,
-        code_version=code_version(),
-    )
+        p = cfg.row
+        names = planted.class_names(p)
+        return (planted.unit_names(p), [TargetSpec(t, planted.labels(p, t), names) for t in planted.target_names(p)],
+                list(p.modes))
+    unit_names = list(data.open_source(cfg).class_names)
+    targets = []
+    for key in cfg.targets:
+        t = data.open_target(cfg, key)
+        targets.append(TargetSpec(key, t.labels("test"), t.class_names))
+    return unit_names, targets, list(cfg.transfer.modes)
 
 
 def open_store(cfg) -> Store:

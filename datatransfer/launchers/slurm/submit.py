@@ -10,9 +10,9 @@ waits for a job: ``python -m launch.status`` watches, ``python -m launch.resume`
 from __future__ import annotations
 
 import contextlib
-import logging
 import fcntl
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence

@@ -1,4 +1,4 @@
-"""The Slurm array task: a submitit Checkpointable that runs its rows into the store through ``job.run_rows``.
+"""The Slurm array task: a submitit Checkpointable that runs its rows into the store through ``rows.worker.run_rows``.
 
 Preemption and time limits: Slurm sends the requeue signal (USR2, ``launcher.signal_delay_s`` before the limit);
 submitit calls :meth:`RowsTask.checkpoint` and requeues the job. Nothing has to be saved at that moment: the
@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from submitit.helpers import Checkpointable, DelayedSubmission
-
-from datatransfer.errors import InjectedFault
 
 
 def load_config(path: str | Path) -> Any:
@@ -48,9 +46,6 @@ class RowsTask(Checkpointable):
         cfg = load_config(self.config_path)
         store = str(cfg.store.path)
         rows = self.rows
-        fail = [r for r in rows if r in set(cfg.launch.fail_rows)]
-        if fail:  # fault injection (tests): run the rows before the first faulty one, then fail
-            rows = rows[:rows.index(fail[0])]
         for r in rows:
             state = RowCheckpoint(layout.checkpoint(store, r)).load()
             if state is not None:
@@ -62,8 +57,6 @@ class RowsTask(Checkpointable):
 
         ran = run_rows(cfg, store, rows, on_row=done, added_targets=self.added_targets)
         log.info(f"{ran} rows run, {len(rows) - ran} already complete, in {time.perf_counter() - start:.1f} s")
-        if fail:
-            raise InjectedFault(f"row {fail[0]}: injected fault (launch.fail_rows, for tests)")
         return {"rows": self.rows, "ran": ran}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
