@@ -126,6 +126,16 @@ def _out_path(store: Store, out: Optional[str | os.PathLike]) -> Path:
     out = Path(out).resolve() if out else default_out(store.path)
     if out == store.path.resolve() or store.path.resolve() in out.parents:
         raise AggregationError(f"out={out} would write inside the sweep store {store.path}; choose another path")
+    if (out / "zarr.json").is_file():  # an influence store is replaced only by one of the same sweep store
+        attrs = zarr.open_group(str(out), mode="r").attrs
+        if attrs.get("format") != FORMAT:
+            raise AggregationError(f"{out} exists and is not an influence store; refusing to replace it")
+        if attrs.get("store") != str(store.path.resolve()):
+            raise AggregationError(f"{out} holds the influences of another sweep store ({attrs.get('store')}); "
+                                   f"refusing to replace them with those of {store.path.resolve()}: give this one "
+                                   f"its own out=PATH")
+    elif out.exists():
+        raise AggregationError(f"{out} exists and is not an influence store; refusing to replace it")
     return out
 
 

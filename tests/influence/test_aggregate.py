@@ -160,6 +160,14 @@ def test_refusals(tmp_path):
     p2 = make_planted_store(tmp_path / "q" / "s.zarr", rows=10, units=4, n=(3,))
     with pytest.raises(AggregationError, match="not an influence store"):
         run(p2.store.path, out=tmp_path / "notinfl")
+    # two sweep stores in one folder: the second may not replace the first's default influence store
+    p3 = make_planted_store(tmp_path / "q" / "other.zarr", rows=10, units=4, n=(3,))
+    first = run(p2.store.path).out
+    before = sorted(str(f.relative_to(first)) for f in first.rglob("*"))
+    with pytest.raises(AggregationError, match="influences of another sweep store"):
+        run(p3.store.path)
+    assert sorted(str(f.relative_to(first)) for f in first.rglob("*")) == before
+    assert run(p3.store.path, out=tmp_path / "q" / "other-influence.zarr").rows_used == 10
 
 
 def test_unit_never_left_out_is_a_clear_error(tmp_path):
