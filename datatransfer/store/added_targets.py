@@ -12,6 +12,7 @@ from datatransfer import data
 from datatransfer.config import SOURCE_DEFINING, validate
 from datatransfer.errors import StoreError
 from datatransfer.store import layout
+from datatransfer.store.lock import exclusive
 from datatransfer.store.open import resolved_config
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import TargetSpec, config_diff, fingerprint
@@ -30,15 +31,21 @@ def add_targets(cfg, dry_run: bool = False) -> Optional[Store]:
     write nothing, return None.
     """
     validate(cfg)
-    store, resolved = _open_compatible(cfg)
-    specs, records = _new_targets(cfg, store, resolved)
-    saved = layout.saved_backbones(store.path, store.num_rows)
     if dry_run:
+        store, resolved = _open_compatible(cfg)
+        specs, _ = _new_targets(cfg, store, resolved)
         log.info(f"dry run: would add targets {[t.name for t in specs]} to {store.path} and transfer the "
-                 f"{int(saved.sum())} saved source models of its {store.num_rows} rows; nothing written")
+                 f"{int(layout.saved_backbones(store.path, store.num_rows).sum())} saved source models of its "
+                 f"{store.num_rows} rows; nothing written")
         return None
-    if specs:
-        store.add_targets(specs, records)
+    # One addition at a time: a second one waits, then reads the store as the first left it (and continues the
+    # target it added instead of replacing its arrays).
+    with exclusive(layout.add_targets_lock(cfg.store.path)):
+        store, resolved = _open_compatible(cfg)
+        specs, records = _new_targets(cfg, store, resolved)
+        if specs:
+            store.add_targets(specs, records)
+    saved = layout.saved_backbones(store.path, store.num_rows)
     scoped = store.scoped(list(cfg.targets), runnable=saved)
     done = scoped.completed()
     log.info(f"add_targets: targets {list(cfg.targets)} ({'added now' if specs else 'added before'}) from saved "
@@ -82,6 +89,9 @@ def _new_targets(cfg, store: Store, resolved: dict) -> Tuple[List[TargetSpec], D
                 raise StoreError(f"target {key!r} was added to {store.path} with other settings; use another target "
                                  f"name, or the same settings to continue it. Differing keys:\n  {shown}")
             continue
+        if f"completed_targets/{key}" in store.group and store.group[f"completed_targets/{key}"][:].any():
+            raise StoreError(f"{store.path} has completed rows of target {key!r} but no record of adding it; "
+                             f"refusing to replace them (run `python -m launch.verify store.path={store.path}`)")
         t = data.open_target(cfg, key)
         specs.append(TargetSpec(key, t.labels("test"), t.class_names))
         records[key] = {"config": config,

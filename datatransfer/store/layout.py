@@ -58,3 +58,8 @@ def submit_lock(store: str | os.PathLike) -> Path:
 def completed_chunks(store: str | os.PathLike) -> Path:
     """The ``completed`` array's chunk folder: one file per committed row (its mtime is the commit time)."""
     return Path(store) / "completed" / "c"
+
+
+def add_targets_lock(store: str | os.PathLike) -> Path:
+    """Held while targets are added, so that two additions never interleave (``store/added_targets.py``)."""
+    return Path(store) / ".add_targets.lock"

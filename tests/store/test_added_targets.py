@@ -2,6 +2,8 @@
 which adds a target to an existing store's rows from their saved source models, training none."""
 
 import hashlib
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from datatransfer.rows.targets import TargetTransfer
 from datatransfer.rows.worker import cpus_allotted, run_rows
 from datatransfer.store import layout
 from datatransfer.store.added_targets import add_targets
+from datatransfer.store.lock import exclusive
 from datatransfer.store.spec import TargetSpec
 from datatransfer.store.sweep_store import Store
 from datatransfer.train import backbones
@@ -156,3 +159,56 @@ def test_add_targets_needs_a_store(tmp_path):
     with pytest.raises(StoreError, match="existing store"):
         add_targets(compose(["targets=[coarse]", f"store.path={tmp_path / 'none.zarr'}"]))
     assert not (tmp_path / "none.zarr").exists()
+
+
+def _add_coarse(overrides, barrier, queue):
+    from datatransfer.config import compose
+    from datatransfer.store.added_targets import add_targets
+
+    barrier.wait()
+    try:
+        store = add_targets(compose(overrides))
+        queue.put(("ok", bool(store.targets == ["coarse"])))
+    except Exception as e:  # reported to the test
+        queue.put(("error", repr(e)))
+
+
+def test_concurrent_additions_are_serialised(tmp_path, caplog):
+    import logging
+    import multiprocessing as mp
+
+    store_path = tmp_path / "store.zarr"
+    base = [*TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}"]
+    r = run_app("launch", *base, "targets=[digits]", "transfer.modes=[fixed]")
+    assert r.returncode == 0, r.stderr[-3000:]
+    overrides = base + ["targets=[coarse]", "transfer.modes=[fixed]"]
+    ctx = mp.get_context("spawn")
+    # an addition waits while another holds the store's addition lock, and writes nothing meanwhile
+    barrier, queue = ctx.Barrier(1), ctx.Queue()
+    with exclusive(layout.add_targets_lock(store_path)):
+        waiting = ctx.Process(target=_add_coarse, args=(overrides, barrier, queue))
+        waiting.start()
+        time.sleep(5)
+        assert queue.empty() and "coarse" not in Store.open(store_path).all_targets
+    assert queue.get(timeout=120) == ("ok", True)
+    waiting.join(timeout=60)
+    shutil.rmtree(store_path / "outputs" / "coarse")  # undo that addition for the race below
+    g = zarr.open_group(str(store_path), mode="r+")
+    g.attrs.update({"added_targets": {}})
+    barrier, queue = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_add_coarse, args=(overrides, barrier, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert results == [("ok", True)] * 4, results
+    store = Store.open(store_path, mode="r+")
+    assert store.added_targets == ["coarse"] and not store.target_completed("coarse").any()
+    # a row of the added target completes; adding it again continues it and never wipes the row
+    shape = store.outputs("coarse").shape
+    store.scoped(["coarse"]).write_row(0, {"coarse": np.zeros(shape[1:], np.float32)},
+                                       {"coarse": np.zeros((shape[1], shape[3]), np.int32)}, {})
+    caplog.set_level(logging.INFO)
+    add_targets(compose(overrides))
+    assert "(added before)" in caplog.text and list(Store.open(store_path).target_completed("coarse")) == [True, False]
