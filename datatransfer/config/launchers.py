@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
+
+from datatransfer.config.sweep import row_kind
 from datatransfer.errors import ConfigError
 
 
@@ -52,6 +55,33 @@ def validate_local(launcher: Any) -> None:
         raise ConfigError(f"launcher.workers: must be at least 1 (or 0: one per CPU), got {launcher.workers}")
 
 
+JOB_NAME = re.compile(r"[A-Za-z0-9._+-]+")  # what Slurm, submitit's sbatch script and squeue's output all keep intact
+# What launcher=slurm_gpu (conf/launcher/slurm_gpu.yaml) asks for; named in the refusal of a CUDA recipe without a GPU
+GPU_PRESET = "1 GPU, 8 CPUs, 32 GB, 120 min a task"
+
+
+def job_name(cfg: Any) -> str:
+    """The Slurm job name of a launch config: ``launcher.job_name``, or ``dt-<name>``. Raises ConfigError naming the
+    key when it has characters that sbatch scripts or ``squeue``'s '|'-separated output would not keep intact."""
+    given = str(cfg.launcher.job_name or "")
+    if given:
+        _check_job_name(given)
+        return given
+    _check_job_name(f"dt-{cfg.name}", default_of=str(cfg.name))
+    return f"dt-{cfg.name}"
+
+
+def _check_job_name(name: str, default_of: str = "") -> None:
+    if JOB_NAME.fullmatch(name):
+        return
+    bad = "".join(sorted({c for c in name if not JOB_NAME.fullmatch(c)}))
+    what = (f"launcher.job_name: the default name dt-<name> = {name!r} (from name={default_of!r})" if default_of
+            else f"launcher.job_name={name!r}")
+    fixed = re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "dt"
+    raise ConfigError(f"{what} has characters a Slurm job name cannot have here ({bad!r}): use only letters, digits "
+                      f"and . _ + -, e.g. launcher.job_name={fixed}")
+
+
 def validate_slurm(launcher: Any) -> None:
     """Value checks of launcher=slurm. Raises ConfigError naming the key."""
 
@@ -63,10 +93,55 @@ def validate_slurm(launcher: Any) -> None:
         need(launcher[key] >= 1, key, f"must be at least 1, got {launcher[key]}")
     for key in ("gpus_per_task", "mem_gb", "max_array_size", "max_num_timeout", "signal_delay_s"):
         need(launcher[key] >= 0, key, f"must be >= 0, got {launcher[key]}")
+    limit_s = int(launcher.timeout_min) * 60
+    need(launcher.signal_delay_s < limit_s, "signal_delay_s",
+         f"{launcher.signal_delay_s} s is not shorter than the time limit (launcher.timeout_min={launcher.timeout_min}"
+         f" = {limit_s} s): the requeue signal would come before the task starts working; set "
+         f"launcher.signal_delay_s<{limit_s} (90 is the default) or raise launcher.timeout_min")
+    if launcher.job_name:
+        _check_job_name(str(launcher.job_name))
 
 
-def validate_launcher(launcher: Any) -> None:
-    """The checks of whichever launcher is selected."""
-    check = {"local": validate_local, "slurm": validate_slurm}.get(launcher.get("name"))
-    if check is not None:
-        check(launcher)
+def needs_gpu(cfg: Any) -> str:
+    """Why the config's rows need a CUDA device, and what happens to them without one; "" if they do not."""
+    if row_kind(cfg) != "trained":
+        return ""  # planted rows train nothing
+    device = str(cfg.compute.device)
+    if device.startswith("cuda"):
+        return f"compute.device={device}: on a node without a GPU every row fails"
+    if device == "auto" and cfg.train.amp:
+        return "train.amp=true: on a node without a GPU the rows would silently train on its CPUs, in full precision"
+    return ""
+
+
+def validate_slurm_run(cfg: Any) -> None:
+    """Checks of launcher=slurm that need the rest of the launch config: the job name (``dt-<name>`` by default)
+    and a GPU for a recipe that runs on CUDA. Raises ConfigError naming the key."""
+    job_name(cfg)
+    why = needs_gpu(cfg)
+    if why and not cfg.launcher.gpus_per_task and not _gpus_asked_otherwise(cfg.launcher):
+        raise ConfigError(
+            f"launcher.gpus_per_task=0, but this recipe runs on CUDA ({why}). Pick launcher=slurm_gpu ({GPU_PRESET}; "
+            f"add launcher.partition=<your GPU partition>) or set launcher.gpus_per_task=1; to train on CPUs on "
+            f"purpose, set compute.device=cpu")
+
+
+def _gpus_asked_otherwise(launcher: Any) -> bool:
+    """GPUs requested through additional_parameters (--gpus, --gpus-per-node, --gres=gpu:...) instead."""
+    for key, value in (launcher.additional_parameters or {}).items():
+        key = str(key).replace("_", "-")
+        if key.startswith("gpus") or (key == "gres" and "gpu" in str(value)):
+            return True
+    return False
+
+
+def validate_launcher(launcher: Any, cfg: Any = None) -> None:
+    """The checks of whichever launcher is selected; ``cfg``: the launch config holding it, for the checks that need
+    more than the launcher's own keys (job name, a GPU for a CUDA recipe)."""
+    name = launcher.get("name")
+    if name == "local":
+        validate_local(launcher)
+    elif name == "slurm":
+        validate_slurm(launcher)
+        if cfg is not None:
+            validate_slurm_run(cfg)

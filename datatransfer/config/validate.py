@@ -42,7 +42,7 @@ def validate(cfg: Any) -> None:
          f"unknown architecture {cfg.model.arch!r} (small_cnn | resnet18)")
     if not planted:
         _validate_trained(cfg)
-    validate_launcher(cfg.launcher)
+    validate_launcher(cfg.launcher, cfg)
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")
 
 

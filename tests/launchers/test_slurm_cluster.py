@@ -270,3 +270,61 @@ def _scale(tmp_path: Path, planted, compose) -> None:
     rho = [_spearman(per_example[j], w[:, j]) for j in range(w.shape[1])]
     print(f"Spearman(influence, planted w) per example: min {min(rho):.3f}, mean {np.mean(rho):.3f}")
     assert np.mean(rho) >= 0.9 and min(rho) >= 0.85, rho
+
+
+# ---- e. a request no node can run: refused before sbatch; submitted anyway, launch.status flags it ----------------
+def _node_cpus() -> int:
+    r = subprocess.run(["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True, check=True)
+    return max(int(line.strip().rstrip("+")) for line in r.stdout.split())
+
+
+def test_e_a_request_beyond_the_node_is_refused_before_submission(cluster, tmp_path):
+    cpus = _node_cpus()
+    store_path = tmp_path / "store.zarr"
+    # the reproduction: launcher=slurm's default 4 CPUs on this cluster's node (2 CPUs unless SLURM_LOCAL_CPUS)
+    asked = ["launcher.cpus_per_task=4"] if cpus < 4 else [f"launcher.cpus_per_task={cpus + 1}"]
+    r = run_app("launch", "experiment=planted", "launcher=slurm", *asked, f"store.path={store_path}", cwd=tmp_path,
+                timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    wanted = asked[0].split("=")[1]
+    assert (f"error: launcher.cpus_per_task={wanted}: no node of partition debug has more than {cpus} CPUs; "
+            f"set launcher.cpus_per_task<={cpus}") in r.stderr
+    assert load_all(store_path) == []  # no submission, nothing queued
+    dry = _launch("experiment=planted", "launcher=slurm", f"store.path={tmp_path / 'dry.zarr'}",
+                  "launch.dry_run=true", "launcher.cpus_per_task=1", "launcher.mem_gb=0.5", tmp=tmp_path)
+    assert f"partition debug (sinfo): nodes of {cpus} CPUs" in dry.stdout and "dry run: nothing submitted" in dry.stdout
+
+
+def test_f_tasks_pending_forever_are_flagged_by_status(cluster, tmp_path):
+    cpus = _node_cpus()
+    store_path = tmp_path / "store.zarr"
+    # sinfo unavailable: the submission goes on with a warning, and the tasks can never start (PartitionConfig)
+    blind = tmp_path / "no-sinfo"
+    blind.mkdir()
+    (blind / "sinfo").write_text("#!/bin/sh\necho 'sinfo: error: not here' >&2\nexit 1\n")
+    (blind / "sinfo").chmod(0o755)
+    r = run_app("launch", "experiment=planted", "sweep.num_models=4", "launcher=slurm", "launcher.mem_gb=0.5",
+                f"launcher.cpus_per_task={cpus + 2}", "launcher.rows_per_task=2", f"store.path={store_path}",
+                cwd=tmp_path, timeout=300, env={"PATH": f"{blind}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert "not checked against the partition: sinfo failed: sinfo: error: not here" in r.stdout
+    (m,) = load_all(store_path)
+    job = m.arrays[0].job_id
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            status = _launch(f"store.path={store_path}", module="launch.status", tmp=tmp_path).stdout
+            if "will never start" in status or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert "2 PENDING (PartitionConfig)" in status, status
+        assert f"{job}: 2 tasks PENDING (PartitionConfig): no node of the partition has the CPUs" in status
+        assert f"scancel --state=PENDING {job}" in status and "python -m launch.resume" in status
+        subprocess.run(["scancel", "--state=PENDING", job], check=True)  # what the status line says to do
+        _wait(store_path, timeout=60)
+        r = _launch(f"store.path={store_path}", "launcher.cpus_per_task=1", module="launch.resume", tmp=tmp_path)
+        assert "submitted 4 rows" in r.stdout
+        _wait(store_path, timeout=300)
+        assert Store.open(store_path).completed().all()
+    finally:
+        subprocess.run(["scancel", *load_all(store_path)[-1].job_ids, job], check=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_app
+from slurm_fakes import fake_slurm  # noqa: F401  (a fixture)
 
 from datatransfer.config import ConfigError, compose, validate
 from datatransfer.launchers.slurm import queue as slurm_queue
@@ -86,29 +87,6 @@ def test_executor_parameters_from_the_launcher_config():
     assert p["additional_parameters"] == {"mail-type": "END", "exclude": "node[01-02]"}
 
 
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
-    """sbatch / squeue / sacct / scontrol / srun on PATH as small scripts: sbatch keeps each script it is given
-    and answers with job ids 4242, 4243, ...; squeue prints $FAKE/squeue.txt; scontrol reports MaxArraySize=5."""
-    fake = tmp_path / "fake-slurm"
-    bin_ = fake / "bin"
-    bin_.mkdir(parents=True)
-    scripts = {
-        "sbatch": 'n=$(cat "$FAKE/next" 2>/dev/null || echo 4242); cp "$1" "$FAKE/sbatch-$n.sh"; '
-                  'echo $((n + 1)) > "$FAKE/next"; echo "Submitted batch job $n"',
-        "squeue": 'echo "$@" >> "$FAKE/squeue-calls"; cat "$FAKE/squeue.txt" 2>/dev/null; true',
-        "sacct": 'echo "$@" >> "$FAKE/sacct-calls"; cat "$FAKE/sacct.txt" 2>/dev/null; true',
-        "scontrol": 'echo "MaxArraySize            = 5"',
-        "srun": "exit 0",
-    }
-    for name, body in scripts.items():
-        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_ / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE", str(fake))
-    return fake
-
-
 def _normalised(text: str, manifest_folder: str) -> str:
     return text.replace(manifest_folder, "<SUBMISSION>").replace(sys.executable, "<PYTHON>")
 
@@ -162,19 +140,19 @@ def test_submit_skips_rows_live_in_the_queue_and_completed_rows(fake_slurm, tmp_
     store = open_store(cfg)
     submit(cfg, store)  # one array 4242: tasks [0,1] [2,3] [4,5]
     # task 0 running, task 1 gone (finished or cancelled), task 2 pending; row 2 completed meanwhile
-    (fake_slurm / "squeue.txt").write_text("4242_0|RUNNING|dt-planted\n4242_2|PENDING|dt-planted\n")
+    (fake_slurm / "squeue.txt").write_text("4242_0|RUNNING|None|dt-planted\n4242_2|PENDING|Priority|dt-planted\n")
     store.group["completed"][2] = True
     caplog.clear()
     m = submit(cfg, store)
     assert [a.tasks for a in m.arrays] == [[[3]]]  # only row 3: neither completed nor live
     assert "1 row to run (1 already completed, 4 already queued or running)" in caplog.text
     # a job id reused by someone else's job does not count as ours
-    (fake_slurm / "squeue.txt").write_text("4243|RUNNING|someone-else\n4242_0|RUNNING|dt-planted\n"
-                                           "4242_2|PENDING|dt-planted\n")
+    (fake_slurm / "squeue.txt").write_text("4243|RUNNING|None|someone-else\n4242_0|RUNNING|None|dt-planted\n"
+                                           "4242_2|PENDING|Resources|dt-planted\n")
     m = submit(cfg, store)
     assert [a.tasks for a in m.arrays] == [[[3]]]
     # nothing left: nothing submitted, no new manifest
-    (fake_slurm / "squeue.txt").write_text("4242_[0-2]|PENDING|dt-planted\n4244|PENDING|dt-planted\n")
+    (fake_slurm / "squeue.txt").write_text("4242_[0-2]|PENDING|Priority|dt-planted\n4244|PENDING|None|dt-planted\n")
     assert submit(cfg, store) is None and len(load_all(store_path)) == 3
     # one squeue call per later submission, for all arrays at once (the first had nothing to ask about)
     calls = (fake_slurm / "squeue-calls").read_text().splitlines()
@@ -225,10 +203,17 @@ def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_
 def test_queue_id_parsing():
     assert slurm_queue.expand_ids("12_[0-2,7%3]") == ["12_0", "12_1", "12_2", "12_7"]
     assert slurm_queue.expand_ids("12_4") == ["12_4"] and slurm_queue.expand_ids("12") == ["12"]
-    parsed = slurm_queue._parse("12_0|CANCELLED by 0|dt\n12_[1-2]|PENDING|dt\n12_0.batch|CANCELLED|batch\n", 0, 1, 2)
-    assert parsed == {"12_0": ("CANCELLED", "dt"), "12_1": ("PENDING", "dt"), "12_2": ("PENDING", "dt")}
+    parsed = slurm_queue._parse("12_0|CANCELLED by 0|dt\n12_[1-2]|PENDING|dt\n12_0.batch|CANCELLED|batch\n")
+    assert parsed == {"12_0": ("CANCELLED", "dt", ""), "12_1": ("PENDING", "dt", ""), "12_2": ("PENDING", "dt", "")}
     # a '|' in the job name stays in the name; a state this code has never heard of counts as live
-    assert slurm_queue._parse("13_0|RUNNING|dt|a|b\n", 0, 1, 2) == {"13_0": ("RUNNING", "dt|a|b")}
+    assert slurm_queue._parse("13_0|RUNNING|dt|a|b\n") == {"13_0": ("RUNNING", "dt|a|b", "")}
+    # squeue's lines carry the pending reason before the name ("None": no reason)
+    parsed = slurm_queue._parse("14_[0-1]|PENDING|ReqNodeNotAvail, UnavailableNodes:n1|dt|x\n14_2|RUNNING|None|dt\n"
+                                "14_3|PENDING|dt\n", reason=True)
+    assert parsed == {"14_0": ("PENDING", "dt|x", "ReqNodeNotAvail, UnavailableNodes:n1"),
+                      "14_1": ("PENDING", "dt|x", "ReqNodeNotAvail, UnavailableNodes:n1"),
+                      "14_2": ("RUNNING", "dt", "")}  # 14_3: too few fields, skipped
+    assert parsed["14_0"].reason.startswith("ReqNodeNotAvail") and parsed["14_2"].name == "dt"
     assert slurm_queue.is_live("SOME_NEW_STATE") and slurm_queue.is_live("PENDING")
     assert not slurm_queue.is_live("TIMEOUT") and not slurm_queue.is_live("OUT_OF_MEMORY")
 
@@ -240,7 +225,7 @@ def test_status_counts_from_one_squeue_and_one_sacct_call(fake_slurm, tmp_path):
     submit(cfg, store)  # 4242: [0,1] [2,3] [4,5] [6,7] [8,9]
     store.group["completed"][0:2] = True
     store.group["completed"][4] = True
-    (fake_slurm / "squeue.txt").write_text("4242_3|RUNNING|dt-planted\n4242_4|PENDING|dt-planted\n")
+    (fake_slurm / "squeue.txt").write_text("4242_3|RUNNING|None|dt-planted\n4242_4|PENDING|Priority|dt-planted\n")
     # sacct: task 1 failed, task 2 finished in accounting's view (lag) but row 5 is missing -> failed
     (fake_slurm / "sacct.txt").write_text("4242_0|COMPLETED|dt-planted\n4242_1|FAILED|dt-planted\n"
                                           "4242_2|RUNNING|dt-planted\n4242_3|RUNNING|dt-planted\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional
 
 from datatransfer.errors import SlurmError
 
@@ -24,10 +24,15 @@ FINISHED_STATES = frozenset({
 })
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 
-State = Tuple[str, str]  # (state, job name)
 
 
-def _run(cmd: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
+class State(NamedTuple):
+    state: str
+    name: str  # the job name
+    reason: str = ""  # squeue's pending reason (%r), "" when there is none ("None") or it was not asked
+
+
+def run(cmd: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
     if shutil.which(cmd[0]) is None:
         raise SlurmError(f"'{cmd[0]}' not found: run this on a Slurm login node (or use launcher=local)")
     try:
@@ -38,7 +43,7 @@ def _run(cmd: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 def max_array_size() -> int:
     """The cluster's MaxArraySize (``scontrol show config``): array indices must be below it."""
-    r = _run(["scontrol", "show", "config"])
+    r = run(["scontrol", "show", "config"])
     if r.returncode != 0:
         raise SlurmError(f"scontrol show config failed: {r.stderr.strip() or r.stdout.strip()}")
     m = re.search(r"^MaxArraySize\s*=\s*(\d+)", r.stdout, re.MULTILINE)
@@ -66,30 +71,34 @@ def is_live(state: str) -> bool:
     return state not in FINISHED_STATES
 
 
-def _parse(text: str, id_col: int, state_col: int, name_col: int) -> Dict[str, State]:
-    """Lines of '|'-separated fields; the job name is the last field and may itself contain '|'."""
+def _parse(text: str, reason: bool = False) -> Dict[str, State]:
+    """Lines 'id|state|name' ('id|state|reason|name' with ``reason``); the job name is the last field and may itself
+    contain '|'."""
+    fields = 4 if reason else 3
     out: Dict[str, State] = {}
     for line in text.splitlines():
-        parts = line.strip().split("|", name_col)
-        if len(parts) <= max(id_col, state_col, name_col) or "." in parts[id_col]:
+        parts = line.strip().split("|", fields - 1)
+        if len(parts) < fields or "." in parts[0]:
             continue  # job steps (12_3.batch) and blank lines
-        state = parts[state_col].split()[0] if parts[state_col].strip() else "UNKNOWN"  # "CANCELLED by 0"
-        for jid in expand_ids(parts[id_col]):
-            out[jid] = (state.rstrip("+"), parts[name_col])
+        state = parts[1].split()[0] if parts[1].strip() else "UNKNOWN"  # "CANCELLED by 0"
+        why = parts[2].strip() if reason else ""
+        for jid in expand_ids(parts[0]):
+            out[jid] = State(state.rstrip("+"), parts[-1], "" if why == "None" else why)
     return out
 
 
 def squeue(job_ids: Iterable[str]) -> Dict[str, State]:
-    """Live elements of the given jobs/arrays (one ``squeue`` call): element id ('12_3', or '12') -> state."""
+    """Live elements of the given jobs/arrays (one ``squeue`` call): element id ('12_3', or '12') -> state, job name
+    and pending reason."""
     ids = sorted({str(j) for j in job_ids})
     if not ids:
         return {}
-    r = _run(["squeue", "--noheader", "--array", "--format=%i|%T|%j", f"--jobs={','.join(ids)}"])
+    r = run(["squeue", "--noheader", "--array", "--format=%i|%T|%r|%j", f"--jobs={','.join(ids)}"])
     if r.returncode != 0:
         if "Invalid job id" in r.stderr:  # none of them is known any more
             return {}
         raise SlurmError(f"squeue failed: {r.stderr.strip()}")
-    return _parse(r.stdout, 0, 1, 2)
+    return _parse(r.stdout, reason=True)
 
 
 def sacct(job_ids: Iterable[str]) -> Optional[Dict[str, State]]:
@@ -101,10 +110,10 @@ def sacct(job_ids: Iterable[str]) -> Optional[Dict[str, State]]:
     if shutil.which("sacct") is None:
         return None
     try:
-        r = _run(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,JobName",
+        r = run(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State,JobName",
                   f"--jobs={','.join(ids)}"], timeout=60)
     except SlurmError:
         return None
     if r.returncode != 0:
         return None  # e.g. "Slurm accounting storage is disabled"
-    return _parse(r.stdout, 0, 1, 2)
+    return _parse(r.stdout)

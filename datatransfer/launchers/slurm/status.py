@@ -19,6 +19,7 @@ import numpy as np
 
 from datatransfer.launchers.slurm import queue as slurm_queue
 from datatransfer.launchers.slurm.manifest import Manifest, load_all
+from datatransfer.launchers.slurm.pending import never_start_lines
 from datatransfer.launchers.slurm.plan import describe_rows
 from datatransfer.store.sweep_store import Store
 
@@ -34,10 +35,16 @@ class Task:
     rows: List[int]
     state: str
     live: bool
+    reason: str = ""  # squeue's pending reason, for a live task that is not running
 
     @property
     def running(self) -> bool:
         return self.live and self.state in slurm_queue.RUNNING_STATES
+
+    @property
+    def label(self) -> str:
+        """Its state as the array lines show it: 'PENDING (Priority)', 'RUNNING', 'FAILED'."""
+        return f"{self.state} ({self.reason})" if self.reason and self.live and not self.running else self.state
 
 
 @dataclass
@@ -58,20 +65,20 @@ class QueueView:
         for m in manifests:
             for element, rows in m.elements():
                 q = live.get(element)
-                if q is not None and q[1] != m.job_name:
+                if q is not None and q.name != m.job_name:
                     q = None  # a job id reused by the controller for someone else's job
-                if q is not None and slurm_queue.is_live(q[0]):
-                    view.tasks.append(Task(m, element, rows, q[0], True))
+                if q is not None and slurm_queue.is_live(q.state):
+                    view.tasks.append(Task(m, element, rows, q.state, True, q.reason))
                     continue
                 a = acct.get(element) if acct is not None else None
-                if a is not None and a[1] != m.job_name:
+                if a is not None and a.name != m.job_name:
                     a = None
                 if a is None:
                     state = ENDED if acct is None else NO_RECORD
-                elif slurm_queue.is_live(a[0]):
+                elif slurm_queue.is_live(a.state):
                     state = ENDED  # sacct lags squeue by a few seconds: it just ended
                 else:
-                    state = a[0]
+                    state = a.state
                 view.tasks.append(Task(m, element, rows, state, False))
         return view
 
@@ -177,11 +184,12 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         arrays = [(m, a) for m in view.manifests for a in m.arrays if a.job_id is not None]
         by_elem = {t.element: t for t in view.tasks}
         for m, a in arrays[-10:]:
-            states = Counter(by_elem[a.element_id(i)].state for i in range(len(a.tasks)))
+            states = Counter(by_elem[a.element_id(i)].label for i in range(len(a.tasks)))
             text = ", ".join(f"{n} {s}" for s, n in states.most_common())
             lines.append(f"  {a.job_id:>10}  {len(a.tasks):>6} tasks  submission {m.id}: {text}")
         if len(arrays) > 10:
             lines.append(f"  ... and {len(arrays) - 10} earlier arrays")
+        lines.extend(never_start_lines(view.tasks, str(store.path)))
     if c.failed_tasks:
         lines.append(f"failed tasks ({len(c.failed_tasks)}; {c.failed} rows not completed):")
         for t in c.failed_tasks[:failed]:

@@ -19,7 +19,9 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from datatransfer.config.launchers import job_name, validate_launcher
 from datatransfer.launchers.slurm import queue as slurm_queue
+from datatransfer.launchers.slurm import resources
 from datatransfer.launchers.slurm.manifest import Manifest, SubmittedArray, new_id
 from datatransfer.launchers.slurm.plan import (
     Plan,
@@ -61,6 +63,7 @@ def plan_rows(cfg: Any, store: Optional[Store]) -> tuple[Plan, dict, dict, str]:
 
     ``store`` None: a dry run before the store exists (every row is to run)."""
     launcher = cfg.launcher
+    validate_launcher(launcher, cfg)  # job name, a GPU for a CUDA recipe (the config may not come from validate())
     if store is None:
         rows, skipped = list(range(int(cfg.sweep.num_models))), {}
     else:
@@ -72,7 +75,7 @@ def plan_rows(cfg: Any, store: Optional[Store]) -> tuple[Plan, dict, dict, str]:
                    "already queued or running": len(missing) - len(rows)}
     limit, source = _max_array_size(launcher, bool(cfg.launch.dry_run))
     plan = make_plan(rows, int(launcher.rows_per_task), limit)
-    params = executor_parameters(launcher, launcher.job_name or f"dt-{cfg.name}")
+    params = executor_parameters(launcher, job_name(cfg))
     return plan, params, skipped, source
 
 
@@ -108,6 +111,11 @@ def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str])
         log.info("%s", text.splitlines()[0])
         log.info("nothing to submit: every row is completed, queued or running")
         return None
+    if source.startswith("assumed"):  # a dry run where Slurm cannot be asked
+        log.warning("the request (CPUs, memory, GPUs, time limit) is not checked against the partition: Slurm "
+                    "cannot be asked here")
+    else:
+        resources.check(cfg.launcher)  # one sinfo call: refuses a request no node of the partition can ever run
     log.info("%s", text)
     if cfg.launch.dry_run or store is None:
         log.info("dry run: nothing submitted")
