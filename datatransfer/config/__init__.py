@@ -4,7 +4,7 @@
   groups, and which sections define a row (``row_defining``);
 - ``recipe.py``: the optimiser ``Recipe`` shared by ``train``, ``transfer.fixed`` and ``transfer.full``;
 - ``launchers.py``: the ``launcher`` group; ``validate.py``: the launch config's value checks;
-- ``resume.py``, ``status.py``, ``prepare.py``, ``aggregate.py``: the other apps;
+- ``resume.py``, ``status.py``, ``prepare.py``, ``aggregate.py``, ``verify.py``: the other apps;
 - ``register.py``: ``register()``, which the apps call to put every schema in Hydra's ConfigStore;
 - ``multirun.py``: one default store per job of a multirun.
 
@@ -44,6 +44,7 @@ from datatransfer.config.sweep import (
     structured,
 )
 from datatransfer.config.validate import validate
+from datatransfer.config.verify import VerifyConfig
 from datatransfer.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -63,6 +64,6 @@ __all__ = [
     "AggregateConfig", "CONF_DIR", "Config", "ConfigError", "DiagnosticsConfig", "DimEstimatorConfig",
     "LocalLauncherConfig", "OUTPUT_KINDS", "PlantedRowConfig", "PrepareConfig", "RandomSubsetsSweepConfig",
     "Recipe", "ReportConfig", "ResumeConfig", "RidgeEstimatorConfig", "SCHEDULES", "SOURCE_DEFINING",
-    "SWEEP_DEFINING", "SlurmLauncherConfig", "StatusConfig", "TRANSFER_MODES", "TrainedRowConfig", "compose",
-    "register", "row_defining", "row_kind", "structured", "validate", "validate_aggregate", "validate_slurm",
+    "SWEEP_DEFINING", "SlurmLauncherConfig", "StatusConfig", "TRANSFER_MODES", "TrainedRowConfig", "VerifyConfig",
+    "compose", "register", "row_defining", "row_kind", "structured", "validate", "validate_aggregate", "validate_slurm",
 ]

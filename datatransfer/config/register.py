@@ -18,6 +18,7 @@ from datatransfer.config.prepare import PrepareConfig
 from datatransfer.config.resume import ResumeConfig
 from datatransfer.config.status import StatusConfig
 from datatransfer.config.sweep import ROW_KINDS, SWEEP_KINDS, Config
+from datatransfer.config.verify import VerifyConfig
 
 
 def register() -> None:
@@ -27,6 +28,7 @@ def register() -> None:
     cs.store(name="base_resume", node=ResumeConfig)  # launch.resume (conf/resume.yaml)
     cs.store(name="base_status", node=StatusConfig)  # launch.status (conf/status.yaml)
     cs.store(name="base_prepare", node=PrepareConfig)  # launch.prepare (conf/prepare.yaml)
+    cs.store(name="base_verify", node=VerifyConfig)  # launch.verify (conf/verify.yaml)
     cs.store(name="base_aggregate", node=AggregateConfig)  # aggregate, aggregate.report (conf/aggregate.yaml)
     for kind, schema in SWEEP_KINDS.items():
         cs.store(group="sweep", name=f"base_{kind}", node=schema)

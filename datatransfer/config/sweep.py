@@ -211,6 +211,11 @@ class LaunchConfig:
     dry_run: bool = False  # print the plan (arrays, tasks, rows, resources), submit nothing
     # For tests only (fault injection): a row in this list fails when a worker reaches it (local and Slurm).
     fail_rows: List[int] = field(default_factory=list)
+    # Row claims (docs/store-format.md, "Row claims"): a writer touches its row's claim file this often while it
+    # computes the row; a claim untouched for claim_stale_s is taken over by another writer. Checked: both > 0,
+    # heartbeat < stale (config/validate.py:claim_settings).
+    claim_heartbeat_s: float = 60.0
+    claim_stale_s: float = 900.0
 
 
 @dataclass

@@ -3,13 +3,14 @@ key; `python -m launch` runs them before any store is created."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
 from datatransfer.config.launchers import validate_launcher
 from datatransfer.config.recipe import OPTIMIZERS, SCHEDULES
-from datatransfer.config.sweep import EVAL_DECODERS, OUTPUT_KINDS, TRAIN_DECODERS, TRANSFER_MODES, row_kind
+from datatransfer.config.sweep import (EVAL_DECODERS, OUTPUT_KINDS, TRAIN_DECODERS, TRANSFER_MODES, LaunchConfig,
+                                       row_kind)
 from datatransfer.errors import ConfigError
 
 TRAIN_SCHEDULES = ("constant", "cyclic", "onecycle")  # the source recipe's (no step schedule)
@@ -43,6 +44,7 @@ def validate(cfg: Any) -> None:
     if not planted:
         _validate_trained(cfg)
     validate_launcher(cfg.launcher, cfg)
+    claim_settings(cfg.launch)
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")
 
 
@@ -121,3 +123,16 @@ def _validate_target(key: str, t: Any, cfg: Any) -> None:
         need(len(t.mean) == n and len(t.std) == n and all(v > 0 for v in t.std),
              f"{key}.mean", f"transfer.normalization=target needs {n} mean and std value(s) per "
              f"channel for every target, got {list(t.mean)} and {list(t.std)}")
+
+
+def claim_settings(launch) -> Tuple[float, float]:
+    """(``launch.claim_heartbeat_s``, ``launch.claim_stale_s``), checked; a key that is absent (a config written
+    before claims existed) takes the schema's default. Raises ConfigError naming the key."""
+    heartbeat = float(launch.get("claim_heartbeat_s", LaunchConfig.claim_heartbeat_s))
+    stale = float(launch.get("claim_stale_s", LaunchConfig.claim_stale_s))
+    if not heartbeat > 0:
+        raise ConfigError(f"launch.claim_heartbeat_s: must be positive, got {heartbeat:g}")
+    if not stale > heartbeat:
+        raise ConfigError(f"launch.claim_stale_s: must be greater than launch.claim_heartbeat_s ({heartbeat:g}), "
+                          f"got {stale:g}")
+    return heartbeat, stale

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import zarr
@@ -26,7 +26,7 @@ import zarr
 from datatransfer.config import DiagnosticsConfig
 from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence import diagnostics as diag
-from datatransfer.influence.blocks import blas_limit, completed_rows, plan, read_blocks
+from datatransfer.influence.blocks import blas_limit, completed_rows, plan, read_blocks, rows_used
 from datatransfer.influence.estimators import Estimator, make
 from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence
 from datatransfer.store.sweep_store import Store
@@ -52,6 +52,7 @@ class Summary:
     estimator: str
     seconds: float
     diagnostics: Dict[str, str] = field(default_factory=dict)  # target -> note (empty when all curves exist)
+    unreadable: Dict[str, List[int]] = field(default_factory=dict)  # target -> completed rows left out (damaged)
 
 
 @dataclass
@@ -103,22 +104,26 @@ def aggregate(
         if diagnostics else None
     job = _Job(store, estimator, settings, diagnostics, knock, block_rows, memory_mb)
     notes: Dict[str, str] = {}
+    used: Dict[str, np.ndarray] = {}  # each target's rows used: its completed rows whose outputs could be read
     with _writing(out) as root:
-        root.attrs.update(_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme))
-        _write_counts(root, rows, store.masks[rows])
         job.bar = _progress_bar(progress, total=sum(
             len(target_rows[t]) * len(plan(store, t, estimator, block_rows, memory_mb)[1]) for t in targets))
         for t in targets:
-            note = _aggregate_target(job, t, target_rows[t], root)
+            used[t], note = _aggregate_target(job, t, target_rows[t], root)
             if note:
                 notes[t] = note
         if job.bar is not None:
             job.bar.close()
+        rows, unreadable = rows_used(store, rows, target_rows, used)
+        root.attrs.update({**_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme),
+                           "rows_unreadable": unreadable})
+        _write_counts(root, rows, store.masks[rows])
         if diagnostics:
             root.require_group("diagnostics").create_array(
                 "knockoff_masks", data=knock, chunks=(min(len(knock), 4096), knock.shape[1]),
                 dimension_names=("row", "unit"))
-    return Summary(out, len(rows), store.num_rows, targets, estimator, time.perf_counter() - start, notes)
+    return Summary(out, len(rows), store.num_rows, targets, estimator, time.perf_counter() - start, notes,
+                   unreadable)
 
 
 def _out_path(store: Store, out: Optional[str | os.PathLike]) -> Path:
@@ -231,27 +236,33 @@ class _Collected:
             else np.zeros(0, dtype=np.int64)
         return cls(sample, np.zeros((rows, pairs)), np.zeros((rows, pairs, len(sample)), dtype=np.float32))
 
-    def add(self, pos: int, pidx: np.ndarray, y: np.ndarray) -> None:
-        """Block ``y`` (b, pairs of a pass, n) of the rows from ``pos``, for the pairs at indices ``pidx``."""
-        self.aggregate[pos:pos + len(y), pidx] = y.mean(axis=2)
-        self.samples[pos:pos + len(y)][:, pidx] = y[:, :, self.sample]
+    def add(self, pos: np.ndarray, pidx: np.ndarray, y: np.ndarray) -> None:
+        """Block ``y`` (b, pairs of a pass, n) of the rows at positions ``pos``, for the pairs at indices ``pidx``."""
+        self.aggregate[np.ix_(pos, pidx)] = y.mean(axis=2)
+        self.samples[np.ix_(pos, pidx)] = y[:, :, self.sample]
+
+    def of(self, keep: np.ndarray) -> "_Collected":
+        """The rows where ``keep`` (bool over the rows) is True."""
+        return _Collected(self.sample, self.aggregate[keep], self.samples[keep])
 
 
-def _aggregate_target(job: _Job, t: str, rows: np.ndarray, root: zarr.Group) -> str:
-    """Influences (and diagnostics) of target ``t`` from ``rows``, into ``root/t``; returns the diagnostics note."""
+def _aggregate_target(job: _Job, t: str, rows: np.ndarray, root: zarr.Group) -> Tuple[np.ndarray, str]:
+    """Influences (and diagnostics) of target ``t`` from ``rows``, into ``root/t``; returns the rows used (``rows``
+    but those whose outputs chunk cannot be decoded: each left out with a warning) and the diagnostics note."""
     store = job.store
-    masks = store.masks[rows]
     labels, class_names = store.labels(t), store.class_names(t)
     tg = root.require_group(t)
-    tg.attrs.update({"class_names": class_names, "rows_used": int(len(rows))})
-    tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
-    _write_counts(tg, rows, masks)  # this target's rows (the root's, unless the target was added to the store later)
     block_rows, passes = plan(store, t, job.estimator, job.block_rows, job.memory_mb)
     pairs = [p for group in passes for p in group]
     collected = _Collected.empty(len(rows), len(pairs), store.outputs(t).shape[-1], job.diagnostics)
-    for group in passes:
-        ests = _read_pass(job, t, rows, masks, group, block_rows, np.array([pairs.index(p) for p in group]),
-                          collected)
+    skipped: Set[int] = set()
+    for i, group in enumerate(passes):
+        before = len(skipped)
+        ests = _read_pass(job, t, rows, group, block_rows, np.array([pairs.index(p) for p in group]), collected,
+                          skipped)
+        if i > 0 and len(skipped) > before:  # rows used by the earlier passes' estimates: they would disagree
+            raise AggregationError(f"outputs/{t}: rows {sorted(skipped)[before:]} became unreadable while being "
+                                   f"aggregated (written right now?); run the command again")
         for (m, k), est in zip(group, ests):
             try:
                 res = est.result(store.unit_names)
@@ -261,26 +272,31 @@ def _aggregate_target(job: _Job, t: str, rows: np.ndarray, root: zarr.Group) -> 
             _write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]),
                               res, labels, len(class_names))
             del res
+    keep = ~np.isin(rows, sorted(skipped))
+    rows = rows[keep]
+    tg.attrs.update({"class_names": class_names, "rows_used": int(len(rows))})
+    tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
+    _write_counts(tg, rows, store.masks[rows])  # this target's rows (fewer than the root's when added later)
     if not job.diagnostics:
-        return ""
-    return _write_diagnostics(job, t, rows, masks, collected, root)
+        return rows, ""
+    return rows, _write_diagnostics(job, t, rows, store.masks[rows], collected.of(keep), root)
 
 
-def _read_pass(job: _Job, t: str, rows: np.ndarray, masks: np.ndarray, group: List[Tuple[int, int]],
-               block_rows: int, pidx: np.ndarray, collected: _Collected) -> List[Estimator]:
-    """One pass over ``rows`` of target ``t``: an estimator per (mode, kind) pair of ``group``, fed block by block."""
+def _read_pass(job: _Job, t: str, rows: np.ndarray, group: List[Tuple[int, int]], block_rows: int,
+               pidx: np.ndarray, collected: _Collected, skipped: Set[int]) -> List[Estimator]:
+    """One pass over ``rows`` of target ``t``: an estimator per (mode, kind) pair of ``group``, fed block by block
+    (rows whose chunk cannot be decoded are left out and added to ``skipped``)."""
     ests: List[Estimator] = [make(job.estimator, **job.settings) for _ in group]
     mi, ki = np.array([m for m, _ in group]), np.array([k for _, k in group])
-    pos = 0
+    masks = job.store.masks
     with blas_limit():
-        for block, data in read_blocks(job.store.outputs(t), rows, block_rows):
+        for block, data in read_blocks(job.store.outputs(t), rows, block_rows, skipped):
             y = data[:, mi, ki, :]  # (b, pairs of this pass, n)
             _check_finite(job.store, t, block, y, mi, ki)
-            mb = masks[pos:pos + len(block)]
+            mb = masks[block]
             for j, est in enumerate(ests):
                 est.update(block, mb, y[:, j, :])
-            collected.add(pos, pidx, y)
-            pos += len(block)
+            collected.add(np.searchsorted(rows, block), pidx, y)
             if job.bar is not None:
                 job.bar.update(len(block))
     return ests
@@ -294,7 +310,8 @@ def _check_finite(store: Store, t: str, block: np.ndarray, y: np.ndarray, mi: np
         raise AggregationError(
             f"outputs/{t}: completed row {int(block[b])} holds NaN or inf for mode "
             f"{store.modes[mi[p]]!r}, kind {store.output_kinds[ki[p]]!r} "
-            f"({int(bad.any(axis=1).sum())} such rows in this block); fix or rerun those rows")
+            f"({int(bad.any(axis=1).sum())} such rows in this block); fix or rerun those rows (`python -m "
+            f"launch.verify store.path={store.path} verify.invalidate=true` clears their completion)")
 
 
 def _write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) -> None:

@@ -1,16 +1,21 @@
 """Reading a sweep store for aggregation: its completed rows, and its outputs in blocks of rows, one
-block ahead, within a memory budget."""
+block ahead, within a memory budget; rows whose chunk cannot be decoded are left out, with a warning."""
 
 
 import concurrent.futures as cf
 import contextlib
+import logging
 import os
-from typing import Iterator, List, Optional, Tuple
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import zarr
 
+from datatransfer.store.integrity import brief, chunk_file
 from datatransfer.store.sweep_store import Store
+
+log = logging.getLogger(__name__)
 
 # zarr fetches the chunks of one read concurrently; one chunk per row makes a block read many small fetches.
 READ_CONCURRENCY = 64
@@ -24,33 +29,71 @@ def completed_rows(store: Store, target: Optional[str] = None) -> np.ndarray:
         return np.flatnonzero(store.completed() if target is None else store.target_completed(target))
 
 
+def rows_used(store: Store, rows: np.ndarray, target_rows: Dict[str, np.ndarray],
+              used: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Dict[str, List[int]]]:
+    """The completed ``rows`` every original target could read (of ``used``: each aggregated target's rows used),
+    and per target the rows of ``target_rows`` (its completed rows) left out because their chunk was unreadable."""
+    for t in used:
+        if t in store.targets:
+            rows = np.intersect1d(rows, used[t])
+    unreadable = {t: [int(r) for r in np.setdiff1d(target_rows[t], used[t])] for t in used}
+    return rows, {t: left for t, left in unreadable.items() if left}
+
+
 def _auto_block_rows(row_bytes: int, memory_mb: int) -> int:
     # A block and its prefetched successor, plus the float64 copy, take ~4x a block: keep that within 1/4 of the
     # budget; more than ~512 rows per block buys nothing for the matrix product.
     return int(np.clip(memory_mb * 2 ** 20 // 16 // max(row_bytes, 1), 8, 512))
 
 
-def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int,
+                skipped: Optional[Set[int]] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """Yield (rows of the block, their data) for ``rows`` (sorted store indices), reading one block ahead.
 
     Each block is one slice ``arr[r0:r1]`` over the span of its rows (rows in between that are not used, e.g. not
-    completed yet, are dropped after the read: a slice is much faster in zarr than a point selection)."""
+    completed yet, are dropped after the read: a slice is much faster in zarr than a point selection). When that read
+    fails, the block's rows are read one by one, and a row whose chunk cannot be decoded (left empty by a crash,
+    garbage) is left out with a warning naming the row and the file: the rows yielded are exactly those whose data
+    comes with them. Rows left out are added to ``skipped`` (if given); rows already in it are not read."""
+    if skipped:
+        rows = rows[~np.isin(rows, sorted(skipped))]
     blocks = [rows[i:i + block_rows] for i in range(0, len(rows), block_rows)]
 
-    def read(block: np.ndarray) -> np.ndarray:
+    def read(block: np.ndarray) -> Tuple[np.ndarray, np.ndarray, List[int]]:
         r0, r1 = int(block[0]), int(block[-1]) + 1
         try:
             data = arr[r0:r1]
-            return data if r1 - r0 == len(block) else data[block - r0]
-        except Exception:  # an unused row in the span may be mid-write by a worker: read the used rows one by one
-            return np.stack([arr[int(r)] for r in block])
+            return block, (data if r1 - r0 == len(block) else data[block - r0]), []
+        except Exception:  # a damaged chunk, or an unused row in the span mid-write: read the used rows one by one
+            return _rows_one_by_one(arr, block)
 
     with zarr.config.set({"async.concurrency": READ_CONCURRENCY}), cf.ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, blocks[0]) if blocks else None
-        for i, block in enumerate(blocks):
-            data = pending.result()
+        for i in range(len(blocks)):
+            block, data, bad = pending.result()
             pending = pool.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
-            yield block, data
+            if skipped is not None:
+                skipped.update(bad)
+            if len(block):
+                yield block, data
+
+
+def _rows_one_by_one(arr: zarr.Array, block: np.ndarray) -> Tuple[np.ndarray, np.ndarray, List[int]]:
+    """(rows read, their data, rows whose chunk cannot be decoded: each with a warning)."""
+    good, data, bad = [], [], []
+    for r in (int(r) for r in block):
+        try:
+            data.append(np.asarray(arr[r]))
+            good.append(r)
+        except Exception as e:  # decoding errors are codec-specific (RuntimeError of zstd, ValueError, ...)
+            bad.append(r)
+            root = getattr(arr.store, "root", None)  # the store's folder (a local store)
+            where = chunk_file(Path(root), arr, r) if root is not None else f"{arr.path}, chunk of row {r}"
+            log.warning("%s cannot be read (%s; damaged, e.g. by a crash): row %d is left out of the rows used "
+                        "(`python -m launch.verify store.path=%s` lists such rows; verify.invalidate=true and a "
+                        "rerun recompute them)", where, brief(e), r, root or "STORE")
+    stacked = np.stack(data) if data else np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+    return np.asarray(good, dtype=block.dtype), stacked, bad
 
 
 def _passes(pairs: List[Tuple[int, int]], cols_per_pair: int, units: int, memory_mb: int,

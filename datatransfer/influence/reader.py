@@ -76,15 +76,19 @@ class Influence:
         return lines
 
     def is_current(self, store: Store) -> bool:
-        """Whether this was computed from exactly the store's current completed rows (every target's)."""
+        """Whether this was computed from exactly the store's current completed rows (every target's); completed
+        rows that were left out because their outputs could not be read (``rows_unreadable``) count as seen."""
         if self.attrs.get("store_fingerprint") != store.fingerprint:
             return False
-        if not np.array_equal(self.rows(), completed_rows(store)):
+        unreadable = self.attrs.get("rows_unreadable") or {}
+        skipped = [r for t in store.targets for r in unreadable.get(t, [])]
+        if not np.array_equal(np.union1d(self.rows(), skipped), completed_rows(store)):
             return False
         for t in store.all_targets:
             if t in store.targets:
                 continue
             done = completed_rows(store, t)
-            if (t in self.targets and not np.array_equal(self.rows(t), done)) or (t not in self.targets and len(done)):
+            seen = np.union1d(self.rows(t), unreadable.get(t, [])) if t in self.targets else np.zeros(0)
+            if (t in self.targets and not np.array_equal(seen, done)) or (t not in self.targets and len(done)):
                 return False
         return True

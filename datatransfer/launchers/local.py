@@ -6,6 +6,10 @@ which row each worker holds, and it waits on the processes themselves, never on 
 log line naming it), a fresh worker takes the dead one's place, and the other rows go on. A row that raises is
 reported the same way. At the end the launcher fails with a WorkerError (exit 2) listing the failed rows; the
 completed rows are in the store, and rerunning the same command runs the failed ones again.
+
+Rows that another live writer is computing (a Slurm task, another launcher: their claims, ``store/claims.py``) are
+not run here: those known at the start are left out up front, those claimed meanwhile are skipped by the worker,
+and both are reported (who holds them), not counted as failed.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from datatransfer.errors import AppError, WorkerError
 from datatransfer.rows.worker import Worker, cpus_allotted
+from datatransfer.store.claims import Claims, Found, describe_holders
 from datatransfer.store.integrity import brief
 from datatransfer.store.sweep_store import Store
 from datatransfer.train.loop import resolve_device
@@ -45,16 +50,19 @@ def _logging_setup() -> dict:
     return {"root": root.level, "format": fmt, "levels": levels}
 
 
-def _run_row(worker: Worker, row: int) -> Optional[str]:
-    """Run ``row``: None, or why it failed (with the traceback logged, unless it is an AppError: one line)."""
+def _run_row(worker: Worker, row: int) -> Tuple[str, object]:
+    """Run ``row``: ("done", whether it was computed here: False if it was complete already), ("held", the claim
+    of the live writer computing it), or ("failed", why: the traceback logged, unless it is an AppError)."""
     try:
-        worker.run_row(row)
-        return None
+        ran = worker.run_row(row) is not None
     except AppError as e:
-        return brief(e)
+        return "failed", brief(e)
     except Exception as e:
         log.exception("row %d failed", row)
-        return brief(e)
+        return "failed", brief(e)
+    if row in worker.held:
+        return "held", worker.held.pop(row)
+    return "done", ran
 
 
 def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, added_targets) -> None:
@@ -78,10 +86,11 @@ def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, adde
         except (EOFError, OSError):  # the launcher is gone
             return
         if row is None:
+            worker.close()
             return
-        why = _run_row(worker, row)
+        kind, value = _run_row(worker, row)
         try:
-            conn.send(("done", row) if why is None else ("failed", (row, why)))
+            conn.send((kind, (row, value)))
         except OSError:  # the launcher is gone
             return
 
@@ -115,6 +124,7 @@ class _Supervisor:
         self.args, self.size = args, size
         self.procs: List[_Proc] = []
         self.failed: Dict[int, str] = {}
+        self.held: Dict[int, Optional[Found]] = {}  # rows another live writer was computing
         self.init_error: Optional[Exception] = None
         self.starts = self.limit = 0
 
@@ -126,7 +136,7 @@ class _Supervisor:
         self.starts += 1
         self.procs.append(_Proc(process, parent))
 
-    def run(self, rows: List[int], on_done: Callable[[int], None]) -> Dict[int, str]:
+    def run(self, rows: List[int], on_done: Callable[[int, bool], None]) -> Dict[int, str]:
         todo = list(reversed(rows))
         self.limit = self.size + len(rows)  # starts at most (each replacement follows the death of a ready worker)
         try:
@@ -164,7 +174,7 @@ class _Supervisor:
                 continue
             w.row, w.stopping = row, row is None
 
-    def _read(self, w: _Proc, on_done: Callable[[int], None]) -> None:
+    def _read(self, w: _Proc, on_done: Callable[[int, bool], None]) -> None:
         """Every answer ``w`` has sent."""
         try:
             while not w.closed and w.conn.poll():
@@ -173,7 +183,10 @@ class _Supervisor:
                     w.ready = True
                 elif kind == "done":
                     w.row = None
-                    on_done(int(value))
+                    on_done(int(value[0]), bool(value[1]))
+                elif kind == "held":
+                    w.row = None
+                    self.held[int(value[0])] = value[1]
                 elif kind == "failed":
                     w.row = None
                     self._fail(int(value[0]), value[1])
@@ -216,18 +229,24 @@ class _Supervisor:
         self.procs = []
 
 
-def _run_here(cfg, store: Store, rows: List[int], threads: int, on_done: Callable[[int], None]) -> Dict[int, str]:
+def _run_here(cfg, store: Store, rows: List[int], threads: int, on_done: Callable[[int, bool], None],
+              held: Dict[int, Optional[Found]]) -> Dict[int, str]:
     """launcher.workers=1: the rows one after another in this process; a row that raises is a failed row, as in a
-    worker process, and the next row runs."""
+    worker process, and the next row runs. Rows another live writer holds go to ``held``."""
     worker = Worker(cfg, str(store.path), threads, store.scope)
     failed: Dict[int, str] = {}
-    for row in rows:
-        why = _run_row(worker, row)
-        if why is None:
-            on_done(row)
-        else:
-            failed[row] = why
-            log.error("row %d failed: %s", row, why)
+    try:
+        for row in rows:
+            kind, value = _run_row(worker, row)
+            if kind == "done":
+                on_done(row, bool(value))
+            elif kind == "held":
+                held[row] = value
+            else:
+                failed[row] = str(value)
+                log.error("row %d failed: %s", row, value)
+    finally:
+        worker.close()
     return failed
 
 
@@ -238,32 +257,50 @@ def local_workers(cfg) -> int:
     return 1 if resolve_device(cfg.compute.device).type == "cuda" else cpus_allotted()
 
 
-def run_local(cfg, store: Store) -> int:
-    """Run every missing row; returns how many rows this call completed. Ctrl-C keeps completed rows. Rows whose
-    worker process died or that raised: a WorkerError listing them, once every other row has run."""
-    rows = store.missing_rows()
+def rows_to_run(cfg, store: Store) -> Tuple[List[int], Dict[int, Optional[Found]]]:
+    """(the store's missing rows to run here, the missing rows that live writers are computing -> their claims)."""
+    missing = [int(r) for r in store.missing_rows()]
+    held = Claims.of(cfg, store.path, store.scope).held(missing) if missing else {}
+    return [r for r in missing if r not in held], held
+
+
+def run_local(cfg, store: Store, plan: Optional[Tuple[List[int], Dict[int, Optional[Found]]]] = None) -> int:
+    """Run every missing row that no other live writer is computing (``plan``: :func:`rows_to_run`, if known);
+    returns how many rows this call computed. Ctrl-C keeps completed rows. Rows whose worker process died or that
+    raised: a WorkerError listing them, once every other row has run. Rows held by other live writers are
+    reported, not failed."""
+    if plan is None:
+        plan = rows_to_run(cfg, store)
+        if plan[1]:
+            log.info("%s", describe_holders(plan[1]))
+    rows, held = plan
     total = store.num_rows
     if len(rows) == 0:
         return 0
     workers = max(1, min(local_workers(cfg), len(rows)))
     threads = max(1, cpus_allotted() // workers)
-    bar = tqdm(total=total, initial=total - len(rows), unit="row", desc="rows", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=total - len(rows) - len(held), unit="row", desc="rows", dynamic_ncols=True)
     done = 0
     failed: Dict[int, str] = {}
+    meanwhile: Dict[int, Optional[Found]] = {}  # rows other writers claimed after the start
 
-    def tick(row):
+    def tick(row: int, ran: bool) -> None:
         nonlocal done
-        done += 1
+        done += ran
         bar.update(1)
 
     try:
         if workers == 1:
-            failed = _run_here(cfg, store, [int(r) for r in rows], threads, tick)
+            failed = _run_here(cfg, store, rows, threads, tick, meanwhile)
         else:
             args = (cfg, str(store.path), threads, _logging_setup(), store.scope)
-            failed = _Supervisor(args, workers).run([int(r) for r in rows], tick)
+            supervisor = _Supervisor(args, workers)
+            failed = supervisor.run(rows, tick)
+            meanwhile = supervisor.held
     finally:
         bar.close()
+    if meanwhile:
+        log.info("meanwhile %s", describe_holders(meanwhile, meanwhile=True))
     if failed:
         shown = "; ".join(f"row {r}: {why}" for r, why in sorted(failed.items())[:20])
         more = f"; and {len(failed) - 20} more" if len(failed) > 20 else ""
@@ -301,15 +338,18 @@ class LocalLauncher:
             log.info("dry run: would create %s and run its %d rows here in %d worker process(es)", cfg.store.path,
                      cfg.sweep.num_models, local_workers(cfg))
             return
-        todo = len(store.missing_rows())
-        log.info("store %s: %d of %d rows already complete, %d to run", store.path, store.num_rows - todo,
-                 store.num_rows, todo)
+        plan = rows_to_run(cfg, store)
+        todo, held = len(plan[0]), plan[1]
+        log.info("store %s: %d of %d rows already complete, %d to run", store.path,
+                 store.num_rows - todo - len(held), store.num_rows, todo)
+        if held:
+            log.info("%s", describe_holders(held))
         if cfg.launch.dry_run:
             log.info("dry run: would run %d rows here in %d worker process(es)", todo, local_workers(cfg))
             return
         start = time.perf_counter()
         try:
-            done = run_local(cfg, store)
+            done = run_local(cfg, store, plan)
         except WorkerError:
             log.info("%s", summary(store))
             raise

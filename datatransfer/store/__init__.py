@@ -1,3 +1,5 @@
-"""The sweep store: its arrays and row protocol (``sweep_store.py``), what defines it (``spec.py``), creating or
-reopening it from a config (``open.py``), targets added later (``added_targets.py``), damage-tolerant reads
-(``integrity.py``), and ``layout.py``, the one module that knows every path inside a store folder."""
+"""The sweep store: its arrays and row protocol (``sweep_store.py``), its format and what defines it (``spec.py``),
+creating or reopening it from a config (``open.py``), targets added later (``added_targets.py``), row claims (one live
+writer per row: ``claims.py``), per-row provenance (``provenance.py``), damage-tolerant reads (``integrity.py``),
+``launch.verify``'s checks and repair (``verify.py``), a file lock for short critical sections (``lock.py``), and
+``layout.py``, the one module that knows every path inside a store folder."""

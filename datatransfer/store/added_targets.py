@@ -40,6 +40,7 @@ def add_targets(cfg, dry_run: bool = False) -> Optional[Store]:
         return None
     # One addition at a time: a second one waits, then reads the store as the first left it (and continues the
     # target it added instead of replacing its arrays).
+    _require_store(Path(cfg.store.path))  # before the lock, which would create the folder
     with exclusive(layout.add_targets_lock(cfg.store.path)):
         store, resolved = _open_compatible(cfg)
         specs, records = _new_targets(cfg, store, resolved)
@@ -54,11 +55,15 @@ def add_targets(cfg, dry_run: bool = False) -> Optional[Store]:
     return scoped
 
 
+def _require_store(path: Path) -> None:
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"add_targets adds targets to an existing store, and there is none at {path}")
+
+
 def _open_compatible(cfg) -> Tuple[Store, dict]:
     """The store at store.path, if its rows were trained as ``cfg`` says; and the resolved config."""
     path = Path(cfg.store.path)
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"add_targets adds targets to an existing store, and there is none at {path}")
+    _require_store(path)
     store = Store.open(path, mode="r+")
     resolved = resolved_config(cfg)
     stored = store.attrs["config"]

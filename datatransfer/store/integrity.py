@@ -1,4 +1,5 @@
-"""Damage-tolerant reading of a store's per-row arrays, and the checks a row passes before it is written.
+"""Damage-tolerant reading of a store's per-row arrays, and the checks a row passes before it is written: its
+values (:func:`row_problem`) and the store's identity (:func:`identity_problem`).
 
 A per-row array has one chunk per row. A chunk that cannot be decoded (a zero-length file left by a node crash,
 garbage bytes, a chunk being written right now) must not make a whole read fail: :func:`read_rows` reads the array
@@ -8,6 +9,7 @@ damaged chunk, not one per row); those rows keep the fill value and are reported
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -51,8 +53,31 @@ def read_row(arr: zarr.Array, row: int, on_error: OnError) -> Optional[np.ndarra
 
 
 def chunk_file(store: Path, arr: zarr.Array, row: int) -> Path:
-    """The file holding row ``row``'s chunk of ``arr`` (an array of the store at ``store``, one chunk per row)."""
-    return Path(store) / arr.path / arr.metadata.encode_chunk_key((int(row),) + (0,) * (arr.ndim - 1))
+    """The file holding row ``row`` of ``arr`` (an array of the store at ``store`` chunked along rows only: one
+    chunk per row, or ``masks``' blocks of rows)."""
+    key = arr.metadata.encode_chunk_key((int(row) // int(arr.chunks[0]),) + (0,) * (arr.ndim - 1))
+    return Path(store) / arr.path / key
+
+
+def stored_id(store: Path) -> str:
+    """The ``store_id`` in the root metadata of the store at ``store`` now ('' if it has none); OSError if the
+    file cannot be read, ValueError (or KeyError, TypeError) if it is not a store's metadata."""
+    return json.loads((Path(store) / "zarr.json").read_text())["attributes"].get("store_id") or ""
+
+
+def identity_problem(store: Path, expected: str) -> Optional[str]:
+    """Why the store at ``store`` is not (any more) the store whose ``store_id`` is ``expected``, or None."""
+    meta = Path(store) / "zarr.json"
+    try:
+        found = stored_id(store)
+    except FileNotFoundError:
+        return f"the store at {store} is gone ({meta} does not exist): it was deleted after this process opened it"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{meta} cannot be read ({brief(e)})"
+    if found != expected:
+        return (f"the store at {store} is not the store this process opened (store_id {found or 'none'}, opened "
+                f"{expected}): it was deleted and created again")
+    return None
 
 
 def row_problem(out: np.ndarray, pred: np.ndarray, out_shape: tuple, pred_shape: tuple,

@@ -4,6 +4,8 @@
     <store>/checkpoints/row-<i>.pt                          row i's training state while it trains
     <store>/backbones/row-<i>.pt                            row i's source model (store.save_backbones)
     <store>/submissions/<id>/                               one Slurm submission (manifest, config, logs)
+    <store>/claims/row-<i>.json                             who is computing row i (store/claims.py)
+    <store>/claims/targets/<t1>+<t2>/row-<i>.json           the same for rows of targets added later
 
 Stores written before the submissions folder was named so keep theirs at ``<store>/launch/``; it is still read.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -63,3 +65,21 @@ def completed_chunks(store: str | os.PathLike) -> Path:
 def add_targets_lock(store: str | os.PathLike) -> Path:
     """Held while targets are added, so that two additions never interleave (``store/added_targets.py``)."""
     return Path(store) / ".add_targets.lock"
+
+
+def claims(store: str | os.PathLike, scope: Optional[Sequence[str]] = None) -> Path:
+    """The folder of the row claims: the store's own rows, or (``scope``) rows of targets added later."""
+    folder = Path(store) / "claims"
+    return folder / "targets" / "+".join(sorted(scope)) if scope else folder
+
+
+def claim(store: str | os.PathLike, row: int, scope: Optional[Sequence[str]] = None) -> Path:
+    """Row ``row``'s claim file (docs/store-format.md, "Row claims")."""
+    return claims(store, scope) / f"row-{int(row)}.json"
+
+
+def claim_row(name: str) -> Optional[int]:
+    """The row of a claim file's name ('row-12.json' -> 12); None for any other name."""
+    if name.startswith("row-") and name.endswith(".json") and name[4:-5].isdigit():
+        return int(name[4:-5])
+    return None

@@ -1,14 +1,22 @@
 """What defines a store before any row exists: its fingerprint (the sweep-defining config, hashed), the
-differences between two configs, and the specs a store is created from."""
+differences between two configs, the specs a store is created from, and the layout created from a spec (format
+version, root attributes, arrays)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
+import zarr
+
+from datatransfer.errors import StoreError
+from datatransfer.store import provenance
 
 
 def fingerprint(sweep_defining: Mapping[str, Any]) -> str:
@@ -58,3 +66,79 @@ class StoreSpec:
     masks: np.ndarray  # bool (M, U)
     unit: str = "class"
     code_version: str = ""
+
+
+# ---- the layout a spec creates (docs/store-format.md) ---------------------------------------------------------------
+FORMAT = "datatransfer-store"
+FORMAT_VERSION = 2  # 2: store_id and per-row provenance; version 1 stores are read, not written
+READABLE_VERSIONS = (1, 2)
+ROW_STAT_FIELDS = ("source_accuracy", "train_seconds", "total_seconds")
+# Root attributes a handle needs, by format version (the others are informative; launch.verify checks them all)
+NEEDED_ATTRS = {1: ("fingerprint", "unit_names", "targets", "modes", "output_kinds"),
+                2: ("fingerprint", "unit_names", "targets", "modes", "output_kinds", "store_id")}
+
+
+def older_format(path: Path, attrs: Mapping[str, Any]) -> str:
+    """Why this code writes nothing into the store at ``path`` (root attributes ``attrs``, an older format), and
+    what to do."""
+    version = attrs.get("format_version")
+    return (f"{path} is a store of format version {version} (written by code_version "
+            f"{attrs.get('code_version') or 'unknown'}); this code writes version {FORMAT_VERSION} (store identity, "
+            f"row provenance) and only reads version {version}: start a new store (another store.path), or continue "
+            f"this one with the code that wrote it")
+
+
+def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
+    """Create the store of ``spec`` at ``path`` (which must not exist), in the current format version."""
+    masks = np.asarray(spec.masks, dtype=bool)
+    m, u = masks.shape
+    if u != len(spec.unit_names):
+        raise StoreError(f"masks have {u} units but {len(spec.unit_names)} unit names were given")
+    modes, kinds = list(spec.modes), list(spec.output_kinds)
+    root = zarr.open_group(store=str(path), mode="w-")
+    root.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "store_id": uuid.uuid4().hex,  # a store deleted and created again at the same path is another store
+            "fingerprint": fp,
+            "config": spec.config,
+            "unit": spec.unit,
+            "unit_names": list(spec.unit_names),
+            "targets": [t.name for t in spec.targets],
+            "modes": modes,
+            "output_kinds": kinds,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "code_version": spec.code_version,
+        }
+    )
+    root.create_array("masks", data=masks, chunks=(min(m, 4096), u), dimension_names=("row", "unit"))
+    root.create_array("completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",))
+    root.create_array(
+        "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),
+        fill_value=np.nan, dimension_names=("row", "field"), attributes={"fields": list(ROW_STAT_FIELDS)},
+    )
+    provenance.create_arrays(root, m)
+    for g in ("targets", "outputs", "predictions"):
+        root.create_group(g)
+    for t in spec.targets:
+        create_target_arrays(root, t, m, modes, kinds)
+
+
+def create_target_arrays(root: zarr.Group, t: TargetSpec, m: int, modes: List[str], kinds: List[str],
+                         overwrite: bool = False) -> None:
+    """``targets/<t>/labels``, ``outputs/<t>`` and ``predictions/<t>`` of one target."""
+    n = int(len(t.labels))
+    root.require_group("targets").require_group(t.name).create_array(
+        "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
+        attributes={"class_names": list(t.class_names)}, overwrite=overwrite,
+    )
+    root.require_group("outputs").create_array(
+        t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
+        fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
+        attributes={"modes": modes, "kinds": kinds}, overwrite=overwrite,
+    )
+    root.require_group("predictions").create_array(
+        t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
+        dimension_names=("row", "mode", "example"), attributes={"modes": modes}, overwrite=overwrite,
+    )

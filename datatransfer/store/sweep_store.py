@@ -11,6 +11,11 @@ Damage is diagnosed, never fatal: a row's ``completed`` chunk that cannot be dec
 a node crash, garbage) reads as not completed, with one warning naming the row and the file, so a resume reruns
 the row and rewrites it. Metadata (``zarr.json``) that cannot be read is a StoreError naming the file. Rows are
 checked before anything of them is written (:meth:`Store.write_row`).
+
+Identity and provenance (format version 2): a store has a ``store_id``; a handle writes rows only while the store at
+its path is still the one it opened (a store deleted and created again at the same path is never written by an old
+task). Each row records where and how it was computed (``provenance/*``, :mod:`datatransfer.store.provenance`).
+Version 1 stores are read, not written.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -27,16 +31,26 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import layout
-from datatransfer.store.integrity import brief, chunk_file, read_row, read_rows, row_problem
-from datatransfer.store.spec import StoreSpec, TargetSpec, config_diff, fingerprint
+from datatransfer.store import layout, provenance
+from datatransfer.store.integrity import brief, chunk_file, identity_problem, read_row, read_rows, row_problem
+from datatransfer.store.provenance import RowRun
+from datatransfer.store.spec import (  # noqa: F401  (FORMAT..., TargetSpec: re-exported, readers import them here)
+    FORMAT,
+    FORMAT_VERSION,
+    NEEDED_ATTRS,
+    READABLE_VERSIONS,
+    ROW_STAT_FIELDS,
+    StoreSpec,
+    TargetSpec,
+    config_diff,
+    create_target_arrays,
+    fingerprint,
+    older_format,
+    write_new,
+)
 
 log = logging.getLogger(__name__)
 _WARNED: set = set()  # (store, array, row) whose unreadable chunk was already reported by this process
-
-FORMAT = "datatransfer-store"
-FORMAT_VERSION = 1
-ROW_STAT_FIELDS = ("source_accuracy", "train_seconds", "total_seconds")
 
 
 class Store:
@@ -56,6 +70,8 @@ class Store:
         self.output_kinds: List[str] = list(attrs["output_kinds"])
         self.unit_names: List[str] = list(attrs["unit_names"])
         self.fingerprint: str = attrs["fingerprint"]
+        self.format_version: int = int(attrs["format_version"])
+        self.store_id: str = attrs.get("store_id", "")  # the store this handle writes to ("": version 1)
         self._masks: Optional[np.ndarray] = None
         self._runnable = runnable
         self._arrays: Dict[str, zarr.Array] = {}  # opened once: each lookup reads metadata from disk
@@ -71,6 +87,11 @@ class Store:
                 raise StoreError(f"{self.path / name / 'zarr.json'} cannot be read ({brief(e)}); the store is "
                                  f"damaged there") from e
         return self._arrays[name]
+
+    def array(self, name: str) -> zarr.Array:
+        """The array at ``name`` (e.g. ``completed``, ``provenance/info``): KeyError if absent, StoreError if its
+        metadata cannot be read."""
+        return self._array(name)
 
     def _unreadable(self, arr: zarr.Array, row: int, error: Exception) -> None:
         """Warn, once per process, that row ``row``'s chunk of ``arr`` cannot be decoded."""
@@ -104,8 +125,12 @@ class Store:
         if group.attrs.get("format") != FORMAT:
             raise StoreError(f"{p} is a Zarr group but not a {FORMAT} (attrs.format={group.attrs.get('format')!r})")
         version = group.attrs.get("format_version")
-        if version != FORMAT_VERSION:
-            raise StoreError(f"{p} has format_version {version}; this code reads version {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise StoreError(f"{p} has format_version {version}; this code reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
+        lacking = [k for k in NEEDED_ATTRS[version] if k not in group.attrs]
+        if lacking:
+            raise StoreError(f"{p / 'zarr.json'} lacks the attributes {lacking}; the store's metadata is damaged there")
         store = cls(p, group)
         store._array("completed")  # damaged array metadata is reported here, as the root's is
         return store
@@ -127,7 +152,7 @@ class Store:
         # and two concurrent creators cannot both win.
         tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
         try:
-            _write_new(tmp, spec, fp)
+            write_new(tmp, spec, fp)
             os.rename(tmp, p)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -151,6 +176,8 @@ class Store:
                 f"it is left untouched. Differing keys:\n  {shown}\n"
                 f"Use another store.path, or the original settings to continue that sweep."
             )
+        if store.format_version != FORMAT_VERSION:
+            raise StoreError(f"{older_format(p, store.attrs)}; it is left untouched")
         return store
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -161,7 +188,13 @@ class Store:
     @property
     def masks(self) -> np.ndarray:
         if self._masks is None:
-            self._masks = np.asarray(self._array("masks")[:], dtype=bool)
+            arr = self._array("masks")
+            try:
+                self._masks = np.asarray(arr[:], dtype=bool)
+            except Exception as e:  # an undecodable chunk
+                raise StoreError(f"{self.path / 'masks'} cannot be read ({brief(e)}); `python -m launch.verify "
+                                 f"store.path={self.path} verify.invalidate=true` rewrites it from the sweep's "
+                                 f"config") from e
         return self._masks
 
     @property
@@ -216,13 +249,28 @@ class Store:
         return list(self._array("row_stats").attrs["fields"])
 
     def completion_times(self) -> np.ndarray:
-        """Unix times at which the completed rows were committed (their ``completed`` chunks' modification times:
-        one chunk per row, written last)."""
+        """Unix times at which the completed rows were written: their provenance end times (format version 2;
+        rows written without one are left out), else (version 1) the modification times of the non-empty
+        ``completed`` chunks (one chunk per row, written last)."""
+        if self.format_version >= 2:
+            with zarr.config.set({"async.concurrency": 64}):
+                end = np.asarray(self._rows(f"{provenance.GROUP}/end_time"), dtype=np.float64)
+                return end[self.completed() & np.isfinite(end)]
         folder = layout.completed_chunks(self.path)
         if not folder.is_dir():
             return np.zeros(0)
         with os.scandir(folder) as it:
-            return np.array([e.stat().st_mtime for e in it if e.is_file()], dtype=np.float64)
+            stats = [e.stat() for e in it if e.is_file()]
+        return np.array([st.st_mtime for st in stats if st.st_size > 0], dtype=np.float64)
+
+    def provenance(self, row: int) -> Dict[str, Any]:
+        """Where and how row ``row`` was computed (docs/store-format.md, "Row provenance"): ``start_time``,
+        ``end_time``, ``threads``, ``code_version``, ``host``, ``device``, ``libraries``, ``slurm_job_id``,
+        ``slurm_array_job_id``, ``slurm_array_task_id``. Unknown values (a row not written, a version 1 store, a
+        chunk that cannot be decoded: a warning) read as NaN, -1, "" and {}."""
+        if self.format_version < 2:
+            return provenance.unpack({})
+        return provenance.read(lambda name: self._row(f"{provenance.GROUP}/{name}", int(row)), f"{self.path} row {row}")
 
     def target_accuracy(self, target: str, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_modes) test accuracy, derived from stored predictions and labels (NaN for a row whose
@@ -252,24 +300,43 @@ class Store:
         outputs: Mapping[str, np.ndarray],
         predictions: Mapping[str, np.ndarray],
         stats: Mapping[str, float],
+        run: Optional[RowRun] = None,
     ) -> None:
-        """Check every target's outputs and predictions, then write every array of ``row``, then mark it completed
-        (the commit point). A row that fails a check is a StoreError naming row, target and problem, and nothing
-        of it is written: it stays not completed, and a resume reruns it.
+        """Check every target's outputs and predictions, then write every array of ``row`` (its provenance too:
+        ``run`` says what only the computing process knows), then mark it completed (the commit point). A row that
+        fails a check is a StoreError naming row, target and problem, and nothing of it is written: it stays not
+        completed, and a resume reruns it. So is a store of an older format version, and a store that is no longer
+        the one this handle opened (checked before anything is written and again just before the commit).
 
         A scoped handle writes its added targets' outputs and predictions, then their ``completed_targets``
-        entries; ``row_stats`` and ``completed`` (the source model's row) are left as they are."""
-        checked = self._checked(int(row), outputs, predictions)
+        entries; ``row_stats``, ``provenance`` and ``completed`` (the source model's row) are left as they are."""
+        row = int(row)
+        self._check_writable(row)
+        checked = self._checked(row, outputs, predictions)
         for t, (out, pred) in checked.items():
             self.outputs(t)[row] = out
             self.predictions(t)[row] = pred
         if self.scope is not None:
+            self._check_writable(row)
             for t in self.scope:
                 self._array(f"completed_targets/{t}")[row] = True
             return
         fields = self.row_stat_fields
         self.row_stats()[row] = np.array([stats.get(f, np.nan) for f in fields], dtype=np.float32)
+        for name, value in provenance.record(run).items():
+            self._array(f"{provenance.GROUP}/{name}")[row] = value
+        self._check_writable(row)
         self._array("completed")[row] = True
+
+    def _check_writable(self, row: int) -> None:
+        """StoreError unless rows may be written here: the store is of the current format version and is still the
+        store this handle opened (not deleted, nor deleted and created again at the same path)."""
+        if self.format_version != FORMAT_VERSION:
+            raise StoreError(f"row {row} not written: {older_format(self.path, self.attrs)}")
+        problem = identity_problem(self.path, self.store_id)
+        if problem:
+            raise StoreError(f"row {row} not committed: {problem}; this task's rows belong to the store it opened, "
+                             f"and the store now at {self.path} is not written")
 
     def _checked(self, row: int, outputs: Mapping[str, np.ndarray],
                  predictions: Mapping[str, np.ndarray]) -> Dict[str, tuple]:
@@ -298,7 +365,7 @@ class Store:
         transferred with, ...) in the root attrs ``added_targets``, which commits the addition.
 
         Existing arrays are not touched. Arrays of an addition that did not commit (no attrs entry) are replaced.
-        Add targets from one process at a time (the launcher does, before any row runs)."""
+        Callers hold the store's addition lock (``store/added_targets.py``): one addition at a time."""
         taken = set(self.all_targets)
         clash = [t.name for t in specs if t.name in taken]
         if clash:
@@ -306,7 +373,7 @@ class Store:
         m, modes, kinds = self.num_rows, self.modes, self.output_kinds
         self._arrays.clear()  # arrays of an uncommitted addition are replaced below
         for spec in specs:
-            _create_target_arrays(self.group, spec, m, modes, kinds, overwrite=True)
+            create_target_arrays(self.group, spec, m, modes, kinds, overwrite=True)
             self.group.require_group("completed_targets").create_array(
                 spec.name, shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",),
                 overwrite=True)
@@ -329,59 +396,3 @@ class Store:
             raise StoreError(f"{self.path}: {unknown} are not added targets (added: {self.added_targets})")
         return Store(self.path, self.group, scope=list(targets), runnable=runnable)
 
-
-def _write_new(path: Path, spec: StoreSpec, fp: str) -> None:
-    masks = np.asarray(spec.masks, dtype=bool)
-    m, u = masks.shape
-    if u != len(spec.unit_names):
-        raise StoreError(f"masks have {u} units but {len(spec.unit_names)} unit names were given")
-    modes, kinds = list(spec.modes), list(spec.output_kinds)
-    root = zarr.open_group(store=str(path), mode="w-")
-    root.attrs.update(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fp,
-            "config": spec.config,
-            "unit": spec.unit,
-            "unit_names": list(spec.unit_names),
-            "targets": [t.name for t in spec.targets],
-            "modes": modes,
-            "output_kinds": kinds,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "code_version": spec.code_version,
-        }
-    )
-    root.create_array(
-        "masks", data=masks, chunks=(min(m, 4096), u), dimension_names=("row", "unit")
-    )
-    root.create_array(
-        "completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",)
-    )
-    root.create_array(
-        "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),
-        fill_value=np.nan, dimension_names=("row", "field"), attributes={"fields": list(ROW_STAT_FIELDS)},
-    )
-    for g in ("targets", "outputs", "predictions"):
-        root.create_group(g)
-    for t in spec.targets:
-        _create_target_arrays(root, t, m, modes, kinds)
-
-
-def _create_target_arrays(root: zarr.Group, t: TargetSpec, m: int, modes: List[str], kinds: List[str],
-                          overwrite: bool = False) -> None:
-    """``targets/<t>/labels``, ``outputs/<t>`` and ``predictions/<t>`` of one target."""
-    n = int(len(t.labels))
-    root.require_group("targets").require_group(t.name).create_array(
-        "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
-        attributes={"class_names": list(t.class_names)}, overwrite=overwrite,
-    )
-    root.require_group("outputs").create_array(
-        t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
-        fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
-        attributes={"modes": modes, "kinds": kinds}, overwrite=overwrite,
-    )
-    root.require_group("predictions").create_array(
-        t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
-        dimension_names=("row", "mode", "example"), attributes={"modes": modes}, overwrite=overwrite,
-    )

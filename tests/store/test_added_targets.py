@@ -89,6 +89,10 @@ def test_uncommitted_addition_is_replaced(tmp_path):
 
 # ---- launch.add_targets through the real app (in-memory mini data) -----------------------------------------------
 
+# files an addition of target coarse creates (the original sweep's other files stay byte-identical)
+ADDED_FILES = ("zarr.json", ".add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse")
+
+
 def test_add_targets_without_training(tmp_path, monkeypatch):
     store_path = tmp_path / "store.zarr"
     base = [*TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}"]
@@ -106,8 +110,7 @@ def test_add_targets_without_training(tmp_path, monkeypatch):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "add_targets: targets ['coarse'] (added now)" in r.stdout and "rows completed: 2 / 2" in r.stdout
     # every file of the original sweep is byte-identical: outputs, predictions, row_stats, completed, backbones
-    after = _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
-                                     "completed_targets"))
+    after = _files(store_path, skip=ADDED_FILES + ("completed_targets",))
     assert after == before
     store = Store.open(store_path)
     np.testing.assert_array_equal(store.row_stats()[:], stats_before)  # train_seconds etc.: no new training
@@ -138,8 +141,7 @@ def test_add_targets_without_training(tmp_path, monkeypatch):
                               (["targets=[coarse]", "train.epochs=2"], "train.epochs")):
         with pytest.raises(StoreError, match=needle):
             add_targets(compose(base + overrides))
-    assert _files(store_path, skip=("zarr.json", "outputs/coarse", "predictions/coarse", "targets/coarse",
-                                    "completed_targets")) == before
+    assert _files(store_path, skip=ADDED_FILES + ("completed_targets",)) == before
 
     # A worker running added targets never trains a source model; rows without a saved one are skipped.
     def no_training(*args, **kwargs):

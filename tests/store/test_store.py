@@ -1,15 +1,21 @@
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+from importlib import metadata
 
 import numpy as np
 import pytest
 import zarr
 
 from datatransfer.masks import mask_matrix
+from datatransfer.store.provenance import RowRun, code_version
 from datatransfer.store.sweep_store import (
     Store,
     StoreError,
@@ -47,7 +53,8 @@ def test_create_layout_and_attrs(tmp_path):
     store = Store.create_or_open(tmp_path / "s.zarr", spec)
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     a = g.attrs
-    assert a["format"] == "datatransfer-store" and a["format_version"] == 1
+    assert a["format"] == "datatransfer-store" and a["format_version"] == 2
+    assert re.fullmatch(r"[0-9a-f]{32}", a["store_id"]) and store.store_id == a["store_id"]
     assert a["fingerprint"] == fingerprint(spec.sweep_defining)
     assert a["targets"] == ["t0", "t1"] and a["modes"] == MODES and a["output_kinds"] == KINDS
     assert a["unit_names"] == [f"u{i}" for i in range(10)] and a["unit"] == "class"
@@ -171,3 +178,90 @@ def test_concurrent_writers_and_a_killed_writer(tmp_path):
             np.testing.assert_array_equal(store.outputs(t)[r], expect[t])
             np.testing.assert_array_equal(store.predictions(t)[r], preds[t])
         assert store.row_stats()[r][0] == pytest.approx(stats["source_accuracy"])
+
+
+def files(path):
+    """Every file under ``path`` and its bytes."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_store_deleted_and_created_again_is_never_written_by_an_old_handle(tmp_path):
+    path, spec = tmp_path / "s.zarr", make_spec()
+    old = Store.create_or_open(path, spec)
+    old.write_row(0, *row_payload(old, 0))
+    shutil.rmtree(path)  # `rm -r STORE`
+    with pytest.raises(StoreError, match=rf"row 1 not committed: the store at {re.escape(str(path))} is gone"):
+        old.write_row(1, *row_payload(old, 1))
+    assert not path.exists()  # nothing of the row was written: the folder is not made again
+    new = Store.create_or_open(path, spec)  # the same sweep, at the same path: another store
+    assert new.store_id != old.store_id and new.fingerprint == old.fingerprint
+    new.write_row(2, *row_payload(new, 2))
+    before = files(path)
+    with pytest.raises(StoreError) as e:
+        old.write_row(3, *row_payload(old, 3))
+    assert str(path) in str(e.value) and "deleted and created again" in str(e.value)
+    assert files(path) == before  # the new store is untouched
+    assert list(np.flatnonzero(Store.open(path).completed())) == [2]
+    new.write_row(3, *row_payload(new, 3))  # its own handles write as before
+
+
+def test_each_row_records_its_provenance(tmp_path, monkeypatch):
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec())
+    monkeypatch.setenv("SLURM_JOB_ID", "4242_7")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    t0 = time.time()
+    store.write_row(4, *row_payload(store, 4), run=RowRun(start_time=t0 - 5, device="cuda:1", threads=3))
+    monkeypatch.delenv("SLURM_JOB_ID")
+    store.write_row(6, *row_payload(store, 6))  # no run given: what the store can gather itself
+    t1 = time.time()
+
+    again = Store.open(tmp_path / "s.zarr")
+    p = again.provenance(4)
+    assert p["start_time"] == t0 - 5 and t0 <= p["end_time"] <= t1
+    assert p["device"] == "cuda:1" and p["threads"] == 3 and p["host"] == socket.gethostname()
+    assert (p["slurm_job_id"], p["slurm_array_job_id"], p["slurm_array_task_id"]) == ("4242_7", "4242", "7")
+    assert p["code_version"] == code_version() and p["code_version"]  # this checkout's commit
+    assert p["libraries"]["numpy"] == metadata.version("numpy") and p["libraries"]["zarr"] == zarr.__version__
+    assert "torch" in p["libraries"]
+    q = again.provenance(6)
+    assert np.isnan(q["start_time"]) and q["device"] == "" and q["slurm_job_id"] == ""
+    unwritten = again.provenance(5)  # a row not written: every value unknown
+    assert np.isnan(unwritten["start_time"]) and np.isnan(unwritten["end_time"]) and unwritten["threads"] == -1
+    assert unwritten["host"] == unwritten["code_version"] == "" and unwritten["libraries"] == {}
+
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")  # plain zarr: named dims, JSON text per row
+    info = g["provenance/info"]
+    assert info.metadata.dimension_names == ("row",) and info.chunks == (1,) and info[5] == ""
+    assert json.loads(str(info[4]))["device"] == "cuda:1" and g["provenance/threads"][4] == 3
+    assert g["provenance/start_time"].dtype == np.float64 and g["provenance/threads"].dtype == np.int32
+    times = again.completion_times()  # the rows' end times
+    assert sorted(times) == sorted([p["end_time"], q["end_time"]])
+
+
+def _as_version_1(path):
+    """Make the store at ``path`` what format version 1 wrote: no store_id, no provenance arrays."""
+    g = zarr.open_group(str(path), mode="r+")
+    del g.attrs["store_id"]
+    g.attrs.update({"format_version": 1})
+    shutil.rmtree(path / "provenance")
+
+
+def test_a_version_1_store_is_read_but_not_written(tmp_path):
+    path, spec = tmp_path / "s.zarr", make_spec()
+    store = Store.create_or_open(path, spec)
+    for r in (0, 3, 5):
+        store.write_row(r, *row_payload(store, r))
+    _as_version_1(path)
+    (path / "completed" / "c" / "5").write_bytes(b"")  # a crash's empty chunk: not a completion time
+    before = files(path)
+    old = Store.open(path)
+    assert old.format_version == 1 and list(np.flatnonzero(old.completed())) == [0, 3]
+    assert old.outputs("t0")[3, 0, 0, 0] == 3.0 and np.isnan(old.provenance(3)["end_time"])
+    assert len(old.completion_times()) == 2  # the non-empty completed chunks' modification times
+    with pytest.raises(StoreError, match=r"row 1 not written: .* format version 1 .*start a new store"):
+        Store.open(path, mode="r+").write_row(1, *row_payload(old, 1))
+    with pytest.raises(StoreError) as e:  # reopening it for the sweep: refused, naming the version
+        Store.create_or_open(path, spec)
+    assert "format version 1" in str(e.value) and "code that wrote it" in str(e.value) and str(path) in str(e.value)
+    assert files(path) == before
