@@ -259,8 +259,10 @@ def local_workers(cfg) -> int:
 
 def rows_to_run(cfg, store: Store) -> Tuple[List[int], Dict[int, Optional[Found]]]:
     """(the store's missing rows to run here, the missing rows that live writers are computing -> their claims)."""
+    claims = Claims.of(cfg, store.path, store.scope)
+    claims.clear_finished(store.completed())
     missing = [int(r) for r in store.missing_rows()]
-    held = Claims.of(cfg, store.path, store.scope).held(missing) if missing else {}
+    held = claims.held(missing) if missing else {}
     return [r for r in missing if r not in held], held
 
 

@@ -257,6 +257,23 @@ class Claims:
         verdicts = self.verdicts([found[r] for r in rows_found])
         return {r: found[r] for r, why in zip(rows_found, verdicts) if why is None}
 
+    def clear_finished(self, completed) -> int:
+        """Remove the claims left on completed rows (``completed``: bool per row) by writers that are gone: a writer
+        killed between its row's commit and the release. Returns how many were removed."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        found = {r: read(self.folder / n) for n in names
+                 if (r := layout.claim_row(n)) is not None and r < len(completed) and completed[r]}
+        found = {r: f for r, f in found.items() if f is not None}
+        rows = sorted(found)
+        gone = [r for r, why in zip(rows, self.verdicts([found[r] for r in rows])) if why is not None]
+        removed = sum(bool(self._take_over(found[r])) for r in gone)
+        if removed:
+            log.info("removed %d claims left on completed rows by writers that are gone", removed)
+        return removed
+
     # ---- claiming ------------------------------------------------------------------------------------------
     def acquire(self, row: int) -> Tuple[Optional[Claim], Optional[Found]]:
         """(this process's claim on ``row``, None), or (None, the claim of the live writer that holds it)."""

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, run_app
 
@@ -130,6 +131,18 @@ def test_a_claim_of_a_live_process_is_respected_until_it_ends(tmp_path, sleeper)
     sleeper.wait()
     claim, held = claims.acquire(2)
     assert claim is not None and held is None
+
+
+def test_claims_left_on_completed_rows_by_gone_writers_are_cleared(tmp_path, sleeper):
+    """A writer killed between its row's commit and the release leaves a claim nobody would take over."""
+    me = Holder.of_this_process()
+    live = dict(host=me.host, pid=sleeper.pid, pid_start=_proc_start(sleeper.pid), boot_id=me.boot_id)
+    _write_claim(tmp_path, 1, host=me.host, pid=2 ** 22 + 7, boot_id=me.boot_id)  # no such process
+    _write_claim(tmp_path, 2, **live)  # still running (it has just committed and is about to release)
+    _write_claim(tmp_path, 3, host=me.host, pid=2 ** 22 + 7, boot_id=me.boot_id)  # row 3 not completed: left alone
+    completed = np.array([False, True, True, False])
+    assert _claims(tmp_path).clear_finished(completed) == 1
+    assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["row-2.json", "row-3.json"]
 
 
 @pytest.mark.parametrize("change, why", [
