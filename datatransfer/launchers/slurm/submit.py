@@ -9,8 +9,6 @@ waits for a job: ``python -m launch.status`` watches, ``python -m launch.resume`
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import time
@@ -33,6 +31,7 @@ from datatransfer.launchers.slurm.plan import (
 from datatransfer.launchers.slurm.queue import SlurmError
 from datatransfer.launchers.slurm.status import QueueView
 from datatransfer.store import layout
+from datatransfer.store.lock import exclusive
 from datatransfer.store.open import resolved_config
 from datatransfer.store.sweep_store import Store
 
@@ -85,21 +84,8 @@ def submit(cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> O
     ``store`` may be None for a dry run only (the store is not created by a dry run)."""
     if store is None or cfg.launch.dry_run:
         return _plan_and_submit(cfg, store, overrides)
-    with _submission_lock(store):  # two submitters at once would both see the same rows as not queued
+    with exclusive(layout.submit_lock(store.path)):  # two submitters would both see the same rows as not queued
         return _plan_and_submit(cfg, store, overrides)
-
-
-@contextlib.contextmanager
-def _submission_lock(store: Store):
-    """An exclusive lock on ``<store>/launch/.submit.lock`` (best effort: some shared filesystems lack flock)."""
-    path = layout.submit_lock(store.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
 
 
 def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str]) -> Optional[Manifest]:
