@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import List, Literal, Optional, Tuple, Union
+from typing import List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -110,6 +110,37 @@ def write_beton_imagefolder(root: Union[str, Path], path: Union[str, Path], *, m
                           compress_probability=compress_probability, jpeg_quality=jpeg_quality)
     _write(path, _SeededSamples(dataset, seed), field, num_workers, chunksize=100)
     return list(dataset.classes)
+
+
+class _ImageFiles:
+    """Indexable (PIL RGB image, label) over (file, label) pairs, read as ImageFolder reads them."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]]):
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB"), int(label)
+
+
+def write_beton_files(samples: Sequence[Tuple[str, int]], path: Union[str, Path], *, max_resolution: int = 500,
+                      write_mode: str = "proportion", compress_probability: float = 0.5, jpeg_quality: int = 90,
+                      num_workers: Optional[int] = None, seed: int = 0) -> None:
+    """Write image files with their labels (in the order given) to a beton, stored as ``write_beton_imagefolder``
+    stores an ImageFolder tree (the same images in the same order give the same beton). Check that every file
+    exists first: an unreadable image hangs the writer."""
+    import_ffcv()
+    from ffcv.fields import RGBImageField
+
+    field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
+                          compress_probability=compress_probability, jpeg_quality=jpeg_quality)
+    _write(path, _SeededSamples(_ImageFiles(samples), seed), field, num_workers, chunksize=100)
 
 
 def load_cifar_pickles(pickle_dir: Union[str, Path], split: Literal["train", "test"],
