@@ -69,8 +69,8 @@ def verify(folder: Path, expected: Expected) -> tuple[List[str], List[str]]:
             diffs.append(f"{split}: split missing")
             continue
         c = got[split]
-        lines.append(f"  {split}: {int(c.sum()):,} images (expected {total:,}{'' if expected.totals_required else ', '
-                     'depends on the download'})")
+        note = "" if expected.totals_required else ", depends on the download"
+        lines.append(f"  {split}: {int(c.sum()):,} images (expected {total:,}{note})")
         if expected.totals_required and int(c.sum()) != total:
             diffs.append(f"{split}: {int(c.sum()):,} images, expected {total:,}")
         for k in np.flatnonzero(c == 0)[:5]:
