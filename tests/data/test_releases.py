@@ -176,3 +176,19 @@ def test_existing_folder_without_meta_refused_and_complete_one_kept(tmp_path):
     _prepare("food", src, out, "overwrite=true")  # replaced as a whole
     assert json.loads((out / "food" / "meta.json").read_text())["splits"] == {"train": 9, "test": 6}
     assert sorted(p.name for p in out.iterdir()) == ["food"]
+
+
+def test_cifar_from_the_folder_it_unpacks_in_and_a_damaged_pickle_refused(tmp_path):
+    import tiny_data
+
+    tiny_data.cifar10_pickles(tmp_path / "raw" / "cifar-10-batches-py", per_batch=4, test=6)
+    out = tmp_path / "betons"
+    _prepare("cifar10", tmp_path / "raw", out)  # src: the folder the archive was unpacked in
+    cfg = compose(["experiment=imagenet_transfer", f"source.root={out}", "targets=[cifar10]"])
+    ds = data.open_target(cfg, "cifar10")
+    assert ds.class_names == [f"c{i}" for i in range(10)]
+    assert len(ds.labels("train")) == 20 and len(ds.labels("test")) == 6
+    (tmp_path / "raw" / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x04truncated")
+    with pytest.raises(DataError, match="not a complete CIFAR"):
+        _prepare("cifar10", tmp_path / "raw", tmp_path / "other")
+    assert not (tmp_path / "other").exists()
