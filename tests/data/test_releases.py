@@ -151,6 +151,8 @@ def test_verify_reports_differences_and_exits_2(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "train: 9 images, expected 3,680" in r.stdout and "classes: 3, expected 37" in r.stdout
     assert (out / "pets" / "meta.json").is_file()  # prepared; only the comparison failed
+    r = run_app("launch.prepare", "dataset=pets", f"out={out}", "verify=true")  # the prepared folder alone: no src
+    assert r.returncode == 2 and "DIFFERENT train: 9 images, expected 3,680" in r.stdout, r.stderr[-2000:]
     # verify alone (no src) on the prepared folder, against sizes this fake release has: no difference
     lines, diffs = compare(out / "pets", Expected(3, {"train": 9, "test": 6}, {"train": 3, "test": 2}))
     assert diffs == [] and "train: 9 images" in lines[1]
