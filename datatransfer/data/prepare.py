@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from datatransfer.data import ffcv_reader, ffcv_writer, releases
 from datatransfer.data.memory import EMBEDDED_DIR, _load_npz
-from datatransfer.data.releases.base import Release, listing_sha256
+from datatransfer.data.releases.base import Release, checksums, listing_sha256
 from datatransfer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,9 @@ def write_cifar(src: Path, folder: Path, workers: int) -> Path:
         for s, (x, y) in arrays.items():
             ffcv_writer.write_beton_arrays(tmp / f"{s}.beton", x, y, write_mode="raw", num_workers=workers)
         sizes = {s: int(len(y)) for s, (_, y) in arrays.items()}
-        _write_meta(tmp, _cifar_classes(src, num_classes), False, sizes, {"pickles": str(src)}, name=folder.name)
+        files = sorted(p for p in src.iterdir() if p.is_file() and not p.name.endswith((".html", ".txt")))
+        _write_meta(tmp, _cifar_classes(src, num_classes), False, sizes,
+                    {"pickles": str(src), "files": checksums(src, files)}, name=folder.name)
     return folder
 
 

@@ -190,6 +190,9 @@ def test_cifar_from_the_folder_it_unpacks_in_and_a_damaged_pickle_refused(tmp_pa
     ds = data.open_target(cfg, "cifar10")
     assert ds.class_names == [f"c{i}" for i in range(10)]
     assert len(ds.labels("train")) == 20 and len(ds.labels("test")) == 6
+    files = json.loads((out / "cifar10" / "meta.json").read_text())["origin"]["files"]
+    assert sorted(files) == ["batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                             "data_batch_5", "test_batch"]
     (tmp_path / "raw" / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x04truncated")
     with pytest.raises(DataError, match="not a complete CIFAR"):
         _prepare("cifar10", tmp_path / "raw", tmp_path / "other")

@@ -98,7 +98,7 @@ def read_caltech256(src: Path, seed: int = 0) -> Release:
 
 
 def _sun397_partition(src: Path, folder: Path) -> Path:
-    for cand in (src / "Partitions", src, folder, folder / "Partitions"):
+    for cand in (src / "Partitions", src, folder, folder / "Partitions", folder.parent / "Partitions"):
         if (cand / "Training_01.txt").is_file():
             return cand
     raise DataError(f"src={src}: no Training_01.txt (from Partitions.zip) in {src / 'Partitions'}, {src} or "
