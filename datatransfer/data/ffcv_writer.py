@@ -113,10 +113,14 @@ def write_beton_imagefolder(root: Union[str, Path], path: Union[str, Path], *, m
 
 
 class _ImageFiles:
-    """Indexable (PIL RGB image, label) over (file, label) pairs, read as ImageFolder reads them."""
+    """Indexable (PIL RGB image, label) over (file, label) pairs, read as ImageFolder reads them.
 
-    def __init__(self, samples: Sequence[Tuple[str, int]]):
-        self.samples = list(samples)
+    An image that does not decode (truncated, corrupt) would raise inside a writer process, which leaves FFCV's
+    DatasetWriter waiting forever: it is logged to ``failures`` instead (one line per image, appended by any
+    process) and replaced by a 1x1 placeholder; ``write_beton_files`` then refuses the beton."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], failures: Path):
+        self.samples, self.failures = list(samples), failures
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -125,22 +129,39 @@ class _ImageFiles:
         from PIL import Image
 
         path, label = self.samples[i]
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB"), int(label)
+        try:
+            with open(path, "rb") as f:
+                return Image.open(f).convert("RGB"), int(label)
+        except Exception as e:  # noqa: BLE001 -- any failure must reach the parent, not hang the writer
+            with open(self.failures, "a") as log:
+                message = str(e).replace("\n", " ")
+                log.write(f"{path}\t{type(e).__name__}: {message}\n")
+            return Image.new("RGB", (1, 1)), int(label)
 
 
 def write_beton_files(samples: Sequence[Tuple[str, int]], path: Union[str, Path], *, max_resolution: int = 500,
                       write_mode: str = "proportion", compress_probability: float = 0.5, jpeg_quality: int = 90,
                       num_workers: Optional[int] = None, seed: int = 0) -> None:
     """Write image files with their labels (in the order given) to a beton, stored as ``write_beton_imagefolder``
-    stores an ImageFolder tree (the same images in the same order give the same beton). Check that every file
-    exists first: an unreadable image hangs the writer."""
+    stores an ImageFolder tree (the same images in the same order give the same beton). An image that does not
+    decode raises DataError naming it (the beton written is then incomplete: the caller discards it)."""
+    from datatransfer.errors import DataError
+
     import_ffcv()
     from ffcv.fields import RGBImageField
 
     field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
                           compress_probability=compress_probability, jpeg_quality=jpeg_quality)
-    _write(path, _SeededSamples(_ImageFiles(samples), seed), field, num_workers, chunksize=100)
+    failures = Path(f"{path}.unreadable")
+    failures.unlink(missing_ok=True)
+    try:
+        _write(path, _SeededSamples(_ImageFiles(samples, failures), seed), field, num_workers, chunksize=100)
+        bad = failures.read_text().splitlines() if failures.is_file() else []
+    finally:
+        failures.unlink(missing_ok=True)
+    if bad:
+        raise DataError(f"{len(bad):,} of {len(samples):,} images do not decode (truncated or corrupt: a partial "
+                        f"download?), e.g. {bad[0]}")
 
 
 def load_cifar_pickles(pickle_dir: Union[str, Path], split: Literal["train", "test"],

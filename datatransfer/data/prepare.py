@@ -86,6 +86,7 @@ def _staging(folder: Path) -> Iterator[Path]:
     on failure, so ``folder`` is either the old complete dataset or the new one."""
     tmp = folder.parent / f".{folder.name}.preparing-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    made_out = not folder.parent.exists()
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -98,6 +99,8 @@ def _staging(folder: Path) -> Iterator[Path]:
             os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made_out and not folder.exists() and not any(folder.parent.iterdir()):
+            folder.parent.rmdir()  # out was made for this dataset only
 
 
 def _write_atomic(path: Path, write) -> None:

@@ -197,3 +197,12 @@ def test_cifar_from_the_folder_it_unpacks_in_and_a_damaged_pickle_refused(tmp_pa
     with pytest.raises(DataError, match="not a complete CIFAR"):
         _prepare("cifar10", tmp_path / "raw", tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_truncated_image_refused_without_hanging_the_writer(tmp_path):
+    src, _, members, removable = fake_releases.make_pets(tmp_path / "raw")
+    data_bytes = removable.read_bytes()
+    removable.write_bytes(data_bytes[: len(data_bytes) // 2])  # an interrupted extraction
+    with pytest.raises(DataError, match=rf"1 of 6 images do not decode .*{removable.name}"):
+        _prepare("pets", src, tmp_path / "betons", "workers=2")
+    assert not (tmp_path / "betons").exists()  # the staging folder is gone, and the out folder it made
