@@ -285,21 +285,37 @@ def _aggregate_target(job: _Job, t: str, rows: np.ndarray, root: zarr.Group) -> 
 def _read_pass(job: _Job, t: str, rows: np.ndarray, group: List[Tuple[int, int]], block_rows: int,
                pidx: np.ndarray, collected: _Collected, skipped: Set[int]) -> List[Estimator]:
     """One pass over ``rows`` of target ``t``: an estimator per (mode, kind) pair of ``group``, fed block by block
-    (rows whose chunk cannot be decoded are left out and added to ``skipped``)."""
+    (rows whose chunk cannot be decoded are left out and added to ``skipped``). Difference of means also gets each
+    row's output averaged over each target class and over all examples as extra columns (:func:`averaging`): the
+    Welch standard errors of per-class and overall influences come from those."""
     ests: List[Estimator] = [make(job.estimator, **job.settings) for _ in group]
     mi, ki = np.array([m for m, _ in group]), np.array([k for _, k in group])
     masks = job.store.masks
+    avg = averaging(job.store.labels(t), len(job.store.class_names(t))) if job.estimator == "dim" else None
     with blas_limit():
         for block, data in read_blocks(job.store.outputs(t), rows, block_rows, skipped):
             y = data[:, mi, ki, :]  # (b, pairs of this pass, n)
             _check_finite(job.store, t, block, y, mi, ki)
             mb = masks[block]
             for j, est in enumerate(ests):
-                est.update(block, mb, y[:, j, :])
+                yj = y[:, j, :] if avg is None else np.hstack([y[:, j, :], y[:, j, :].astype(np.float64) @ avg])
+                est.update(block, mb, yj)
             collected.add(np.searchsorted(rows, block), pidx, y)
             if job.bar is not None:
                 job.bar.update(len(block))
     return ests
+
+
+def averaging(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, C + 1): ``y @ averaging`` is each target class's mean output (columns 0..C-1; a class without examples
+    gets a column of zeros, its influence is NaN) and the mean over all examples (column C)."""
+    n = len(labels)
+    a = np.zeros((n, n_classes + 1))
+    a[np.arange(n), labels] = 1.0
+    counts = a[:, :n_classes].sum(axis=0)
+    a[:, :n_classes] /= np.where(counts > 0, counts, 1.0)
+    a[:, n_classes] = 1.0 / max(n, 1)
+    return a
 
 
 def _check_finite(store: Store, t: str, block: np.ndarray, y: np.ndarray, mi: np.ndarray, ki: np.ndarray) -> None:
@@ -315,21 +331,44 @@ def _check_finite(store: Store, t: str, block: np.ndarray, y: np.ndarray, mi: np
 
 
 def _write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) -> None:
-    infl = res.influence  # (U, n)
-    units, n = infl.shape
-    onehot = np.zeros((n, n_classes))
-    onehot[np.arange(n), labels] = 1.0
-    counts = onehot.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a class without test examples gets NaN (documented)
-        per_class = (infl @ onehot / counts).T
+    """Per-example, per-class and overall influences of one (mode, kind) and, when the estimator gives them
+    (difference of means; any estimator with bootstrap), their standard errors ``*_se`` of the same shapes."""
+    units, n = res.influence.shape[0], len(labels)
+    infl = res.influence[:, :n]  # (U, n); difference of means has C + 1 averaged columns after these
+    avg = averaging(labels, n_classes)
+    empty = avg[:, :n_classes].sum(axis=0) == 0  # a class without test examples gets NaN (documented)
+    per_class = (infl @ avg[:, :n_classes]).T
+    per_class[empty] = np.nan
     chunk = max(1, min(n, 2 ** 20 // max(units, 1)))  # ~4 MB chunks of float32
     g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
                    dimension_names=("example", "unit"))
     g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
     g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
-    g.create_array("mean_output", data=res.mean.astype(np.float32), dimension_names=("example",))
+    g.create_array("mean_output", data=res.mean[:n].astype(np.float32), dimension_names=("example",))
     for name, values in res.extras.items():
         g.create_array(name, data=np.asarray(values), dimension_names=("example",))
+    se = _standard_errors(res, avg, n)
+    if se is None:
+        return
+    se[1][empty] = np.nan
+    g.attrs["se_method"] = "bootstrap" if res.replicates is not None else "welch"
+    g.create_array("per_example_se", data=se[0].astype(np.float32), chunks=(chunk, units),
+                   dimension_names=("example", "unit"))
+    g.create_array("per_class_se", data=se[1].astype(np.float32), dimension_names=("class", "unit"))
+    g.create_array("overall_se", data=se[2], dimension_names=("unit",))
+
+
+def _standard_errors(res, avg: np.ndarray, n: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(per-example (n, U), per-class (C, U), overall (U,)) standard errors, or None when the estimate has none:
+    the standard deviation of the bootstrap replicates (each replicate's per-class and overall influences are its
+    per-example ones averaged, like the estimate's), else the Welch ones of the averaged columns."""
+    if res.replicates is not None:
+        reps = res.replicates[:, :, :n]  # (B, U, n)
+        std = lambda a: np.nanstd(a, axis=0, ddof=1)  # noqa: E731
+        return std(reps).T, std(reps @ avg[:, :-1]).T, std(reps @ avg[:, -1])
+    if res.se is None:
+        return None
+    return res.se[:, :n].T, res.se[:, n:-1].T.copy(), res.se[:, -1]
 
 
 def _write_diagnostics(job: _Job, t: str, rows: np.ndarray, masks: np.ndarray, collected: _Collected,
