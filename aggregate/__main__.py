@@ -1,4 +1,5 @@
-"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge] [diagnostics.enabled=false] ...`"""
+"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge] [estimator.bootstrap=B] [launcher=slurm]
+[diagnostics.enabled=false] ...`"""
 
 import hydra
 
@@ -16,7 +17,8 @@ def main(cfg) -> None:
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
         s = aggregate_from_config(cfg)
-        print(f"used {s.rows_used} of {s.rows_total} rows; estimator {s.estimator}; {s.seconds:.1f} s")
+        print(f"used {s.rows_used} of {s.rows_total} rows (read {s.rows_read} target rows, the rest from the "
+              f"previous sums); estimator {s.estimator}; {s.seconds:.1f} s")
         for line in Influence(s.out).top_lines(cfg.report.kind):  # a first look; the report has the rest
             print(line)
         for t, note in s.diagnostics.items():

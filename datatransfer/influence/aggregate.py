@@ -235,7 +235,7 @@ def aggregate_from_config(cfg: Any) -> Summary:
     est = OmegaConf.to_container(cfg.estimator, resolve=True)
     name = est.pop("name")
     return aggregate(cfg.store.path, cfg.out or None, name, est, cfg.diagnostics, cfg.block_rows, cfg.memory_mb,
-                     cfg.progress)
+                     cfg.progress, cfg.incremental, cfg.sums_block_rows, cfg.launcher)
 
 
 def current_influence(cfg: Any) -> Tuple[Influence, Store]:

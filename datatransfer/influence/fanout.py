@@ -5,6 +5,7 @@ launcher settings as sweeps). Each task writes only its own block's chunks; the 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -36,10 +37,6 @@ def _serial(tasks: List[Task], bar) -> List[Done]:
     return [run_task(t, step) for t in tasks]
 
 
-def _init_worker(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-
-
 def _processes(tasks: List[Task], workers: int, bar) -> List[Done]:
     """Tasks in ``workers`` fresh processes (spawned: no inherited zarr threads), the CPUs split between them."""
     if not tasks:
@@ -47,9 +44,8 @@ def _processes(tasks: List[Task], workers: int, bar) -> List[Done]:
     threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
                   // workers)
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
-                                initargs=(threads,)) as pool:
-        futures = [pool.submit(run_task, t) for t in tasks]
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        futures = [pool.submit(run_task, dataclasses.replace(t, threads=threads)) for t in tasks]
         for task, f in zip(tasks, futures):
             f.add_done_callback(lambda _f, n=len(task.rows): bar.update(n) if bar is not None else None)
         return [f.result() for f in futures]

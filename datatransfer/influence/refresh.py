@@ -49,6 +49,7 @@ class Task:
     base: Optional[np.ndarray]
     layout: ss.Layout
     read_rows: int
+    threads: int = 0  # BLAS threads; 0 = all CPUs but one (the reading thread's)
 
 
 @dataclass
@@ -70,7 +71,7 @@ def run_task(task: Task, progress=None) -> Done:
     mi, ki = np.array([p // kinds for p in task.pairs]), np.array([p % kinds for p in task.pairs])
     avg = averaging(store.labels(t), len(store.class_names(t)))
     skipped: set = set()
-    with blas_limit():
+    with blas_limit(task.threads):
         sums, data = read_sums(store.outputs(t), store.masks, task.rows, mi, ki, avg, lay.sample, task.read_rows,
                                skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), progress or (lambda n: 0))
     if task.base is not None and len(task.base):
