@@ -120,7 +120,7 @@ def aggregate(
         rows, unreadable = rows_used(store, rows, target_rows, used)
         root.attrs.update({**_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme),
                            "rows_unreadable": unreadable})
-        write_counts(root, rows, store.masks[rows])
+        write_counts(root, rows, store.masks[rows], store.unit_names)
         if diagnostics:
             root.require_group("diagnostics").create_array(
                 "knockoff_masks", data=knock, chunks=(min(len(knock), 4096), knock.shape[1]),

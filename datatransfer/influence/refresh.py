@@ -27,7 +27,7 @@ from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence import sums_store as ss
 from datatransfer.influence.blocks import blas_limit, plan
 from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
-from datatransfer.influence.write import Collected, Job, check_finite, write_counts, write_diagnostics, \
+from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
     write_influences
 from datatransfer.store.sweep_store import Store
 
@@ -200,10 +200,8 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
                 from e
         m, k = divmod(q, len(store.output_kinds))
         write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]), res, labels,
-                         len(class_names))
-    tg.attrs.update({"class_names": class_names, "rows_used": int(len(rows))})
-    tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
-    write_counts(tg, rows, masks[rows])
+                         class_names, store.unit_names)
+    write_target(tg, labels, class_names, rows, masks[rows], store.unit_names)
     if not job.diagnostics:
         return rows, ""
     agg = np.asarray(g["row_aggregate"][:])[rows]
