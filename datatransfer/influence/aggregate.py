@@ -70,14 +70,15 @@ def aggregate(
     incremental: bool = True,
     sums_block_rows: int = 1024,
     launcher: Any = None,
+    run_tasks: Any = None,
 ) -> Summary:
     """Compute the influence store of the store at ``store_path`` from its completed rows; returns a summary.
 
     ``out`` defaults to ``<store's parent>/influence.zarr``; it is replaced atomically (readers never see a
     half-written one). ``diagnostics=None`` skips the convergence curves. Difference of means (without bootstrap)
     keeps its sums per block of ``sums_block_rows`` store rows in the influence store and, ``incremental``, reads
-    only the rows that changed since the previous one (refresh.py); ``launcher`` (a ``launcher`` config node,
-    local or slurm; None: this process) runs those blocks.
+    only the rows that changed since the previous one (refresh.py); ``launcher`` (a ``launcher=local`` config node;
+    None: this process) runs those blocks, unless ``run_tasks(tasks, bar)`` is given (e.g. a Slurm array).
     """
     start = time.perf_counter()
     if diagnostics is not None and not diagnostics.enabled:
@@ -109,7 +110,7 @@ def aggregate(
         if by_sums:
             used, notes, rows_read = refresh.aggregate_targets(
                 job, target_rows, root, Path(str(root.store.root)), previous, sums_block_rows,
-                fanout.runner(launcher, out, job.bar))
+                run_tasks or fanout.runner(launcher))
         for t in targets if not by_sums else []:
             used[t], note = full.aggregate_target(job, t, target_rows[t], root)
             rows_read += len(target_rows[t])
@@ -228,14 +229,16 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def aggregate_from_config(cfg: Any) -> Summary:
-    """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store."""
+def aggregate_from_config(cfg: Any, run_tasks: Any = None) -> Summary:
+    """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store. The row blocks run
+    as ``cfg.launcher`` (local) says, or through ``run_tasks`` (the app passes the Slurm array's)."""
     from omegaconf import OmegaConf
 
     est = OmegaConf.to_container(cfg.estimator, resolve=True)
     name = est.pop("name")
     return aggregate(cfg.store.path, cfg.out or None, name, est, cfg.diagnostics, cfg.block_rows, cfg.memory_mb,
-                     cfg.progress, cfg.incremental, cfg.sums_block_rows, cfg.launcher)
+                     cfg.progress, cfg.incremental, cfg.sums_block_rows,
+                     cfg.launcher if cfg.launcher.name == "local" else None, run_tasks)
 
 
 def current_influence(cfg: Any) -> Tuple[Influence, Store]:
@@ -254,7 +257,7 @@ def current_influence(cfg: Any) -> Tuple[Influence, Store]:
         except AggregationError as e:
             reason = str(e)
     if reason:
-        log.info(f"{reason}: aggregating first")
+        log.info(f"{reason}: aggregating first (on this machine)")
         s = aggregate_from_config(cfg)
         log.info(f"wrote {s.out} ({s.rows_used} rows, {s.seconds:.1f} s)")
     return Influence(path), store

@@ -144,7 +144,7 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
                       old: Optional[Path], block_rows: int, run_tasks) -> Tuple[Dict[str, np.ndarray],
                                                                                    Dict[str, str], int]:
     """Influences of every target into ``root`` (the new store, at ``new``) from row-block sums, reusing those of the
-    previous store at ``old`` (None: sum everything). ``run_tasks(tasks)`` runs the block tasks and returns their
+    previous store at ``old`` (None: sum everything). ``run_tasks(tasks, bar)`` runs the block tasks and returns their
     :class:`Done` in order. Returns each target's rows used, the diagnostics notes and the number of rows read."""
     read_rows, _ = plan(job.store, next(iter(target_rows)), "dim", job.block_rows, job.memory_mb)
     plans, tasks = {}, []
@@ -158,7 +158,7 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
                  f"changed or new, of {p.layout.blocks}")
     if job.bar is not None:
         job.bar.total = sum(len(task.rows) for task in tasks)
-    done = run_tasks(tasks)
+    done = run_tasks(tasks, job.bar)
     used, notes = {}, {}
     for t in target_rows:
         results = {}
