@@ -20,9 +20,10 @@ def main(cfg) -> None:
         if cfg.launcher.name == "slurm":  # the row blocks as one Slurm array
             from pathlib import Path
 
-            from datatransfer.launchers.slurm import blocks
+            from datatransfer.launchers.slurm.array_map import mapper
 
-            run_tasks = blocks.runner(cfg.launcher, Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path))
+            out = Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path)
+            run_tasks = mapper(cfg.launcher, out, "row-block tasks")
         s = aggregate_from_config(cfg, run_tasks)
         print(f"used {s.rows_used} of {s.rows_total} rows (read {s.rows_read} target rows, the rest from the "
               f"previous sums); estimator {s.estimator}; {s.seconds:.1f} s")

@@ -78,7 +78,7 @@ def aggregate(
     half-written one). ``diagnostics=None`` skips the convergence curves. Difference of means (without bootstrap)
     keeps its sums per block of ``sums_block_rows`` store rows in the influence store and, ``incremental``, reads
     only the rows that changed since the previous one (refresh.py); ``launcher`` (a ``launcher=local`` config node;
-    None: this process) runs those blocks, unless ``run_tasks(tasks, bar)`` is given (e.g. a Slurm array).
+    None: this process) runs those blocks, unless ``run_tasks(fn, tasks, on_done)`` is given (a Slurm array's).
     """
     start = time.perf_counter()
     if diagnostics is not None and not diagnostics.enabled:
@@ -110,7 +110,7 @@ def aggregate(
         if by_sums:
             used, notes, rows_read = refresh.aggregate_targets(
                 job, target_rows, root, Path(str(root.store.root)), previous, sums_block_rows,
-                run_tasks or fanout.runner(launcher))
+                run_tasks or fanout.local_mapper(launcher))
         for t in targets if not by_sums else []:
             used[t], note = full.aggregate_target(job, t, target_rows[t], root)
             rows_read += len(target_rows[t])

@@ -113,6 +113,7 @@ def blas_limit(threads: int = 0):
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
+    threads = threads or int(os.environ.get("DATATRANSFER_BLAS_THREADS", "0"))  # set in aggregation workers
     if threads > 0:  # a worker process of several: its share of the CPUs
         return threadpool_limits(limits=threads, user_api="blas")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,49 +1,52 @@
-"""Running the row-block tasks of an aggregation (refresh.py) on this machine: in this process, or in local worker
-processes (``launcher=local launcher.workers=N``). Each task writes only its own block's chunks; the caller reduces.
-``launcher=slurm`` runs them as a Slurm array instead: ``datatransfer/launchers/slurm/blocks.py``, which the app
-``python -m aggregate`` passes in (the influence package knows nothing of Slurm)."""
+"""Where the row-block tasks of an aggregation (refresh.py) run on this machine: in this process, or in local worker
+processes (``launcher=local launcher.workers=N``). A runner is ``map(fn, items, on_done) -> [fn(item)]``; the app
+``python -m aggregate launcher=slurm`` passes a Slurm array's instead (launchers/slurm/array_map.py): each task
+writes only its own block's chunks, so where it runs does not matter."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
-import logging
 import multiprocessing as mp
 import os
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from datatransfer.errors import ConfigError
-from datatransfer.influence.refresh import Done, Task, run_task
 
-log = logging.getLogger(__name__)
+THREADS_ENV = "DATATRANSFER_BLAS_THREADS"  # a worker process's share of the CPUs (blocks.blas_limit reads it)
 
 
-def runner(launcher: Optional[Any]):
-    """``run_tasks(tasks, bar) -> [Done]`` for a ``launcher=local`` config node (None: in this process); ``bar``: a
-    progress bar over rows, or None."""
+def local_mapper(launcher: Optional[Any]):
+    """The runner of a ``launcher=local`` config node (None, or workers 0 or 1: this process)."""
     if launcher is not None and launcher.name != "local":
-        raise ConfigError(f"launcher={launcher.name}: row blocks run on this machine here; `python -m aggregate "
-                          f"launcher={launcher.name}` submits them")
+        raise ConfigError(f"launcher={launcher.name}: this runs row blocks on this machine only; `python -m "
+                          f"aggregate launcher={launcher.name}` submits them")
     workers = int(launcher.workers) if launcher is not None else 0
-    if workers <= 1:
-        return _serial
-    return lambda tasks, bar: _processes(tasks, workers, bar)
+    return serial_map if workers <= 1 else lambda fn, items, on_done=None: process_map(fn, items, on_done, workers)
 
 
-def _serial(tasks: List[Task], bar) -> List[Done]:
-    step = bar.update if bar is not None else None
-    return [run_task(t, step) for t in tasks]
+def serial_map(fn: Callable, items: Sequence, on_done: Optional[Callable[[int], None]] = None) -> List[Any]:
+    out = []
+    for i, item in enumerate(items):
+        out.append(fn(item))
+        if on_done is not None:
+            on_done(i)
+    return out
 
 
-def _processes(tasks: List[Task], workers: int, bar) -> List[Done]:
-    """Tasks in ``workers`` fresh processes (spawned: no inherited zarr threads), the CPUs split between them."""
-    if not tasks:
+def _init(threads: int) -> None:
+    os.environ[THREADS_ENV] = str(threads)
+
+
+def process_map(fn: Callable, items: Sequence, on_done: Optional[Callable[[int], None]], workers: int) -> List[Any]:
+    """``fn`` over ``items`` in ``workers`` fresh processes (spawned: no inherited zarr threads), the CPUs split
+    between them."""
+    if not items:
         return []
-    threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-                  // workers)
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-        futures = [pool.submit(run_task, dataclasses.replace(t, threads=threads)) for t in tasks]
-        for task, f in zip(tasks, futures):
-            f.add_done_callback(lambda _f, n=len(task.rows): bar.update(n) if bar is not None else None)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=mp.get_context("spawn"),
+                                initializer=_init, initargs=(max(1, cpus // workers),)) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        for i, f in enumerate(futures):
+            if on_done is not None:
+                f.add_done_callback(lambda _f, i=i: on_done(i))
         return [f.result() for f in futures]

@@ -49,7 +49,6 @@ class Task:
     base: Optional[np.ndarray]
     layout: ss.Layout
     read_rows: int
-    threads: int = 0  # BLAS threads; 0 = all CPUs but one (the reading thread's)
 
 
 @dataclass
@@ -63,7 +62,7 @@ def _store(path: str) -> Store:
     return Store.open(path)
 
 
-def run_task(task: Task, progress=None) -> Done:
+def run_task(task: Task) -> Done:
     """One block task (in this process, a worker process or a Slurm job)."""
     store = _store(task.store)
     t, lay = task.target, task.layout
@@ -71,9 +70,9 @@ def run_task(task: Task, progress=None) -> Done:
     mi, ki = np.array([p // kinds for p in task.pairs]), np.array([p % kinds for p in task.pairs])
     avg = averaging(store.labels(t), len(store.class_names(t)))
     skipped: set = set()
-    with blas_limit(task.threads):
+    with blas_limit():
         sums, data = read_sums(store.outputs(t), store.masks, task.rows, mi, ki, avg, lay.sample, task.read_rows,
-                               skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), progress or (lambda n: 0))
+                               skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), lambda n: None)
     if task.base is not None and len(task.base):
         old = zarr.open_group(str(Path(task.old) / "sums" / t), mode="r")
         sums = ss.read_block(old, task.block, task.pairs) + sums
@@ -144,8 +143,9 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
                       old: Optional[Path], block_rows: int, run_tasks) -> Tuple[Dict[str, np.ndarray],
                                                                                    Dict[str, str], int]:
     """Influences of every target into ``root`` (the new store, at ``new``) from row-block sums, reusing those of the
-    previous store at ``old`` (None: sum everything). ``run_tasks(tasks, bar)`` runs the block tasks and returns their
-    :class:`Done` in order. Returns each target's rows used, the diagnostics notes and the number of rows read."""
+    previous store at ``old`` (None: sum everything). ``run_tasks(run_task, tasks, on_done)`` runs the block tasks
+    (fanout.py) and returns their :class:`Done` in order. Returns each target's rows used, the diagnostics notes and
+    the number of rows read."""
     read_rows, _ = plan(job.store, next(iter(target_rows)), "dim", job.block_rows, job.memory_mb)
     plans, tasks = {}, []
     for t, rows in target_rows.items():
@@ -156,9 +156,10 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
         tasks += _tasks(job, t, p, new, old, read_rows)
         log.info(f"target {t}: {len(p.unchanged)} row blocks unchanged, {len(p.grown)} grown, {len(p.changed)} "
                  f"changed or new, of {p.layout.blocks}")
-    if job.bar is not None:
-        job.bar.total = sum(len(task.rows) for task in tasks)
-    done = run_tasks(tasks, job.bar)
+    bar = job.bar
+    if bar is not None:
+        bar.total = sum(len(task.rows) for task in tasks)
+    done = run_tasks(run_task, tasks, (lambda i: bar.update(len(tasks[i].rows))) if bar is not None else None)
     used, notes = {}, {}
     for t in target_rows:
         results = {}
