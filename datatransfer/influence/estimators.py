@@ -97,12 +97,24 @@ def welch(s_in: np.ndarray, s_in_sq: np.ndarray, total: np.ndarray, total_sq: np
     (NaN where n1 or n0 is below 2). Returns (influence, se), float64 (U, K)."""
     n1 = n_in.astype(np.float64)[:, None]
     n0 = rows - n1
-    s_out, s_out_sq = total[None, :] - s_in, total_sq[None, :] - s_in_sq
+    infl, se = np.empty(s_in.shape), np.empty(s_in.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        infl = s_in / n1 - s_out / n0
-        var1 = np.maximum(s_in_sq - s_in ** 2 / n1, 0.0) / (n1 - 1)  # max: rounding can make ~0 slightly negative
-        var0 = np.maximum(s_out_sq - s_out ** 2 / n0, 0.0) / (n0 - 1)
-        se = np.sqrt(var1 / n1 + var0 / n0)
+        r1, r0 = 1.0 / n1, 1.0 / n0
+        w1, w0 = r1 / (n1 - 1), r0 / (n0 - 1)  # s^2 / n = (sum of squares about the mean) / ((n - 1) n)
+        step = max(1, 2 ** 17 // max(len(n1), 1))  # columns at a time: temporaries stay in cache (~1 MB each)
+        for c in range(0, s_in.shape[1], step):
+            cols = slice(c, c + step)
+            a, a2 = s_in[:, cols], s_in_sq[:, cols]
+            b, b2 = total[None, cols] - a, total_sq[None, cols] - a2  # the rows without the unit
+            infl[:, cols] = a * r1 - b * r0
+            v1 = a2 - a * a * r1  # max below: rounding can make a zero sum of squares slightly negative
+            v0 = b2 - b * b * r0
+            np.maximum(v1, 0.0, out=v1)
+            np.maximum(v0, 0.0, out=v0)
+            v1 *= w1
+            v0 *= w0
+            v1 += v0
+            np.sqrt(v1, out=se[:, cols])
     se[np.broadcast_to((n1 < 2) | (n0 < 2), se.shape)] = np.nan
     return infl, se
 

@@ -75,7 +75,12 @@ def run_task(task: Task) -> Done:
                                skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), lambda n: None)
     if task.base is not None and len(task.base):
         old = zarr.open_group(str(Path(task.old) / "sums" / t), mode="r")
-        sums = ss.read_block(old, task.block, task.pairs) + sums
+        base = ss.read_block(old, task.block, task.pairs)
+        base.s_in += sums.s_in  # in place: these are U x 2K float64 per pair
+        base.total += sums.total
+        base.n_in += sums.n_in
+        base.count += sums.count
+        sums = base
         prev = ss.read_rowdata(old, lay, task.block, task.pairs, task.base)
         order = np.argsort(np.concatenate([prev.rows, data.rows]), kind="stable")
         data = RowData(np.concatenate([prev.rows, data.rows])[order],
@@ -215,9 +220,24 @@ def _total(g: zarr.Group, prev: Optional[zarr.Group], q: int, touched) -> Sums:
     if prev is None or "total_s_in" not in prev:
         tot = ss.read_block(g, 0, [q])
         for j in range(1, g["block_count"].shape[0]):
-            tot = tot + ss.read_block(g, j, [q])
+            _accumulate(tot, ss.read_block(g, j, [q]), 1.0)
         return tot
     tot = ss.read_total(prev, q)
     for j in touched:
-        tot = tot + ss.read_block(g, j, [q]) - ss.read_block(prev, j, [q])
+        _accumulate(tot, ss.read_block(g, j, [q]), 1.0)
+        _accumulate(tot, ss.read_block(prev, j, [q]), -1.0)
     return tot
+
+
+def _accumulate(tot: Sums, s: Sums, sign: float) -> None:
+    """tot += sign * s, in place (the sums are U x 2K float64: no temporaries of that size)."""
+    if sign > 0:
+        tot.s_in += s.s_in
+        tot.total += s.total
+        tot.n_in += s.n_in
+        tot.count += s.count
+    else:
+        tot.s_in -= s.s_in
+        tot.total -= s.total
+        tot.n_in -= s.n_in
+        tot.count -= s.count

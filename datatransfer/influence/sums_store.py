@@ -119,9 +119,11 @@ def row_stamps(store_path: Path, outputs: zarr.Array, rows: np.ndarray) -> np.nd
     """(len(rows),) int64 stamp of each row's outputs: the modification time (ns) of its chunk file, 1 when the
     chunk is absent (all fill values). Any rewrite of a row changes it."""
     out = np.ones(len(rows), dtype=np.int64)
-    for i, r in enumerate(rows):
+    folder = str(chunk_file(store_path, outputs, 0).parent).rsplit(outputs.path, 1)[0] + outputs.path
+    encode, rest = outputs.metadata.encode_chunk_key, (0,) * (outputs.ndim - 1)
+    for i, r in enumerate(rows):  # plain strings: pathlib per row took longer than the stat itself
         try:
-            out[i] = max(os.stat(chunk_file(store_path, outputs, int(r))).st_mtime_ns, 2)
+            out[i] = max(os.stat(f"{folder}/{encode((int(r), *rest))}").st_mtime_ns, 2)
         except FileNotFoundError:
             pass
     return out
@@ -136,15 +138,16 @@ def mask_hash(masks: np.ndarray, rows: np.ndarray) -> int:
 
 
 def read_block(g: zarr.Group, j: int, pairs: List[int]) -> Sums:
-    """Block ``j``'s sums for the pairs at ``pairs``."""
-    return Sums(np.stack([g["block_s_in"][j, p] for p in pairs]), np.stack([g["block_total"][j, p] for p in pairs]),
+    """Block ``j``'s sums for the pairs at ``pairs`` (consecutive indices: one read, no copy)."""
+    p0, p1 = pairs[0], pairs[-1] + 1
+    return Sums(np.asarray(g["block_s_in"][j, p0:p1]), np.asarray(g["block_total"][j, p0:p1]),
                 np.asarray(g["block_n_in"][j]), int(g["block_count"][j]))
 
 
 def write_block(g: zarr.Group, j: int, pairs: List[int], s: Sums) -> None:
-    for i, p in enumerate(pairs):
-        g["block_s_in"][j, p] = s.s_in[i]
-        g["block_total"][j, p] = s.total[i]
+    p0, p1 = pairs[0], pairs[-1] + 1
+    g["block_s_in"][j, p0:p1] = s.s_in
+    g["block_total"][j, p0:p1] = s.total
     g["block_n_in"][j] = s.n_in
     g["block_count"][j] = s.count
 
