@@ -62,6 +62,29 @@ print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSA
                   "rows_read": s.rows_read}))
 """
 
+# The aggregation as it was before standard errors and row-block sums (issue 12): the same blocked, prefetched read
+# and one float64 product M^T Y per block, nothing else. Run beside the others, it separates the cost of the extra
+# sums from the machine's load of the moment.
+REF_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, zarr
+from datatransfer.influence.blocks import blas_limit, read_blocks
+from datatransfer.store.sweep_store import Store
+path, block = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
+store = Store.open(path)
+rows = np.flatnonzero(store.completed())
+masks = store.masks
+s = None
+with blas_limit():
+    for b, data in read_blocks(store.outputs("target"), rows, block):
+        y = data[:, 0, 0, :].astype(np.float64)
+        p = masks[b].T.astype(np.float64) @ y
+        s = p if s is None else s + p
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 BASELINE_CHILD = r"""
 import json, resource
 import numpy as np, zarr
@@ -134,7 +157,7 @@ def main() -> None:
     out = folder / "influence.zarr"
 
     child(READ_CHILD, str(store), str(a.block))  # warm the page cache: both sides then read from memory
-    reads, aggs, diags, refreshes = [], [], [], []
+    reads, aggs, diags, refreshes, refs = [], [], [], [], []
     sb = str(a.sums_block)
     completed = zarr.open_array(str(store / "completed"), mode="r+")
     new = max(1, int(round(a.rows * a.new)))
@@ -142,6 +165,7 @@ def main() -> None:
         for _ in range(a.repeat):  # interleaved, so background load hits every side alike
             reads.append(child(READ_CHILD, str(store), str(a.block)))
             aggs.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0", "0", sb))
+            refs.append(child(REF_CHILD, str(store), str(a.block)))
             if a.diagnostics:
                 diags.append(child(AGG_CHILD, str(store), str(out), str(a.block), "1", "0", sb))
             completed[a.rows - new:] = False
@@ -157,19 +181,22 @@ def main() -> None:
 
     (tr, mr), (ta, ma) = best(reads), best(aggs)
     print(f"plain zarr read of masks + outputs   : {tr:7.2f} s   peak memory {mr:7.0f} MB")
-    print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB")
+    print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB   (+ Welch SEs, "
+          f"row-block sums written)")
+    (tp, mp) = best(refs)
+    print(f"reference: read + M^T Y only (before): {tp:7.2f} s   peak memory {mp:7.0f} MB")
     if diags:
         td, md = best(diags)
         print(f"aggregation + diagnostics (defaults) : {td:7.2f} s   peak memory {md:7.0f} MB")
     tf, mf = best(refreshes)
     print(f"refresh after {new} new rows ({100 * new / a.rows:.1f}%)  : {tf:7.2f} s   peak memory {mf:7.0f} MB   "
           f"(rows read: {refreshes[0]['rows_read']})")
-    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25)")
+    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25); reference / read: {tp / tr:.2f}")
     print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05)")
     print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
           f"{base:.0f} MB)")
     print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "
-          f"{[round(x['seconds'], 2) for x in aggs]}, refresh {[round(x['seconds'], 2) for x in refreshes]}"
+          f"{[round(x['seconds'], 2) for x in aggs]}, reference {[round(x['seconds'], 2) for x in refs]}, refresh {[round(x['seconds'], 2) for x in refreshes]}"
           + (f", with diagnostics {[round(x['seconds'], 2) for x in diags]}" if diags else ""))
     infl = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2 ** 20
     print(f"influence store on disk: {infl:.0f} MB (row-block sums of {a.sums_block} rows included)")
