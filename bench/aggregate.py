@@ -196,7 +196,8 @@ def main() -> None:
     print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
           f"{base:.0f} MB)")
     print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "
-          f"{[round(x['seconds'], 2) for x in aggs]}, reference {[round(x['seconds'], 2) for x in refs]}, refresh {[round(x['seconds'], 2) for x in refreshes]}"
+          f"{[round(x['seconds'], 2) for x in aggs]}, reference {[round(x['seconds'], 2) for x in refs]}, "
+          f"refresh {[round(x['seconds'], 2) for x in refreshes]}"
           + (f", with diagnostics {[round(x['seconds'], 2) for x in diags]}" if diags else ""))
     infl = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2 ** 20
     print(f"influence store on disk: {infl:.0f} MB (row-block sums of {a.sums_block} rows included)")
