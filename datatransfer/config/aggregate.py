@@ -13,14 +13,22 @@ from datatransfer.errors import ConfigError
 
 
 @dataclass
-class DimEstimatorConfig:
-    """Difference of means, the paper's Eq. 1 / Algorithm 1 (no settings)."""
+class BootstrapConfig:
+    """Settings every estimator has: standard errors by the (Poisson) bootstrap over rows."""
+
+    bootstrap: int = 0  # replicates; 0 = none (difference of means still gets Welch standard errors)
+    bootstrap_seed: int = 0  # row i's count in replicate b is Poisson(1) drawn from (bootstrap_seed, i)
+
+
+@dataclass
+class DimEstimatorConfig(BootstrapConfig):
+    """Difference of means, the paper's Eq. 1 / Algorithm 1, with Welch standard errors."""
 
     name: str = "dim"
 
 
 @dataclass
-class RidgeEstimatorConfig:
+class RidgeEstimatorConfig(BootstrapConfig):
     """Datamodels variant (Appendix B): ridge regression of the output on the mask, with an unpenalised bias.
     Objective (1/N) sum (y - b - x.w)^2 + lambda |w|^2; lambda per output column, the grid value with the least
     squared error on held-out rows; then refitted on all rows."""
@@ -74,6 +82,14 @@ class AggregateConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     block_rows: int = 0  # rows per read; 0 = from memory_mb
+    # Difference of means keeps its sums per block of this many store rows (in the influence store); a rerun reads
+    # only rows completed since and recomputes only blocks whose rows changed. Fewer rows per block: less to
+    # recompute after a repair, more disk (docs/influence-format.md, "Row-block sums").
+    sums_block_rows: int = 1024
+    incremental: bool = True  # false: read every row again (the result is the same to float64 rounding)
+    # A group (conf/launcher/): where the row blocks are summed. local: launcher.workers processes (0 or 1: this
+    # process, whose matrix products use every CPU); slurm: one Slurm array through submitit, as for sweeps.
+    launcher: Any = MISSING
     memory_mb: int = 1024  # budget for blocks and accumulators (a rough bound, not a hard limit)
     progress: bool = True  # tqdm bar on stderr for long runs
 
@@ -92,6 +108,8 @@ def validate_aggregate(cfg: Any) -> None:
         need(len(cfg.estimator.lambdas) > 0 and min(cfg.estimator.lambdas) > 0, "estimator.lambdas",
              f"must be positive values, got {list(cfg.estimator.lambdas)}")
         need(0 < cfg.estimator.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
+    need(cfg.estimator.bootstrap == 0 or cfg.estimator.bootstrap >= 2, "estimator.bootstrap",
+         f"must be 0 (off) or >= 2 replicates, got {cfg.estimator.bootstrap}")
     d = cfg.diagnostics
     need(0 < d.holdout_fraction < 1, "diagnostics.holdout_fraction", "must lie strictly in (0, 1)")
     need(d.bootstrap >= 0, "diagnostics.bootstrap", f"must be >= 0, got {d.bootstrap}")
@@ -99,6 +117,10 @@ def validate_aggregate(cfg: Any) -> None:
     need(d.top_k >= 0, "diagnostics.top_k", f"must be >= 0, got {d.top_k}")
     need(d.lds_examples >= 1, "diagnostics.lds_examples", f"must be >= 1, got {d.lds_examples}")
     need(cfg.block_rows >= 0, "block_rows", f"must be >= 0, got {cfg.block_rows}")
+    need(cfg.sums_block_rows >= 1, "sums_block_rows", f"must be >= 1, got {cfg.sums_block_rows}")
+    from datatransfer.config.launchers import validate_launcher
+
+    validate_launcher(cfg.launcher)
     need(cfg.memory_mb >= 16, "memory_mb", f"must be >= 16, got {cfg.memory_mb}")
     r = cfg.report
     need(r.kind in OUTPUT_KINDS, "report.kind", f"must be one of {list(OUTPUT_KINDS)}, got {r.kind!r}")

@@ -1,0 +1,66 @@
+"""Run one function over a list of arguments as a single Slurm job array (submitit), and wait for the results: what
+``python -m aggregate launcher=slurm`` uses for its row blocks. The same launcher settings as sweeps
+(``executor_parameters``); the caller knows what the function does, this module only where it runs."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence
+
+from datatransfer.config.launchers import validate_slurm
+from datatransfer.errors import SlurmError
+from datatransfer.launchers.slurm.plan import executor_parameters
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+
+
+def mapper(launcher: Any, near: Path, what: str = "tasks"):
+    """``map(fn, items, on_done) -> [fn(item)]`` running each call as a task of one Slurm array; ``on_done(i)`` is
+    called as task i finishes. The submitit folder (logs, pickles) is a hidden folder beside ``near`` (it must be on
+    a filesystem the nodes see) and is removed once every task succeeded; a failed task raises a SlurmError naming
+    it and the folder."""
+    validate_slurm(launcher)
+
+    def run(fn: Callable, items: Sequence, on_done: Optional[Callable[[int], None]] = None) -> List[Any]:
+        return _run(fn, items, on_done, launcher, near, what)
+
+    return run
+
+
+def _run(fn, items, on_done, launcher, near: Path, what: str) -> List[Any]:
+    if not items:
+        return []
+    import submitit
+
+    folder = near.parent / f".{near.name}.slurm-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=int(launcher.max_num_timeout),
+                                python=launcher.python or None)
+    params = executor_parameters(launcher, launcher.job_name or "dt-aggregate")
+    params.setdefault("additional_parameters", {})["chdir"] = str(folder)  # a neutral working directory
+    ex.update_parameters(**params)
+    jobs = ex.map_array(fn, items)
+    log.info(f"submitted {len(items)} {what} as Slurm array {jobs[0].job_id.split('_')[0]} (logs: {folder})")
+    results: List[Any] = [None] * len(jobs)
+    pending = set(range(len(jobs)))
+    while pending:
+        for i in sorted(pending):
+            if not jobs[i].done():
+                continue
+            pending.discard(i)
+            try:
+                results[i] = jobs[i].result()
+            except Exception as e:
+                last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+                raise SlurmError(f"task {i} of the array ({jobs[i].job_id}) failed: {last}; logs in {folder}") from e
+            if on_done is not None:
+                on_done(i)
+        if pending:
+            time.sleep(POLL_S)
+    shutil.rmtree(folder, ignore_errors=True)
+    return results
