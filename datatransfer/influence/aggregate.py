@@ -187,7 +187,7 @@ def _root_attrs(store: Store, rows, targets, estimator, settings, diagnostics, s
         "diagnostics": None if not diagnostics else {
             **{k: getattr(diagnostics, k) for k in ("holdout_fraction", "bootstrap", "points", "top_k",
                                                    "lds_examples", "seed")},
-            "estimator": "dim", "knockoff_seed": scheme[0] + diag.KNOCKOFF_SEED_OFFSET,
+            "estimator": estimator, "knockoff_seed": scheme[0] + diag.KNOCKOFF_SEED_OFFSET,
             "mask_alpha": scheme[1], "mask_scheme": scheme[2]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "datatransfer_version": _version(),
     }
@@ -337,7 +337,7 @@ def _write_diagnostics(job: _Job, t: str, rows: np.ndarray, masks: np.ndarray, c
     """The convergence curves of target ``t`` into ``root/diagnostics/t``; returns their note."""
     settings = job.diagnostics
     curves = diag.convergence(masks, rows, collected.aggregate, collected.samples, job.knockoffs[rows], settings,
-                              seed=settings.seed)
+                              seed=settings.seed, estimator=(job.estimator, job.settings))
     dg = root.require_group("diagnostics").require_group(t)
     dg.attrs.update({k: curves[k] for k in ("fit_rows", "heldout_rows", "top_k", "note")})
     dg.create_array("num_rows", data=curves["num_rows"], dimension_names=("point",))
@@ -350,6 +350,7 @@ def _write_diagnostics(job: _Job, t: str, rows: np.ndarray, masks: np.ndarray, c
                     dimension_names=("mode", "kind", "unit"))
     dg.create_array("aggregate_output", data=collected.aggregate.reshape(len(rows), *shape),
                     dimension_names=("row", "mode", "kind"))
+    diag.write_extra(dg, curves, shape, settings)  # noise ceilings, null levels, convergence rule
     return curves["note"]
 
 
