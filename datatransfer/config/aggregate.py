@@ -13,14 +13,22 @@ from datatransfer.errors import ConfigError
 
 
 @dataclass
-class DimEstimatorConfig:
-    """Difference of means, the paper's Eq. 1 / Algorithm 1 (no settings)."""
+class BootstrapConfig:
+    """Settings every estimator has: standard errors by the (Poisson) bootstrap over rows."""
+
+    bootstrap: int = 0  # replicates; 0 = none (difference of means still gets Welch standard errors)
+    bootstrap_seed: int = 0  # row i's count in replicate b is Poisson(1) drawn from (bootstrap_seed, i)
+
+
+@dataclass
+class DimEstimatorConfig(BootstrapConfig):
+    """Difference of means, the paper's Eq. 1 / Algorithm 1, with Welch standard errors."""
 
     name: str = "dim"
 
 
 @dataclass
-class RidgeEstimatorConfig:
+class RidgeEstimatorConfig(BootstrapConfig):
     """Datamodels variant (Appendix B): ridge regression of the output on the mask, with an unpenalised bias.
     Objective (1/N) sum (y - b - x.w)^2 + lambda |w|^2; lambda per output column, the grid value with the least
     squared error on held-out rows; then refitted on all rows."""
@@ -99,6 +107,8 @@ def validate_aggregate(cfg: Any) -> None:
         need(len(cfg.estimator.lambdas) > 0 and min(cfg.estimator.lambdas) > 0, "estimator.lambdas",
              f"must be positive values, got {list(cfg.estimator.lambdas)}")
         need(0 < cfg.estimator.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
+    need(cfg.estimator.bootstrap == 0 or cfg.estimator.bootstrap >= 2, "estimator.bootstrap",
+         f"must be 0 (off) or >= 2 replicates, got {cfg.estimator.bootstrap}")
     d = cfg.diagnostics
     need(0 < d.holdout_fraction < 1, "diagnostics.holdout_fraction", "must lie strictly in (0, 1)")
     need(d.bootstrap >= 0, "diagnostics.bootstrap", f"must be >= 0, got {d.bootstrap}")

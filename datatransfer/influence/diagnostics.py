@@ -190,11 +190,13 @@ def null_level(influence: np.ndarray, masks: np.ndarray) -> np.ndarray:
 def fitter(estimator: Tuple[str, Optional[Dict[str, Any]]]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """fit(masks (N, U), y (N, K)) -> influences (U, K) with the named estimator (``make``'s name and settings)."""
     name, settings = estimator
+    # the curves need point estimates: the bootstrap of the standard errors is left out
+    settings = {k: v for k, v in (settings or {}).items() if k not in ("bootstrap", "bootstrap_seed")}
     if name == "dim":
         return lambda x, y: dim(x, y)
 
     def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        est = make(name, **(settings or {}))
+        est = make(name, **settings)
         est.update(np.arange(len(x)), x, y)
         return est.result().influence
 

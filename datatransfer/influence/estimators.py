@@ -32,6 +32,8 @@ class Estimate:
     mean: np.ndarray  # float64 (K,): mean output over all rows used
     rows: int  # number of rows used
     extras: Dict[str, np.ndarray] = field(default_factory=dict)  # estimator-specific per-column arrays
+    se: Optional[np.ndarray] = None  # float64 (U, K): Welch standard error (difference of means), else None
+    replicates: Optional[np.ndarray] = None  # float64 (B, U, K): bootstrap replicates of ``influence``, else None
 
 
 class Estimator(abc.ABC):
@@ -82,16 +84,40 @@ def check_coverage(n_in: np.ndarray, n_out: np.ndarray, unit_names: Optional[Seq
                              + ". Every unit needs rows with it and rows without it: wait for more completed rows.")
 
 
+def welch(s_in: np.ndarray, s_in_sq: np.ndarray, total: np.ndarray, total_sq: np.ndarray, n_in: np.ndarray,
+          rows: int):
+    """Difference of means and its Welch standard error from the sufficient statistics of one set of rows.
+
+    ``s_in`` = sum_i x_iu y_ik and ``s_in_sq`` = sum_i x_iu y_ik^2 (U, K); ``total``, ``total_sq`` = sum_i y_ik,
+    sum_i y_ik^2 (K,); ``n_in`` (U,) rows with the unit; ``rows`` rows in all. With s1^2, s0^2 the sample variances
+    (n - 1 in the denominator) of y over the n1 rows with the unit and the n0 rows without it,
+
+        influence = mean_in - mean_out,    se = sqrt(s1^2 / n1 + s0^2 / n0)
+
+    (NaN where n1 or n0 is below 2). Returns (influence, se), float64 (U, K)."""
+    n1 = n_in.astype(np.float64)[:, None]
+    n0 = rows - n1
+    s_out, s_out_sq = total[None, :] - s_in, total_sq[None, :] - s_in_sq
+    with np.errstate(invalid="ignore", divide="ignore"):
+        infl = s_in / n1 - s_out / n0
+        var1 = np.maximum(s_in_sq - s_in ** 2 / n1, 0.0) / (n1 - 1)  # max: rounding can make ~0 slightly negative
+        var0 = np.maximum(s_out_sq - s_out ** 2 / n0, 0.0) / (n0 - 1)
+        se = np.sqrt(var1 / n1 + var0 / n0)
+    se[np.broadcast_to((n1 < 2) | (n0 < 2), se.shape)] = np.nan
+    return infl, se
+
+
 class DifferenceOfMeans(Estimator):
     """Eq. 1: Infl[c -> k] = sum_i x_ic y_ik / n_in(c) - sum_i (1 - x_ic) y_ik / n_out(c).
 
-    Sufficient statistics: S = M^T Y (U, K), the column totals 1^T Y (K,) and n_in = M^T 1 (U,). The out-of-mask
-    sum is the total minus the in-mask sum, so one matrix product per block does all the work.
+    Sufficient statistics: S = M^T [Y, Y^2] (U, 2K), the column totals 1^T Y, 1^T Y^2 (K,) and n_in = M^T 1 (U,).
+    The out-of-mask sums are the totals minus the in-mask sums, so one matrix product per block does all the work;
+    the squares give the Welch standard error (:func:`welch`).
     """
 
     def __init__(self) -> None:
-        self._s: Optional[np.ndarray] = None
-        self._total: Optional[np.ndarray] = None
+        self._s: Optional[np.ndarray] = None  # (U, 2K): in-mask sums of y, then of y^2
+        self._total: Optional[np.ndarray] = None  # (2K,)
         self._n_in: Optional[np.ndarray] = None
         self._rows = 0
 
@@ -102,12 +128,13 @@ class DifferenceOfMeans(Estimator):
         masks, y = np.asarray(masks, dtype=bool), _as_2d(y)
         _check_blocks(masks, y)
         if self._s is None:
-            self._s = np.zeros((masks.shape[1], y.shape[1]))
-            self._total = np.zeros(y.shape[1])
+            self._s = np.zeros((masks.shape[1], 2 * y.shape[1]))
+            self._total = np.zeros(2 * y.shape[1])
             self._n_in = np.zeros(masks.shape[1], dtype=np.int64)
         y64 = y.astype(np.float64, copy=False)
-        self._s += masks.T.astype(np.float64) @ y64  # BLAS dgemm: (U, b) @ (b, K)
-        self._total += y64.sum(axis=0)
+        yy = np.hstack([y64, y64 * y64])
+        self._s += masks.T.astype(np.float64) @ yy  # BLAS dgemm: (U, b) @ (b, 2K)
+        self._total += yy.sum(axis=0)
         self._n_in += masks.sum(axis=0)
         self._rows += masks.shape[0]
 
@@ -117,9 +144,9 @@ class DifferenceOfMeans(Estimator):
         n_in = self._n_in.copy()
         n_out = self._rows - n_in
         check_coverage(n_in, n_out, unit_names)
-        mean_in = self._s / n_in[:, None]
-        mean_out = (self._total[None, :] - self._s) / n_out[:, None]
-        return Estimate(mean_in - mean_out, n_in, n_out, self._total / self._rows, self._rows)
+        k = self._s.shape[1] // 2
+        infl, se = welch(self._s[:, :k], self._s[:, k:], self._total[:k], self._total[k:], n_in, self._rows)
+        return Estimate(infl, n_in, n_out, self._total[:k] / self._rows, self._rows, se=se)
 
 
 def holdout_rows(rows: np.ndarray, fraction: float, salt: int = 0) -> np.ndarray:
@@ -256,11 +283,59 @@ class Ridge(Estimator):
         return Estimate(w, n_in, n - n_in, ybar, n, extras={"lambda": lam})
 
 
-def make(name: str, **settings: Any) -> Estimator:
-    """An estimator by its config name ('dim' or 'ridge') and settings."""
+def poisson_weights(rows: np.ndarray, replicates: int, seed: int) -> np.ndarray:
+    """Int (len(rows), B): each row's count in each bootstrap replicate, Poisson(1) from (seed, row index), so a row
+    weighs the same whatever block or order it comes in, and a growing store keeps every earlier row's counts."""
+    return np.stack([np.random.default_rng([int(seed), int(r)]).poisson(1.0, replicates) for r in rows]) \
+        if len(rows) else np.zeros((0, replicates), dtype=np.int64)
+
+
+class Bootstrap(Estimator):
+    """Any estimator, plus B replicates of it on resampled rows (the Poisson bootstrap: row i enters replicate b
+    :func:`poisson_weights` times, an approximation of drawing N rows with replacement that streams). The estimate is
+    the inner estimator's on all rows; ``replicates`` holds the B replicate influences (their standard deviation is
+    the bootstrap standard error). Costs B + 1 times the inner estimator's time and memory."""
+
+    def __init__(self, make_inner, replicates: int, seed: int = 0):
+        if replicates < 2:
+            raise EstimatorError(f"bootstrap needs at least 2 replicates, got {replicates}")
+        self.inner = make_inner()
+        self.reps = [make_inner() for _ in range(replicates)]
+        self.seed = int(seed)
+
+    def settings(self) -> Dict[str, Any]:
+        return {**self.inner.settings(), "bootstrap": len(self.reps), "bootstrap_seed": self.seed}
+
+    def update(self, rows: np.ndarray, masks: np.ndarray, y: np.ndarray) -> None:
+        self.inner.update(rows, masks, y)
+        counts = poisson_weights(rows, len(self.reps), self.seed)
+        for b, rep in enumerate(self.reps):
+            idx = np.repeat(np.arange(len(rows)), counts[:, b])  # a row drawn k times enters k times
+            if len(idx):
+                rep.update(np.asarray(rows)[idx], np.asarray(masks)[idx], _as_2d(y)[idx])
+
+    def result(self, unit_names: Optional[Sequence[str]] = None) -> Estimate:
+        est = self.inner.result(unit_names)
+        reps = []
+        for rep in self.reps:
+            try:
+                reps.append(rep.result(unit_names).influence)
+            except EstimatorError:  # a replicate where a unit is never in (or never out): too few rows for it
+                reps.append(np.full_like(est.influence, np.nan))
+        est.replicates = np.stack(reps)
+        est.se = None
+        return est
+
+
+def make(name: str, bootstrap: int = 0, bootstrap_seed: int = 0, **settings: Any) -> Estimator:
+    """An estimator by its config name ('dim' or 'ridge') and settings; ``bootstrap`` > 0 wraps it in
+    :class:`Bootstrap` with that many replicates."""
+    if bootstrap:
+        return Bootstrap(lambda: make(name, **settings), bootstrap, bootstrap_seed)
     if name == "dim":
+        if settings:
+            raise EstimatorError(f"estimator 'dim' takes no settings besides bootstrap, got {sorted(settings)}")
         return DifferenceOfMeans()
     if name == "ridge":
         return Ridge(**settings)
     raise EstimatorError(f"unknown estimator {name!r}; choose 'dim' or 'ridge'")
-

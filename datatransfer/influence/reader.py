@@ -3,7 +3,7 @@
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import zarr
@@ -48,8 +48,32 @@ class Influence:
         return list(self.group[t].attrs["class_names"])
 
     def array(self, t: str, mode: str, kind: str, name: str) -> np.ndarray:
-        """``name`` in per_example, per_class, overall, mean_output (and lambda for ridge)."""
+        """``name`` in per_example, per_class, overall, mean_output, their standard errors per_example_se,
+        per_class_se, overall_se (and lambda for ridge)."""
         return np.asarray(self.group[f"{t}/{mode}/{kind}/{name}"][:])
+
+    def se(self, t: str, mode: str, kind: str, level: str = "overall") -> Optional[np.ndarray]:
+        """Standard errors of ``level`` (per_example, per_class or overall), same shape as its estimates; None when
+        the store has none (ridge without ``estimator.bootstrap``)."""
+        name = f"{t}/{mode}/{kind}/{level}_se"
+        return np.asarray(self.group[name][:]) if name in self.group else None
+
+    def se_method(self, t: str, mode: str, kind: str) -> Optional[str]:
+        """"welch", "bootstrap" or None (no standard errors)."""
+        return self.group[f"{t}/{mode}/{kind}"].attrs.get("se_method")
+
+    def interval(self, t: str, mode: str, kind: str, level: str = "overall",
+                 confidence: float = 0.95) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(low, high): the normal-approximation interval estimate -/+ z * se (z = 1.96 for 95%), or None without
+        standard errors."""
+        se = self.se(t, mode, kind, level)
+        if se is None:
+            return None
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        est = self.array(t, mode, kind, level).astype(np.float64)
+        return est - z * se, est + z * se
 
     def diagnostics(self, t: str, mode: str, kind: str) -> Optional[Dict[str, Any]]:
         if f"diagnostics/{t}" not in self.group:

@@ -1,0 +1,139 @@
+"""Writing an influence store's groups: counts, influences with their standard errors, diagnostics; and what
+the aggregation of every target shares (:class:`Job`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import zarr
+
+from datatransfer.config import DiagnosticsConfig
+from datatransfer.errors import AggregationError
+from datatransfer.influence import diagnostics as diag
+from datatransfer.influence.sums import averaging
+from datatransfer.store.sweep_store import Store
+
+
+@dataclass
+class Job:
+    """What the aggregation of every target shares."""
+
+    store: Store
+    estimator: str
+    settings: Dict[str, Any]
+    diagnostics: Optional[DiagnosticsConfig]
+    knockoffs: Optional[np.ndarray]  # (store rows, U) knockoff masks, with diagnostics only
+    block_rows: int
+    memory_mb: int
+    bar: Any = None  # tqdm progress bar over rows read, or None
+
+
+def write_counts(g: zarr.Group, rows: np.ndarray, masks: np.ndarray) -> None:
+    """The rows used and, per unit, how many of them had it in their mask and how many not."""
+    n_in = masks.sum(axis=0).astype(np.int64)
+    g.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
+    g.create_array("n_in", data=n_in, dimension_names=("unit",))
+    g.create_array("n_out", data=len(rows) - n_in, dimension_names=("unit",))
+
+
+@dataclass
+class Collected:
+    """What the diagnostics need, gathered while reading: per row and (mode, kind) pair, the output averaged over
+    the target's examples, and the outputs on a fixed sample of examples (for LDS)."""
+
+    sample: np.ndarray  # (S,) sorted example indices
+    aggregate: np.ndarray  # (rows, pairs)
+    samples: np.ndarray  # (rows, pairs, S) float32
+
+    @classmethod
+    def empty(cls, rows: int, pairs: int, n: int, diagnostics: Optional[DiagnosticsConfig]) -> "Collected":
+        rng = np.random.default_rng(diagnostics.seed if diagnostics else 0)
+        sample = np.sort(rng.choice(n, size=min(n, diagnostics.lds_examples), replace=False)) if diagnostics \
+            else np.zeros(0, dtype=np.int64)
+        return cls(sample, np.zeros((rows, pairs)), np.zeros((rows, pairs, len(sample)), dtype=np.float32))
+
+    def add(self, pos: np.ndarray, pidx: np.ndarray, y: np.ndarray) -> None:
+        """Block ``y`` (b, pairs of a pass, n) of the rows at positions ``pos``, for the pairs at indices ``pidx``."""
+        self.aggregate[np.ix_(pos, pidx)] = y.mean(axis=2)
+        self.samples[np.ix_(pos, pidx)] = y[:, :, self.sample]
+
+    def of(self, keep: np.ndarray) -> "Collected":
+        """The rows where ``keep`` (bool over the rows) is True."""
+        return Collected(self.sample, self.aggregate[keep], self.samples[keep])
+
+
+def check_finite(store: Store, t: str, block: np.ndarray, y: np.ndarray, mi: np.ndarray, ki: np.ndarray) -> None:
+    """Refuse a block of outputs with NaN or inf, naming the first such row, mode and kind."""
+    bad = ~np.isfinite(y).all(axis=2)
+    if bad.any():
+        b, p = np.argwhere(bad)[0]
+        raise AggregationError(
+            f"outputs/{t}: completed row {int(block[b])} holds NaN or inf for mode "
+            f"{store.modes[mi[p]]!r}, kind {store.output_kinds[ki[p]]!r} "
+            f"({int(bad.any(axis=1).sum())} such rows in this block); fix or rerun those rows (`python -m "
+            f"launch.verify store.path={store.path} verify.invalidate=true` clears their completion)")
+
+
+def write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) -> None:
+    """Per-example, per-class and overall influences of one (mode, kind) and, when the estimator gives them
+    (difference of means; any estimator with bootstrap), their standard errors ``*_se`` of the same shapes."""
+    units, n = res.influence.shape[0], len(labels)
+    infl = res.influence[:, :n]  # (U, n); difference of means has C + 1 averaged columns after these
+    avg = averaging(labels, n_classes)
+    empty = avg[:, :n_classes].sum(axis=0) == 0  # a class without test examples gets NaN (documented)
+    per_class = (infl @ avg[:, :n_classes]).T
+    per_class[empty] = np.nan
+    chunk = max(1, min(n, 2 ** 20 // max(units, 1)))  # ~4 MB chunks of float32
+    g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
+                   dimension_names=("example", "unit"))
+    g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
+    g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
+    g.create_array("mean_output", data=res.mean[:n].astype(np.float32), dimension_names=("example",))
+    for name, values in res.extras.items():
+        g.create_array(name, data=np.asarray(values), dimension_names=("example",))
+    se = standard_errors(res, avg, n)
+    if se is None:
+        return
+    se[1][empty] = np.nan
+    g.attrs["se_method"] = "bootstrap" if res.replicates is not None else "welch"
+    g.create_array("per_example_se", data=se[0].astype(np.float32), chunks=(chunk, units),
+                   dimension_names=("example", "unit"))
+    g.create_array("per_class_se", data=se[1].astype(np.float32), dimension_names=("class", "unit"))
+    g.create_array("overall_se", data=se[2], dimension_names=("unit",))
+
+
+def standard_errors(res, avg: np.ndarray, n: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(per-example (n, U), per-class (C, U), overall (U,)) standard errors, or None when the estimate has none:
+    the standard deviation of the bootstrap replicates (each replicate's per-class and overall influences are its
+    per-example ones averaged, like the estimate's), else the Welch ones of the averaged columns."""
+    if res.replicates is not None:
+        reps = res.replicates[:, :, :n]  # (B, U, n)
+        std = lambda a: np.nanstd(a, axis=0, ddof=1)  # noqa: E731
+        return std(reps).T, std(reps @ avg[:, :-1]).T, std(reps @ avg[:, -1])
+    if res.se is None:
+        return None
+    return res.se[:, :n].T, res.se[:, n:-1].T.copy(), res.se[:, -1]
+
+
+def write_diagnostics(job: Job, t: str, rows: np.ndarray, masks: np.ndarray, collected: Collected,
+                       root: zarr.Group) -> str:
+    """The convergence curves of target ``t`` into ``root/diagnostics/t``; returns their note."""
+    settings = job.diagnostics
+    curves = diag.convergence(masks, rows, collected.aggregate, collected.samples, job.knockoffs[rows], settings,
+                              seed=settings.seed, estimator=(job.estimator, job.settings))
+    dg = root.require_group("diagnostics").require_group(t)
+    dg.attrs.update({k: curves[k] for k in ("fit_rows", "heldout_rows", "top_k", "note")})
+    dg.create_array("num_rows", data=curves["num_rows"], dimension_names=("point",))
+    dg.create_array("lds_examples", data=collected.sample.astype(np.int64), dimension_names=("sample",))
+    # One array per quantity with (mode, kind) axes: few files, and xarray reads them with named dims.
+    shape = job.store.outputs(t).shape[1:3]  # (modes, kinds)
+    for name in ("bootstrap_std", "rank_corr", "lds", "fdr"):
+        dg.create_array(name, data=curves[name].reshape(*shape, -1), dimension_names=("mode", "kind", "point"))
+    dg.create_array("knockoff_overall", data=curves["knockoff_overall"].reshape(*shape, -1),
+                    dimension_names=("mode", "kind", "unit"))
+    dg.create_array("aggregate_output", data=collected.aggregate.reshape(len(rows), *shape),
+                    dimension_names=("row", "mode", "kind"))
+    diag.write_extra(dg, curves, shape, settings)  # noise ceilings, null levels, convergence rule
+    return curves["note"]
