@@ -117,3 +117,25 @@ def status_lines(influence: Any, kind: str = "softmax_gt") -> List[str]:
             col = {**d, **{name: d[name][m, k:k + 1] for name in FIELDS}}
             lines.append(f"  {t} ({mode}, {kind}): {verdict(col, 0)}")
     return lines
+
+
+def store_lines(store_path: str, influence_path: str = "", kind: str = "softmax_gt") -> List[str]:
+    """``launch.status``'s convergence section for the store at ``store_path``: the verdicts of its influence store
+    (``influence_path``, "" = the default beside the store), and how many completed rows it has not seen."""
+    from datatransfer.errors import AggregationError
+    from datatransfer.influence.aggregate import default_out
+    from datatransfer.influence.blocks import completed_rows
+    from datatransfer.influence.reader import Influence
+    from datatransfer.store.sweep_store import Store
+
+    path = influence_path or str(default_out(store_path))
+    refresh = f"python -m aggregate store.path={store_path}" + (f" out={influence_path}" if influence_path else "")
+    try:
+        influence = Influence(path)
+    except AggregationError:
+        return [f"convergence: no influence store at {path} yet ({refresh})"]
+    done = len(completed_rows(Store.open(store_path)))
+    used = int(influence.attrs.get("rows_used", 0))
+    stale = f"; {done - used} completed rows since: {refresh} to update" if done > used else ""
+    return [f"convergence (docs/estimators.md, rule in {path} from {used} rows{stale}):",
+            *status_lines(influence, kind)]

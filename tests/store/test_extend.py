@@ -85,5 +85,21 @@ def test_launch_extends_a_planted_sweep_and_status_counts_the_new_rows(tmp_path)
     r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert ": 7 rows" in r.stdout and "7 completed" in r.stdout and "extended from 4" in r.stdout, r.stdout
+    assert "convergence: no influence store at" in r.stdout
     r = run_app("launch", *common, "sweep.num_models=7", "row.noise=0.9", cwd=tmp_path)
     assert r.returncode == 2 and "different sweep" in r.stderr
+
+
+def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_has_not_seen(tmp_path):
+    path = tmp_path / "p.zarr"
+    common = ["experiment=planted", "row.units=6", "row.examples=[5]", "row.noise=0.05", f"store.path={path}"]
+    assert run_app("launch", *common, "sweep.num_models=60", cwd=tmp_path).returncode == 0
+    r = run_app("aggregate", f"store.path={path}", "diagnostics.bootstrap=0", "diagnostics.top_k=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_app("launch", *common, "sweep.num_models=80", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "from 60 rows; 20 completed rows since: python -m aggregate" in r.stdout, r.stdout
+    # low noise, 2 of 6 units judged: the rule is met at 60 rows, for both modes
+    assert r.stdout.count("converged at 60 rows: median relative SE of the top 2") == 2, r.stdout
