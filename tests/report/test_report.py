@@ -60,7 +60,9 @@ def test_report_files_and_links(tmp_path):
             assert (out / link).is_file(), f"broken link {link}"
     # ranked CSV: header, one line per source class, ranked by influence; mnist digits on top (planted)
     lines = (out / "overall_digits_fixed_softmax_gt.csv").read_text().splitlines()
-    assert lines[0] == "rank,source_class,influence,n_in,n_out,se,ci95_low,ci95_high" and len(lines) == 31
+    assert lines[0] == "rank,source_class,influence,n_in,n_out,se,ci95_low,ci95_high,null_level,z,judged" \
+        and len(lines) == 31
+    assert [line.split(",")[-1] for line in lines[1:]] == ["signal"] * 10 + ["noise"] * 20  # only digits planted
     top = {line.split(",")[1] for line in lines[1:11]}
     assert top == {f"mnist:{d}" for d in range(10)}
     values = [float(line.split(",")[2]) for line in lines[1:]]
