@@ -6,7 +6,8 @@ relative to the average unit, and the null level of each row of influences (one 
 overall) is the centre of the bulk of its units' influences (``diagnostics.null_centre``). The knockoff band is the
 null level +- the largest |overall influence| of a knockoff unit. ``z`` = (influence - null level) / SE; without
 standard errors (ridge without ``estimator.bootstrap``) the SE is replaced by the robust spread (1.4826 MAD) of
-that row's influences over units, and only the knockoff band marks overall influences.
+that row's influences over units, and only the knockoff band marks overall influences. A panel that picks the
+most extreme of many estimates (hard examples) uses a family-wise threshold instead of 1.96 (``familywise_z``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ import numpy as np
 from datatransfer.influence.diagnostics import null_centre
 from datatransfer.influence.reader import Influence
 from datatransfer.report.tables import Z95
+
+
+def familywise_z(tests: int, level: float = 0.05) -> float:
+    """|z| beyond which one of ``tests`` estimates is a finding at family-wise error ``level`` (two-sided,
+    Bonferroni): for picking the most extreme of many estimates, as the hard-examples panel does."""
+    from statistics import NormalDist
+
+    return float(NormalDist().inv_cdf(1 - level / (2 * max(int(tests), 1))))
 
 
 def fixed_size(inf: Influence) -> bool:

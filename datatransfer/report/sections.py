@@ -180,7 +180,11 @@ def _hard_examples(r: Sections, v: _View) -> List[str]:
     wrong, predicted = error_rates(r.inf, r.store, v.t, v.mode)
     s, units, names = r.settings, r.inf.unit_names, v.class_names
     j = noise.level(r.inf, v.t, v.mode, r.kind, "per_example")
-    # how clearly each example's most negative source class stands out: -(its z), z = (influence - null) / SE
+    # how clearly each example's most negative source class stands out: -(its z), z = (influence - null) / SE;
+    # beyond noise only past a 5% family-wise threshold over every (example, source class) pair: the panel shows
+    # the most extreme of n x U values, which a per-pair 95% rule would fill with chance findings
+    thr = noise.familywise_z(j.z.size)
+    j.noise = ~(np.abs(j.z) >= thr)
     clarity = -np.nan_to_num(j.z, nan=np.inf).min(axis=1)
     hard = np.argsort(-clarity, kind="stable")[:s.hard_examples]
     examples, rows_csv = [], []
@@ -206,7 +210,7 @@ def _hard_examples(r: Sections, v: _View) -> List[str]:
                      for a in ("negative_source_", "influence_", "z_", "judged_")], rows_csv)
     r.figures.append(f)
     r.csvs.append(c)
-    clear = int((clarity[hard] >= Z95).sum())
+    clear = int((clarity[hard] >= thr).sum())
     how = "influence / its standard error" if j.se is not None else \
         "influence / the spread of the example's influences over source classes (no standard errors stored)"
     return [r.figure(f, "Debugging failures (paper Fig. 6, left)",
@@ -214,7 +218,9 @@ def _hard_examples(r: Sections, v: _View) -> List[str]:
                      f"noise (largest |z|, z = {how}, relative to the example's null level), with the source "
                      f"classes whose inclusion lowers their score most. Such a class may teach a feature that "
                      f"the transferred model misuses on this example; removing it from the source is the "
-                     f"counterfactual test. Pale bars are noise (|z| < {Z95:.2f}).", [c.name],
+                     f"counterfactual test. Pale bars are noise: |z| < {thr:.2f}, the two-sided 5% threshold "
+                     f"corrected (Bonferroni) for the {j.z.size} example-class pairs the panel picks from.",
+                     [c.name],
                      f" {clear} of the {len(hard)} examples shown have a most negative source class beyond "
                      f"noise.")]
 
