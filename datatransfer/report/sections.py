@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from datatransfer.config import ReportConfig
-from datatransfer.influence.reader import Influence
 from datatransfer.influence import convergence as convergence_rule
+from datatransfer.influence.reader import Influence
 from datatransfer.report import figures, noise
 from datatransfer.report.inputs import error_rates, target_images
 from datatransfer.report.markup import KIND_TEXT, MODE_TEXT, esc, figure_html
