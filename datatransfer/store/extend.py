@@ -118,5 +118,5 @@ def _grow(group: zarr.Group, old_rows: int, new_rows: int, masks: np.ndarray) ->
             arr.resize((new_rows, *arr.shape[1:]))
         if path == "masks":
             arr[old_rows:new_rows] = masks[old_rows:new_rows]
-        elif path == "row":
+        elif path.rsplit("/", 1)[-1] == "row":  # a row coordinate (store/coords.py)
             arr[old_rows:new_rows] = np.arange(old_rows, new_rows, dtype=arr.dtype)
