@@ -1,4 +1,5 @@
-"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge] [diagnostics.enabled=false] ...`"""
+"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge] [estimator.bootstrap=B] [launcher=slurm]
+[diagnostics.enabled=false] ...`"""
 
 import hydra
 
@@ -10,13 +11,21 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
-    from datatransfer.influence.aggregate import aggregate_from_config
+    from datatransfer.influence.aggregate import aggregate_from_config, default_out
     from datatransfer.influence.reader import Influence
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
-        s = aggregate_from_config(cfg)
-        print(f"used {s.rows_used} of {s.rows_total} rows; estimator {s.estimator}; {s.seconds:.1f} s")
+        run_tasks = None
+        if cfg.launcher.name == "slurm":  # the row blocks as one Slurm array
+            from pathlib import Path
+
+            from datatransfer.launchers.slurm import blocks
+
+            run_tasks = blocks.runner(cfg.launcher, Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path))
+        s = aggregate_from_config(cfg, run_tasks)
+        print(f"used {s.rows_used} of {s.rows_total} rows (read {s.rows_read} target rows, the rest from the "
+              f"previous sums); estimator {s.estimator}; {s.seconds:.1f} s")
         for line in Influence(s.out).top_lines(cfg.report.kind):  # a first look; the report has the rest
             print(line)
         for t, note in s.diagnostics.items():

@@ -89,6 +89,14 @@ class AggregateConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     block_rows: int = 0  # rows per read; 0 = from memory_mb
+    # Difference of means keeps its sums per block of this many store rows (in the influence store); a rerun reads
+    # only rows completed since and recomputes only blocks whose rows changed. Fewer rows per block: less to
+    # recompute after a repair, more disk (docs/influence-format.md, "Row-block sums").
+    sums_block_rows: int = 1024
+    incremental: bool = True  # false: read every row again (the result is the same to float64 rounding)
+    # A group (conf/launcher/): where the row blocks are summed. local: launcher.workers processes (0 or 1: this
+    # process, whose matrix products use every CPU); slurm: one Slurm array through submitit, as for sweeps.
+    launcher: Any = MISSING
     memory_mb: int = 1024  # budget for blocks and accumulators (a rough bound, not a hard limit)
     progress: bool = True  # tqdm bar on stderr for long runs
 
@@ -118,6 +126,10 @@ def validate_aggregate(cfg: Any) -> None:
     need(0 < d.converge_overlap <= 1, "diagnostics.converge_overlap", "must lie in (0, 1]")
     need(d.lds_examples >= 1, "diagnostics.lds_examples", f"must be >= 1, got {d.lds_examples}")
     need(cfg.block_rows >= 0, "block_rows", f"must be >= 0, got {cfg.block_rows}")
+    need(cfg.sums_block_rows >= 1, "sums_block_rows", f"must be >= 1, got {cfg.sums_block_rows}")
+    from datatransfer.config.launchers import validate_launcher
+
+    validate_launcher(cfg.launcher)
     need(cfg.memory_mb >= 16, "memory_mb", f"must be >= 16, got {cfg.memory_mb}")
     r = cfg.report
     need(r.kind in OUTPUT_KINDS, "report.kind", f"must be one of {list(OUTPUT_KINDS)}, got {r.kind!r}")

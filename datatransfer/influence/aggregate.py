@@ -26,7 +26,7 @@ import zarr
 from datatransfer.config import DiagnosticsConfig
 from datatransfer.errors import AggregationError
 from datatransfer.influence import diagnostics as diag
-from datatransfer.influence import full
+from datatransfer.influence import fanout, full, refresh
 from datatransfer.influence.blocks import completed_rows, plan, rows_used
 from datatransfer.influence.estimators import make
 from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence
@@ -36,7 +36,7 @@ from datatransfer.store.sweep_store import Store
 log = logging.getLogger(__name__)
 
 # Names at the root of the influence store that a target may not take.
-RESERVED = {"rows", "n_in", "n_out", "diagnostics"}
+RESERVED = {"rows", "n_in", "n_out", "diagnostics", "sums"}
 
 
 def default_out(store_path: str | os.PathLike) -> Path:
@@ -55,6 +55,7 @@ class Summary:
     seconds: float
     diagnostics: Dict[str, str] = field(default_factory=dict)  # target -> note (empty when all curves exist)
     unreadable: Dict[str, List[int]] = field(default_factory=dict)  # target -> completed rows left out (damaged)
+    rows_read: int = 0  # rows whose outputs were read (per target, summed): fewer than used in a refresh
 
 
 def aggregate(
@@ -66,11 +67,18 @@ def aggregate(
     block_rows: int = 0,
     memory_mb: int = 1024,
     progress: bool = True,
+    incremental: bool = True,
+    sums_block_rows: int = 1024,
+    launcher: Any = None,
+    run_tasks: Any = None,
 ) -> Summary:
     """Compute the influence store of the store at ``store_path`` from its completed rows; returns a summary.
 
     ``out`` defaults to ``<store's parent>/influence.zarr``; it is replaced atomically (readers never see a
-    half-written one). ``diagnostics=None`` skips the convergence curves.
+    half-written one). ``diagnostics=None`` skips the convergence curves. Difference of means (without bootstrap)
+    keeps its sums per block of ``sums_block_rows`` store rows in the influence store and, ``incremental``, reads
+    only the rows that changed since the previous one (refresh.py); ``launcher`` (a ``launcher=local`` config node;
+    None: this process) runs those blocks, unless ``run_tasks(tasks, bar)`` is given (e.g. a Slurm array).
     """
     start = time.perf_counter()
     if diagnostics is not None and not diagnostics.enabled:
@@ -93,11 +101,19 @@ def aggregate(
     job = Job(store, estimator, settings, diagnostics, knock, block_rows, memory_mb)
     notes: Dict[str, str] = {}
     used: Dict[str, np.ndarray] = {}  # each target's rows used: its completed rows whose outputs could be read
+    by_sums = estimator == "dim" and not settings.get("bootstrap")
+    previous = out if incremental and (out / "zarr.json").is_file() else None
+    rows_read = 0
     with _writing(out) as root:
-        job.bar = _progress_bar(progress, total=sum(
+        job.bar = _progress_bar(progress, total=0 if by_sums else sum(
             len(target_rows[t]) * len(plan(store, t, estimator, block_rows, memory_mb)[1]) for t in targets))
-        for t in targets:
+        if by_sums:
+            used, notes, rows_read = refresh.aggregate_targets(
+                job, target_rows, root, Path(str(root.store.root)), previous, sums_block_rows,
+                run_tasks or fanout.runner(launcher))
+        for t in targets if not by_sums else []:
             used[t], note = full.aggregate_target(job, t, target_rows[t], root)
+            rows_read += len(target_rows[t])
             if note:
                 notes[t] = note
         if job.bar is not None:
@@ -105,13 +121,13 @@ def aggregate(
         rows, unreadable = rows_used(store, rows, target_rows, used)
         root.attrs.update({**_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme),
                            "rows_unreadable": unreadable})
-        write_counts(root, rows, store.masks[rows])
+        write_counts(root, rows, store.masks[rows], store.unit_names)
         if diagnostics:
             root.require_group("diagnostics").create_array(
                 "knockoff_masks", data=knock, chunks=(min(len(knock), 4096), knock.shape[1]),
                 dimension_names=("row", "unit"))
     return Summary(out, len(rows), store.num_rows, targets, estimator, time.perf_counter() - start, notes,
-                   unreadable)
+                   unreadable, rows_read)
 
 
 def _out_path(store: Store, out: Optional[str | os.PathLike]) -> Path:
@@ -213,14 +229,16 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def aggregate_from_config(cfg: Any) -> Summary:
-    """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store."""
+def aggregate_from_config(cfg: Any, run_tasks: Any = None) -> Summary:
+    """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store. The row blocks run
+    as ``cfg.launcher`` (local) says, or through ``run_tasks`` (the app passes the Slurm array's)."""
     from omegaconf import OmegaConf
 
     est = OmegaConf.to_container(cfg.estimator, resolve=True)
     name = est.pop("name")
     return aggregate(cfg.store.path, cfg.out or None, name, est, cfg.diagnostics, cfg.block_rows, cfg.memory_mb,
-                     cfg.progress)
+                     cfg.progress, cfg.incremental, cfg.sums_block_rows,
+                     cfg.launcher if cfg.launcher.name == "local" else None, run_tasks)
 
 
 def current_influence(cfg: Any) -> Tuple[Influence, Store]:
@@ -239,7 +257,7 @@ def current_influence(cfg: Any) -> Tuple[Influence, Store]:
         except AggregationError as e:
             reason = str(e)
     if reason:
-        log.info(f"{reason}: aggregating first")
+        log.info(f"{reason}: aggregating first (on this machine)")
         s = aggregate_from_config(cfg)
         log.info(f"wrote {s.out} ({s.rows_used} rows, {s.seconds:.1f} s)")
     return Influence(path), store

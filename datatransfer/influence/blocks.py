@@ -104,7 +104,7 @@ def _passes(pairs: List[Tuple[int, int]], cols_per_pair: int, units: int, memory
     return [pairs[i:i + k] for i in range(0, len(pairs), k)]
 
 
-def blas_limit():
+def blas_limit(threads: int = 0):
     """Leave one CPU to the reading thread: zarr's chunk handling is mostly Python (one core, under the GIL), and
     when BLAS takes every core the two fight instead of overlapping. Measured on 2 cores at the paper's size:
     read + accumulate went from 1.5x to 1.1x the read alone. Only around the reading loop: the work after it
@@ -113,6 +113,8 @@ def blas_limit():
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
+    if threads > 0:  # a worker process of several: its share of the CPUs
+        return threadpool_limits(limits=threads, user_api="blas")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return threadpool_limits(limits=max(1, cpus - 1), user_api="blas")
 

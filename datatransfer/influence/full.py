@@ -12,7 +12,7 @@ from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence.blocks import blas_limit, plan, read_blocks
 from datatransfer.influence.estimators import Estimator, make
 from datatransfer.influence.sums import averaging
-from datatransfer.influence.write import Collected, Job, check_finite, write_counts, write_diagnostics, \
+from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
     write_influences
 
 
@@ -40,13 +40,11 @@ def aggregate_target(job: Job, t: str, rows: np.ndarray, root: zarr.Group) -> Tu
                 raise AggregationError(f"target {t!r}, mode {store.modes[m]!r}, kind "
                                        f"{store.output_kinds[k]!r}: {e}") from e
             write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]),
-                              res, labels, len(class_names))
+                             res, labels, class_names, store.unit_names)
             del res
     keep = ~np.isin(rows, sorted(skipped))
     rows = rows[keep]
-    tg.attrs.update({"class_names": class_names, "rows_used": int(len(rows))})
-    tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
-    write_counts(tg, rows, store.masks[rows])  # this target's rows (fewer than the root's when added later)
+    write_target(tg, labels, class_names, rows, store.masks[rows], store.unit_names)
     if not job.diagnostics:
         return rows, ""
     return rows, write_diagnostics(job, t, rows, store.masks[rows], collected.of(keep), root)

@@ -30,12 +30,36 @@ class Job:
     bar: Any = None  # tqdm progress bar over rows read, or None
 
 
-def write_counts(g: zarr.Group, rows: np.ndarray, masks: np.ndarray) -> None:
-    """The rows used and, per unit, how many of them had it in their mask and how many not."""
+def write_counts(g: zarr.Group, rows: np.ndarray, masks: np.ndarray, unit_names) -> None:
+    """The rows used and, per unit, how many of them had it in their mask and how many not; with the coordinates
+    ``row`` and ``unit`` (so that xarray labels them)."""
     n_in = masks.sum(axis=0).astype(np.int64)
     g.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
     g.create_array("n_in", data=n_in, dimension_names=("unit",))
     g.create_array("n_out", data=len(rows) - n_in, dimension_names=("unit",))
+    write_coords(g, row=rows, unit=unit_names)
+
+
+def write_target(tg: zarr.Group, labels: np.ndarray, class_names, rows: np.ndarray, masks: np.ndarray,
+                 unit_names) -> None:
+    """A target group's own arrays besides the influences: labels, the rows used and their counts."""
+    tg.attrs.update({"class_names": list(class_names), "rows_used": int(len(rows))})
+    tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
+    write_counts(tg, rows, masks, unit_names)  # this target's rows (fewer than the root's when added later)
+    write_coords(tg, example=np.arange(len(labels)))
+
+
+def write_coords(g: zarr.Group, **coords) -> None:
+    """One-dimensional coordinate arrays named like their dimension: xarray.open_zarr makes them the labels of that
+    dimension (unit names, class names, example and row indices, modes, kinds)."""
+    for name, values in coords.items():
+        values = np.asarray(values)
+        if values.dtype.kind in "USO":
+            a = g.create_array(name, shape=values.shape, dtype=str, dimension_names=(name,))
+            if len(values):
+                a[:] = values.astype(object)
+        else:
+            g.create_array(name, data=values.astype(np.int64), dimension_names=(name,))
 
 
 @dataclass
@@ -76,9 +100,12 @@ def check_finite(store: Store, t: str, block: np.ndarray, y: np.ndarray, mi: np.
             f"launch.verify store.path={store.path} verify.invalidate=true` clears their completion)")
 
 
-def write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) -> None:
+def write_influences(g: zarr.Group, res, labels: np.ndarray, class_names, unit_names) -> None:
     """Per-example, per-class and overall influences of one (mode, kind) and, when the estimator gives them
-    (difference of means; any estimator with bootstrap), their standard errors ``*_se`` of the same shapes."""
+    (difference of means; any estimator with bootstrap), their standard errors ``*_se`` of the same shapes; with the
+    coordinates ``unit``, ``example`` and ``class``."""
+    n_classes = len(class_names)
+    write_coords(g, unit=unit_names, example=np.arange(len(labels)), **{"class": class_names})
     units, n = res.influence.shape[0], len(labels)
     infl = res.influence[:, :n]  # (U, n); difference of means has C + 1 averaged columns after these
     avg = averaging(labels, n_classes)
@@ -136,4 +163,5 @@ def write_diagnostics(job: Job, t: str, rows: np.ndarray, masks: np.ndarray, col
     dg.create_array("aggregate_output", data=collected.aggregate.reshape(len(rows), *shape),
                     dimension_names=("row", "mode", "kind"))
     diag.write_extra(dg, curves, shape, settings)  # noise ceilings, null levels, convergence rule
+    write_coords(dg, mode=job.store.modes, kind=job.store.output_kinds, unit=job.store.unit_names, row=rows)
     return curves["note"]

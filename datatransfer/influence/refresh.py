@@ -1,0 +1,222 @@
+"""Difference of means from row-block sums: read only the rows that are new since the previous influence store,
+recompute only the blocks whose rows changed or disappeared, then reduce the blocks to influences and Welch standard
+errors (docs/influence-format.md, "Row-block sums").
+
+A block of a target is, compared with the previous store's sums of it:
+- unchanged: the same rows, each with the same stamp (its outputs chunk's modification time) and the same mask:
+  its chunks are hard-linked, nothing is read;
+- grown: every earlier row unchanged, some rows completed since: only those are read, and added to its sums;
+- changed: a row was rewritten, invalidated (no longer completed) or its mask rewritten: all of its rows are read.
+The totals are the previous totals plus, per block read, its new sums minus its previous ones (the same numbers as a
+full recomputation up to float64 rounding). Blocks are independent tasks (``fanout.py`` runs them in this process,
+in worker processes or as a Slurm array), each writing only its own chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import zarr
+
+from datatransfer.errors import AggregationError, EstimatorError
+from datatransfer.influence import sums_store as ss
+from datatransfer.influence.blocks import blas_limit, plan
+from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
+from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
+    write_influences
+from datatransfer.store.sweep_store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    """Sum ``rows`` of block ``block`` of target ``target`` for the pairs ``pairs``, on top of the previous store's
+    sums of the block's ``base`` rows (None: from zero), into the new influence store. Picklable."""
+
+    store: str
+    new: str
+    old: Optional[str]
+    target: str
+    block: int
+    pairs: List[int]
+    rows: np.ndarray
+    base: Optional[np.ndarray]
+    layout: ss.Layout
+    read_rows: int
+    threads: int = 0  # BLAS threads; 0 = all CPUs but one (the reading thread's)
+
+
+@dataclass
+class Done:
+    rows: np.ndarray  # rows the block's sums now hold
+    unreadable: List[int]  # rows left out: their chunk cannot be decoded
+
+
+@functools.lru_cache(maxsize=4)
+def _store(path: str) -> Store:
+    return Store.open(path)
+
+
+def run_task(task: Task, progress=None) -> Done:
+    """One block task (in this process, a worker process or a Slurm job)."""
+    store = _store(task.store)
+    t, lay = task.target, task.layout
+    kinds = len(store.output_kinds)
+    mi, ki = np.array([p // kinds for p in task.pairs]), np.array([p % kinds for p in task.pairs])
+    avg = averaging(store.labels(t), len(store.class_names(t)))
+    skipped: set = set()
+    with blas_limit(task.threads):
+        sums, data = read_sums(store.outputs(t), store.masks, task.rows, mi, ki, avg, lay.sample, task.read_rows,
+                               skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), progress or (lambda n: 0))
+    if task.base is not None and len(task.base):
+        old = zarr.open_group(str(Path(task.old) / "sums" / t), mode="r")
+        sums = ss.read_block(old, task.block, task.pairs) + sums
+        prev = ss.read_rowdata(old, lay, task.block, task.pairs, task.base)
+        order = np.argsort(np.concatenate([prev.rows, data.rows]), kind="stable")
+        data = RowData(np.concatenate([prev.rows, data.rows])[order],
+                       np.concatenate([prev.aggregate, data.aggregate])[order],
+                       np.concatenate([prev.samples, data.samples])[order])
+    g = zarr.open_group(str(Path(task.new) / "sums" / t), mode="r+")
+    ss.write_block(g, task.block, task.pairs, sums)
+    ss.write_rowdata(g, lay, task.block, task.pairs, data)
+    return Done(data.rows, sorted(skipped))
+
+
+@dataclass
+class _Plan:
+    layout: ss.Layout
+    prev: Optional[zarr.Group]
+    stamps: np.ndarray  # (M,) current stamp of each completed row, 0 = not completed
+    unchanged: List[int]
+    grown: Dict[int, Tuple[np.ndarray, np.ndarray]]  # block -> (earlier rows, new rows)
+    changed: Dict[int, np.ndarray]  # block -> all its rows
+
+
+def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_rows: int) -> _Plan:
+    store = job.store
+    outputs = store.outputs(t)
+    n = outputs.shape[-1]
+    rng = np.random.default_rng(job.diagnostics.seed if job.diagnostics else 0)
+    sample = np.sort(rng.choice(n, size=min(n, job.diagnostics.lds_examples), replace=False)) \
+        if job.diagnostics else np.zeros(0, dtype=np.int64)
+    lay = ss.Layout(block_rows, store.num_rows, len(store.unit_names), outputs.shape[1] * outputs.shape[2],
+                    n + len(store.class_names(t)) + 1, sample, store.fingerprint, store.store_id)
+    prev = ss.open_previous(old, t, lay) if old is not None else None
+    stamps = np.zeros(store.num_rows, dtype=np.int64)
+    stamps[rows] = ss.row_stamps(store.path, outputs, rows)
+    before = np.asarray(prev["row_stamp"][:]) if prev is not None else np.zeros_like(stamps)
+    hashes = np.asarray(prev["block_mask_hash"][:]) if prev is not None else None
+    masks = store.masks
+    p = _Plan(lay, prev, stamps, [], {}, {})
+    for j in range(lay.blocks):
+        blk = lay.block(j)
+        o, s = before[blk], stamps[blk]
+        had, has = np.flatnonzero(o) + blk.start, np.flatnonzero(s) + blk.start
+        same_masks = hashes is not None and hashes[j] == ss.mask_hash(masks[had], had)
+        if same_masks and np.array_equal(o, s):
+            p.unchanged.append(j)
+        elif same_masks and len(had) and (s[o > 0] == o[o > 0]).all():
+            p.grown[j] = (had, np.setdiff1d(has, had))
+        elif len(has) or (prev is not None and len(had)):
+            p.changed[j] = has
+    return p
+
+
+def _tasks(job: Job, t: str, p: _Plan, new: Path, old: Optional[Path], read_rows: int) -> List[Task]:
+    _, passes = plan(job.store, t, "dim", read_rows, job.memory_mb)
+    kinds = len(job.store.output_kinds)
+    groups = [[m * kinds + k for m, k in group] for group in passes]
+    out = []
+    for j, (base, rows) in [*p.grown.items(), *((j, (None, r)) for j, r in p.changed.items())]:
+        for pairs in groups:
+            out.append(Task(str(job.store.path), str(new), str(old) if old else None, t, j, pairs, rows, base,
+                            p.layout, read_rows))
+    return out
+
+
+def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.Group, new: Path,
+                      old: Optional[Path], block_rows: int, run_tasks) -> Tuple[Dict[str, np.ndarray],
+                                                                                   Dict[str, str], int]:
+    """Influences of every target into ``root`` (the new store, at ``new``) from row-block sums, reusing those of the
+    previous store at ``old`` (None: sum everything). ``run_tasks(tasks, bar)`` runs the block tasks and returns their
+    :class:`Done` in order. Returns each target's rows used, the diagnostics notes and the number of rows read."""
+    read_rows, _ = plan(job.store, next(iter(target_rows)), "dim", job.block_rows, job.memory_mb)
+    plans, tasks = {}, []
+    for t, rows in target_rows.items():
+        p = plans[t] = _plan_target(job, t, rows, old, block_rows)
+        ss.create(root.require_group("sums").require_group(t), p.layout)
+        for j in p.unchanged:
+            ss.link_block(old / "sums" / t, new / "sums" / t, j)
+        tasks += _tasks(job, t, p, new, old, read_rows)
+        log.info(f"target {t}: {len(p.unchanged)} row blocks unchanged, {len(p.grown)} grown, {len(p.changed)} "
+                 f"changed or new, of {p.layout.blocks}")
+    if job.bar is not None:
+        job.bar.total = sum(len(task.rows) for task in tasks)
+    done = run_tasks(tasks, job.bar)
+    used, notes = {}, {}
+    for t in target_rows:
+        results = {}
+        for task, d in zip(tasks, done):
+            if task.target == t:
+                if task.block in results and not np.array_equal(results[task.block].rows, d.rows):
+                    raise AggregationError(f"outputs/{t}: rows of block {task.block} became unreadable while being "
+                                           f"aggregated (written right now?); run the command again")
+                results[task.block] = d
+        used[t], notes[t] = _reduce(job, t, plans[t], results, root)
+    return used, {t: n for t, n in notes.items() if n}, sum(len(task.rows) for task in tasks)
+
+
+def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Group) -> Tuple[np.ndarray, str]:
+    """Stamps of the blocks read, totals, influences, counts and diagnostics of target ``t``."""
+    store, lay = job.store, p.layout
+    g = root["sums"][t]
+    masks = store.masks
+    for j, d in results.items():
+        blk = lay.block(j)
+        stamp = np.zeros(blk.stop - blk.start, dtype=np.int64)
+        stamp[d.rows - blk.start] = p.stamps[d.rows]
+        g["row_stamp"][blk] = stamp
+        g["block_mask_hash"][j] = ss.mask_hash(masks[d.rows], d.rows)
+    rows = np.flatnonzero(np.asarray(g["row_stamp"][:]))
+    if len(rows) == 0:
+        raise AggregationError(f"target {t}: none of its completed rows could be read")
+    labels, class_names = store.labels(t), store.class_names(t)
+    tg = root.require_group(t)
+    touched = sorted(set(p.grown) | set(p.changed))
+    for q in range(lay.pairs):
+        tot = _total(g, p.prev, q, touched)
+        ss.write_total(g, q, tot)
+        try:
+            res = tot.estimate(0, store.unit_names)
+        except EstimatorError as e:
+            m, k = divmod(q, len(store.output_kinds))
+            raise AggregationError(f"target {t!r}, mode {store.modes[m]!r}, kind {store.output_kinds[k]!r}: {e}") \
+                from e
+        m, k = divmod(q, len(store.output_kinds))
+        write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]), res, labels,
+                         class_names, store.unit_names)
+    write_target(tg, labels, class_names, rows, masks[rows], store.unit_names)
+    if not job.diagnostics:
+        return rows, ""
+    agg = np.asarray(g["row_aggregate"][:])[rows]
+    smp = np.asarray(g["row_samples"][:])[rows][:, :, :len(lay.sample)]
+    return rows, write_diagnostics(job, t, rows, masks[rows], Collected(lay.sample, agg, smp), root)
+
+
+def _total(g: zarr.Group, prev: Optional[zarr.Group], q: int, touched) -> Sums:
+    """Pair ``q``'s sums over all blocks: the previous totals corrected by the blocks read, or the sum of blocks."""
+    if prev is None or "total_s_in" not in prev:
+        tot = ss.read_block(g, 0, [q])
+        for j in range(1, g["block_count"].shape[0]):
+            tot = tot + ss.read_block(g, j, [q])
+        return tot
+    tot = ss.read_total(prev, q)
+    for j in touched:
+        tot = tot + ss.read_block(g, j, [q]) - ss.read_block(prev, j, [q])
+    return tot
