@@ -5,8 +5,8 @@ each row's output averaged over the target's examples (the "aggregate output"), 
 sample of target examples (for LDS).
 
 The used rows are split once, by a hash of the row index, into *fit* rows and *held-out* rows (20% by default, the
-paper held out 1,540 of 7,540); repeated rows (``sweep.repeats``: rows sharing a mask) take the side of the first
-row with their mask, so a held-out mask was never seen by a fit. For each N on a geometric grid, the estimates use
+paper held out 1,540 of 7,540); no curve's fit uses a held-out row (a held-out row may share its mask with a fit
+row, ``sweep.repeats``: their training noise is independent, so nothing of the held-out outputs leaks). For each N on a geometric grid, the estimates use
 the first N fit rows (in row order, so a growing store extends the curve rather than reshuffling it). Every curve
 uses the aggregation's own estimator (difference of means or ridge), fitted on those N fit rows only:
 
@@ -215,8 +215,7 @@ def convergence(masks: np.ndarray, rows: np.ndarray, aggregate: np.ndarray, samp
     from all used rows; (P,) rank_corr_ceiling and lds_ceiling; plus counts and a note.
     """
     n_units, n_pairs = masks.shape[1], aggregate.shape[1]
-    held = holdout_rows(first_with_same_mask(masks, rows), settings.holdout_fraction, HOLDOUT_SALT) \
-        if len(rows) else np.zeros(0, dtype=bool)
+    held = holdout_rows(rows, settings.holdout_fraction, HOLDOUT_SALT)
     fit = ~held
     grid = rows_grid(masks[fit], settings.points)
     top_k = min(settings.top_k if settings.top_k > 0 else default_top_k(n_units), 2 * n_units)
