@@ -96,7 +96,8 @@ def test_uncommitted_addition_is_replaced(tmp_path):
 # ---- launch.add_targets through the real app (in-memory mini data) -----------------------------------------------
 
 # files an addition of target coarse creates (the original sweep's other files stay byte-identical)
-ADDED_FILES = ("zarr.json", ".add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse")
+ADDED_FILES = ("zarr.json", ".add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse",
+               "outputs/example_coarse", "predictions/example_coarse")  # the new target's coordinates
 
 
 def test_add_targets_without_training(tmp_path, monkeypatch):
