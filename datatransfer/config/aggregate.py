@@ -50,9 +50,16 @@ class DiagnosticsConfig:
     holdout_fraction: float = 0.2  # rows held out for rank correlation and LDS (paper: 1,540 of 7,540)
     bootstrap: int = 500  # resamples per N (paper: 500)
     points: int = 6  # values of N, geometric, up to all fit rows
-    top_k: int = 0  # knockoff FDR among the top k influences; 0 = U / 10 (paper: 100 of 1,000)
+    # knockoff FDR (and the convergence rule) among the top k influences; 0 = U / 10 (paper: 100 of 1,000), at
+    # least 10 (or U): diagnostics.default_top_k
+    top_k: int = 0
     lds_examples: int = 256  # target examples sampled for LDS (per target)
     seed: int = 0  # bootstrap resampling and LDS example sample
+    # Convergence rule (influence/convergence.py, docs/estimators.md): converged when the median relative standard
+    # error of the top-k overall influences is at most converge_rel_se and at least converge_overlap of the top k
+    # of all rows are also the top k of the first half of the rows.
+    converge_rel_se: float = 0.2
+    converge_overlap: float = 0.8
 
 
 @dataclass
@@ -115,6 +122,8 @@ def validate_aggregate(cfg: Any) -> None:
     need(d.bootstrap >= 0, "diagnostics.bootstrap", f"must be >= 0, got {d.bootstrap}")
     need(d.points >= 1, "diagnostics.points", f"must be >= 1, got {d.points}")
     need(d.top_k >= 0, "diagnostics.top_k", f"must be >= 0, got {d.top_k}")
+    need(d.converge_rel_se > 0, "diagnostics.converge_rel_se", f"must be > 0, got {d.converge_rel_se}")
+    need(0 < d.converge_overlap <= 1, "diagnostics.converge_overlap", "must lie in (0, 1]")
     need(d.lds_examples >= 1, "diagnostics.lds_examples", f"must be >= 1, got {d.lds_examples}")
     need(cfg.block_rows >= 0, "block_rows", f"must be >= 0, got {cfg.block_rows}")
     need(cfg.sums_block_rows >= 1, "sums_block_rows", f"must be >= 1, got {cfg.sums_block_rows}")

@@ -15,3 +15,6 @@ class StatusConfig:
     watch: float = 0.0  # seconds between polls until nothing is queued or running; 0 = print once
     failed: int = 10  # failed tasks listed
     tail: int = 5  # last lines of each failed task's stderr log
+    convergence: bool = True  # per target: converged or not, rows the rule predicts (influence/convergence.py)
+    influence: str = ""  # the influence store to judge; "" = <store's parent folder>/influence.zarr
+    kind: str = "softmax_gt"  # output kind judged (the report's default)

@@ -151,6 +151,10 @@ class RandomSubsetsSweepConfig:
     scheme: str = "fixed_size"  # fixed_size: exactly round(alpha * U) units | bernoulli: each unit in w.p. alpha
     num_models: int = 128
     seed: int = 0
+    # Repeated rows, for the noise ceiling of the diagnostics (docs/estimators.md): 0 = none; k >= 2 = every k-th
+    # row (i % k == k - 1) trains on the mask of row i - 1 with its own seed, so 1/k of the rows are repeats.
+    # A function of the row index alone: extending the sweep keeps the layout.
+    repeats: int = 0
     outputs: List[str] = field(default_factory=lambda: list(OUTPUT_KINDS))
 
 

@@ -51,6 +51,8 @@ def validate(cfg: Any) -> None:
 def _validate_sweep(sw: Any) -> None:
     need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
     need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
+    need(sw.get("repeats", 0) == 0 or sw.get("repeats", 0) >= 2, "sweep.repeats",
+         f"must be 0 (no repeated rows) or at least 2 (every k-th row repeats a mask), got {sw.get('repeats')}")
     need(0 <= sw.seed < 2 ** 63, "sweep.seed", f"must be a non-negative integer below 2**63, got {sw.seed}")
     need(sw.unit == "class", "sweep.unit", f"only 'class' is supported, got {sw.unit!r}")
     need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",

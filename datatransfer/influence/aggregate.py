@@ -191,7 +191,7 @@ def _root_attrs(store: Store, rows, targets, estimator, settings, diagnostics, s
         "diagnostics": None if not diagnostics else {
             **{k: getattr(diagnostics, k) for k in ("holdout_fraction", "bootstrap", "points", "top_k",
                                                    "lds_examples", "seed")},
-            "estimator": "dim", "knockoff_seed": scheme[0] + diag.KNOCKOFF_SEED_OFFSET,
+            "estimator": estimator, "knockoff_seed": scheme[0] + diag.KNOCKOFF_SEED_OFFSET,
             "mask_alpha": scheme[1], "mask_scheme": scheme[2]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "datatransfer_version": _version(),
     }

@@ -149,7 +149,7 @@ def write_diagnostics(job: Job, t: str, rows: np.ndarray, masks: np.ndarray, col
     """The convergence curves of target ``t`` into ``root/diagnostics/t``; returns their note."""
     settings = job.diagnostics
     curves = diag.convergence(masks, rows, collected.aggregate, collected.samples, job.knockoffs[rows], settings,
-                              seed=settings.seed)
+                              seed=settings.seed, estimator=(job.estimator, job.settings))
     dg = root.require_group("diagnostics").require_group(t)
     dg.attrs.update({k: curves[k] for k in ("fit_rows", "heldout_rows", "top_k", "note")})
     dg.create_array("num_rows", data=curves["num_rows"], dimension_names=("point",))
@@ -162,5 +162,6 @@ def write_diagnostics(job: Job, t: str, rows: np.ndarray, masks: np.ndarray, col
                     dimension_names=("mode", "kind", "unit"))
     dg.create_array("aggregate_output", data=collected.aggregate.reshape(len(rows), *shape),
                     dimension_names=("row", "mode", "kind"))
+    diag.write_extra(dg, curves, shape, settings)  # noise ceilings, null levels, convergence rule
     write_coords(dg, mode=job.store.modes, kind=job.store.output_kinds, unit=job.store.unit_names, row=rows)
     return curves["note"]

@@ -71,4 +71,7 @@ def resume_config(store: Store, cli_cfg: Any, overrides: Sequence[str]) -> Tuple
     cfg.launcher = launcher
     cfg.launch = cli_cfg.launch
     cfg.store.path = str(store.path)
+    # a sweep extended after its latest submission (a higher sweep.num_models) continues with all its rows
+    if "num_models" in cfg.sweep:
+        cfg.sweep.num_models = max(int(cfg.sweep.num_models), store.num_rows)
     return cfg, added

@@ -26,11 +26,19 @@ def row_mask(seed: int, row: int, num_units: int, alpha: float, scheme: str = "f
     return mask
 
 
-def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str = "fixed_size") -> np.ndarray:
-    """Bool (num_rows, num_units): row i is row_mask(seed, i, ...)."""
+def mask_row(row: int, repeats: int = 0) -> int:
+    """The row whose mask row ``row`` trains on: itself, or with ``repeats`` = k >= 2 and row % k == k - 1 (every
+    k-th row), the row before it. A repeated row keeps its own training seed (masks/seeds.py:row_seed)."""
+    return row - 1 if repeats >= 2 and row % repeats == repeats - 1 else row
+
+
+def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str = "fixed_size",
+                repeats: int = 0) -> np.ndarray:
+    """Bool (num_rows, num_units): row i is row_mask(seed, mask_row(i, repeats), ...)."""
     out = np.empty((num_rows, num_units), dtype=bool)
     for i in range(num_rows):
-        out[i] = row_mask(seed, i, num_units, alpha, scheme)
+        j = mask_row(i, repeats)
+        out[i] = out[j] if j != i else row_mask(seed, i, num_units, alpha, scheme)
     return out
 
 
@@ -42,4 +50,5 @@ def masks(sweep, num_units: int) -> np.ndarray:
         raise ConfigError(f"sweep.alpha: round({sweep.alpha} x {num_units} units) = {k}: every row would train on "
                           f"{'none' if k == 0 else 'all'} of the units; choose alpha in "
                           f"[{0.5 / num_units:.3g}, {1 - 0.5 / num_units:.3g}]")
-    return mask_matrix(int(sweep.seed), int(sweep.num_models), num_units, float(sweep.alpha), str(sweep.scheme))
+    return mask_matrix(int(sweep.seed), int(sweep.num_models), num_units, float(sweep.alpha), str(sweep.scheme),
+                       int(sweep.get("repeats", 0)))

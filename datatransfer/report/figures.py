@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 POS, NEG, GREY = "#2a7d3f", "#b8312f", "#888888"
+PALE = "#cfcfcf"  # bars of estimates judged noise (report/noise.py)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -17,36 +18,51 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _bars(ax, names: Sequence[str], values: np.ndarray, top: int, noise: Optional[float] = None) -> None:
-    """Horizontal bars: the ``top`` largest values (green) above the ``top`` smallest (red), largest first."""
+def _bars(ax, names: Sequence[str], values: np.ndarray, top: int, noise: Optional[float] = None,
+          judged: Optional[Dict] = None) -> None:
+    """Horizontal bars: the ``top`` largest values (green) above the ``top`` smallest (red), largest first.
+    ``judged`` (optional): ``null`` (the null level, a float), ``err`` (U,) half-widths of the 95% intervals or
+    None, ``is_noise`` (U,) bool: noise bars are pale and hatched, intervals drawn as whiskers, the knockoff band
+    (half-width ``noise``) centred on the null level."""
     order = np.argsort(-values, kind="stable")
     top = min(top, len(values) // 2 if len(values) >= 2 else 1)
     chosen = list(order[:top]) + list(order[len(order) - top:]) if len(order) > top else list(order)
     vals = values[chosen]
     y = np.arange(len(chosen))[::-1]
-    ax.barh(y, vals, color=[POS if v >= 0 else NEG for v in vals])
+    null = float(judged["null"]) if judged else 0.0
+    flags = np.asarray(judged["is_noise"])[chosen] if judged else np.zeros(len(chosen), dtype=bool)
+    colours = [PALE if f else (POS if v >= null else NEG) for v, f in zip(vals, flags)]
+    err = np.asarray(judged["err"])[chosen] if judged and judged.get("err") is not None else None
+    ax.barh(y, vals, color=colours, xerr=err, error_kw={"lw": 0.7, "capsize": 1.5, "ecolor": "#444"})
+    for yy, v, f in zip(y, vals, flags):
+        if f:
+            ax.barh(yy, v, color="none", edgecolor=GREY, hatch="///", lw=0)
     ax.set_yticks(y, [names[i] for i in chosen], fontsize=8)
     ax.axvline(0, color="black", lw=0.6)
+    if null != 0.0:
+        ax.axvline(null, color=GREY, lw=0.8, ls=":")
     if noise is not None and np.isfinite(noise) and noise > 0:
-        ax.axvspan(-noise, noise, color=GREY, alpha=0.15, lw=0)
+        ax.axvspan(null - noise, null + noise, color=GREY, alpha=0.15, lw=0)
     ax.tick_params(axis="x", labelsize=7)
 
 
 def overall_bars(path: Path, names: Sequence[str], overall: np.ndarray, top: int, title: str, xlabel: str,
-                 noise: Optional[float] = None) -> Path:
-    """Fig. 1: most positive and most negative source classes by overall influence."""
+                 noise: Optional[float] = None, judged: Optional[Dict] = None) -> Path:
+    """Fig. 1: most positive and most negative source classes by overall influence (``judged``: see _bars)."""
     k = min(top, max(1, len(names) // 2))
     fig = Figure(figsize=(7, 0.32 * 2 * k + 1.4))
     ax = fig.subplots()
-    _bars(ax, names, overall, top, noise)
+    _bars(ax, names, overall, top, noise, judged)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=9)
     return _save(fig, path)
 
 
 def per_class_bars(path: Path, names: Sequence[str], per_class: np.ndarray, class_names: Sequence[str],
-                   top: int, title: str, xlabel: str, max_classes: int = 20) -> Path:
-    """Fig. 3: for each target class, its most positive and most negative source classes."""
+                   top: int, title: str, xlabel: str, max_classes: int = 20,
+                   judged: Optional[List[Dict]] = None) -> Path:
+    """Fig. 3: for each target class, its most positive and most negative source classes (``judged``: one dict
+    per class, see _bars)."""
     c = min(len(class_names), max_classes)
     cols = min(c, 5)
     rows = int(np.ceil(c / cols))
@@ -57,7 +73,7 @@ def per_class_bars(path: Path, names: Sequence[str], per_class: np.ndarray, clas
         if i >= c:
             ax.set_visible(False)
             continue
-        _bars(ax, names, per_class[i], k)
+        _bars(ax, names, per_class[i], k, judged=judged[i] if judged else None)
         ax.set_title(f"target class {class_names[i]!s}", fontsize=9)
     fig.suptitle(title, fontsize=11)
     fig.supxlabel(xlabel, fontsize=9)
@@ -136,8 +152,9 @@ def projection_grid(path: Path, images: np.ndarray, rows: List[Tuple[str, np.nda
 
 
 def hard_examples(path: Path, images: Optional[np.ndarray], examples: List[Dict], title: str) -> Path:
-    """Fig. 6 (left): each often-misclassified target example with its most negative source classes.
-    ``examples``: dicts with index, caption, names (source classes) and values (their influences)."""
+    """Fig. 6 (left): target examples whose most negative source class stands out most clearly, with their most
+    negative source classes. ``examples``: dicts with index, caption, names (source classes), values (their
+    influences), and optionally err (half-widths of their 95% intervals), noise (bool flags) and null (level)."""
     n = len(examples)
     fig = Figure(figsize=(7.5, 1.25 * n + 0.6))
     axes = fig.subplots(n, 2, squeeze=False, gridspec_kw={"width_ratios": [1, 4]})
@@ -150,9 +167,13 @@ def hard_examples(path: Path, images: Optional[np.ndarray], examples: List[Dict]
         ax_img.set_title(f"example {ex['index']}", fontsize=7, pad=2)
         vals = np.asarray(ex["values"])
         y = np.arange(len(vals))[::-1]
-        ax_bar.barh(y, vals, color=NEG)
+        flags = np.asarray(ex.get("noise", np.zeros(len(vals), dtype=bool)))
+        ax_bar.barh(y, vals, color=[PALE if f else NEG for f in flags], xerr=ex.get("err"),
+                    error_kw={"lw": 0.7, "capsize": 1.5, "ecolor": "#444"})
         ax_bar.set_yticks(y, ex["names"], fontsize=8)
         ax_bar.axvline(0, color="black", lw=0.6)
+        if ex.get("null"):
+            ax_bar.axvline(float(ex["null"]), color=GREY, lw=0.8, ls=":")
         ax_bar.tick_params(axis="x", labelsize=7)
         ax_bar.set_title(ex["caption"], fontsize=8, loc="left")
     fig.suptitle(title, fontsize=10)
@@ -164,18 +185,23 @@ def hard_examples(path: Path, images: Optional[np.ndarray], examples: List[Dict]
 
 def convergence(path: Path, num_rows: np.ndarray, curves: Dict[str, Dict[str, np.ndarray]], title: str) -> Path:
     """Appendix A.5 / F: bootstrap std, rank correlation, LDS and knockoff FDR vs the number of rows, one line per
-    output kind. ``curves[kind][metric]`` arrays over ``num_rows``."""
+    output kind. ``curves[kind][metric]`` arrays over ``num_rows``; ``curves[kind]["rank_corr_ceiling"]`` and
+    ``["lds_ceiling"]`` (when present and finite) are drawn as dashed lines of the kind's colour."""
     fig = Figure(figsize=(10, 6.4))
     axes = fig.subplots(2, 2).ravel()
     panels = [
         ("bootstrap_std", "bootstrap std of overall influence\n(mean over source classes; lower = more stable)"),
-        ("rank_corr", "held-out rank correlation (Fig. 29)\n(Spearman of mask·influence vs mean output)"),
-        ("lds", "linear datamodeling score\n(per-example rank correlation on held-out rows)"),
+        ("rank_corr", "held-out rank correlation (Fig. 29)\n(Spearman of mask·influence vs mean output;"
+                      " dashed: noise ceiling)"),
+        ("lds", "linear datamodeling score\n(per-example rank correlation on held-out rows; dashed: ceiling)"),
         ("fdr", "knockoff FDR among the top-k (Fig. 30)\n(share of fake classes; 0.5 = chance)"),
     ]
     for ax, (metric, label) in zip(axes, panels):
         for kind, c in curves.items():
-            ax.plot(num_rows, c[metric], marker="o", ms=3, label=kind)
+            line, = ax.plot(num_rows, c[metric], marker="o", ms=3, label=kind)
+            ceiling = c.get(f"{metric}_ceiling")
+            if ceiling is not None and np.isfinite(ceiling):
+                ax.axhline(float(ceiling), color=line.get_color(), ls="--", lw=0.8)
         ax.set_xscale("log")
         ax.set_xticks(num_rows, [str(int(v)) for v in num_rows], fontsize=7)
         ax.minorticks_off()
@@ -192,12 +218,14 @@ def convergence(path: Path, num_rows: np.ndarray, curves: Dict[str, Dict[str, np
     return _save(fig, path)
 
 
-def knockoff_ranks(path: Path, overall: np.ndarray, knockoff: np.ndarray, title: str) -> Path:
-    """Sorted overall influences of the real source classes against those of as many knockoff (fake) classes:
-    real classes outside the knockoffs' range carry signal above the estimation noise."""
+def knockoff_ranks(path: Path, overall: np.ndarray, knockoff: np.ndarray, title: str, null: float = 0.0) -> Path:
+    """Sorted overall influences of the real source classes (minus their null level ``null``, see
+    report/noise.py) against those of as many knockoff (fake) classes: real classes outside the knockoffs' range
+    carry signal above the estimation noise."""
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
-    ax.plot(np.sort(overall)[::-1], marker="o", ms=3, color=POS, label="real source classes")
+    label = "real source classes" + (f" (minus null level {null:+.3g})" if null else "")
+    ax.plot(np.sort(overall - null)[::-1], marker="o", ms=3, color=POS, label=label)
     ax.plot(np.sort(knockoff)[::-1], marker="x", ms=3, color=GREY, label="knockoffs (independent random masks)")
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("rank")

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from datatransfer.influence.reader import Influence
+from datatransfer.report import noise
 from datatransfer.report.tables import ranking
 
 # The embedded coarse target: each coarse class and the source classes it is made of (docs/data.md).
@@ -51,16 +52,20 @@ def _digits(inf: Influence, mode: str, kind: str, top: int) -> Optional[Dict[str
     """Rank of the matching MNIST digit among each digit class's influencers; None without any MNIST digit."""
     units = inf.unit_names
     pc = inf.array("digits", mode, kind, "per_class")
+    z = noise.level(inf, "digits", mode, kind, "per_class").z
     per = {}
     for c, name in enumerate(inf.class_names("digits")):
         want = f"mnist:{name}"
         if want in units:
             order = [units[i] for i in ranking(pc[c])]
-            per[name] = {"top": order[:top], "rank": order.index(want) + 1}
+            per[name] = {"top": order[:top], "rank": order.index(want) + 1, "z": float(z[c, units.index(want)])}
     if not per:
         return None
-    return {"classes": len(per), "top1": sum(v["rank"] == 1 for v in per.values()),
-            f"top{top}": sum(v["rank"] <= top for v in per.values()), "per_class": per}
+    first = [v for v in per.values() if v["rank"] == 1]
+    return {"classes": len(per), "top1": len(first), f"top{top}": sum(v["rank"] <= top for v in per.values()),
+            "top1_z2": sum(v["z"] >= 2 for v in first), "top1_z3": sum(v["z"] >= 3 for v in first),
+            "z_from": "se" if inf.se("digits", mode, kind, "per_class") is not None else "spread",
+            "per_class": per}
 
 
 def _coarse(inf: Influence, mode: str, kind: str) -> Optional[Dict[str, Any]]:
@@ -84,9 +89,12 @@ def headline_lines(h: Dict[str, Any]) -> List[str]:
     lines = []
     for mode, r in h.get("digits", {}).get("modes", {}).items():
         top = h["digits"]["top"]
+        z = "standard error" if r["z_from"] == "se" else "spread of the class's influences (no standard errors)"
         lines.append(f"digits ({mode}, {h['digits']['kind']}): the matching MNIST digit is the top positive "
                      f"influencer for {r['top1']}/{r['classes']} digit classes and in the top {top} for "
-                     f"{r[f'top{top}']}/{r['classes']}")
+                     f"{r[f'top{top}']}/{r['classes']}; top and beyond noise (z = distance from the null level "
+                     f"in units of its {z}) at z >= 2 for {r['top1_z2']}/{r['classes']}, at z >= 3 for "
+                     f"{r['top1_z3']}/{r['classes']}")
     for mode, r in h.get("coarse", {}).get("modes", {}).items():
         shares = ", ".join(f"{c} {v['share']:.0%}" for c, v in r["per_class"].items())
         lines.append(f"coarse ({mode}, {h['coarse']['kind']}): share of member fine classes among each coarse "

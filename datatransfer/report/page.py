@@ -55,6 +55,18 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
     return summary
 
 
+def _definition(estimator: Optional[str], output: str) -> str:
+    """What the influence of a source class C on a target example t is, for the estimator used (HTML)."""
+    if estimator == "ridge":
+        return ("The <b>influence</b> of a source class C on a target test example t is C's coefficient in a linear "
+                f"model of f(t), the transferred model's {esc(output)} on t, fitted by ridge regression on which "
+                "source classes each model saw (datamodels, Appendix B): the change in f(t) that including C "
+                "predicts when the other classes are held fixed.")
+    return ("The <b>influence</b> of a source class C on a target test example t compares the models that saw C "
+            "with those that did not: Infl[C &rarr; t] = mean of f(t) over models trained with C &minus; mean of "
+            f"f(t) over models trained without C, where f(t) is the transferred model's {esc(output)} on t.")
+
+
 def _page(inf: Influence, kind: str, summary: ReportSummary, sections: List[str]) -> str:
     a = inf.attrs
     est = a.get("estimator", {})
@@ -82,13 +94,15 @@ Computed {esc(a.get('created', ''))}.</p>
 </div>
 <h2>How to read this report</h2>
 <p>Each row of the sweep is a model pretrained on a random half of the source classes and then transferred to the
-targets. The <b>influence</b> of a source class C on a target test example t compares the models that saw C with those
-that did not: Infl[C &rarr; t] = mean of f(t) over models trained with C &minus; mean of f(t) over models trained
-without C, where f(t) is the transferred model's {esc(KIND_TEXT.get(kind, kind))} on t. A positive value means including
-C helps the target prediction, a negative value means C hurts it. Averaging over the examples of one target class
-gives the class-level influence; averaging over all examples gives the overall influence. The paper found that the
-most helpful source classes are the ones that match target classes, and that removing the most harmful ones can
-improve transfer.</p>
+targets. {_definition(est.get("name"), KIND_TEXT.get(kind, kind))} A positive value means including C helps the target
+prediction, a negative value means C hurts it. Averaging over the examples of one target class gives the class-level
+influence; averaging over all examples gives the overall influence. The paper found that the most helpful source
+classes are the ones that match target classes, and that removing the most harmful ones can improve transfer.</p>
+<p><b>Findings and noise.</b> Every estimate has a standard error where the influence store holds one; an estimate
+counts as a finding only if its 95% interval excludes the null level (0, or with fixed-size masks the centre of the
+bulk of the classes' influences: such masks measure differences between classes only) and, for overall influences,
+it lies outside the knockoff band. Figures draw noise pale, and the CSVs say <code>signal</code> or
+<code>noise</code> in their <code>judged</code> column (docs/estimators.md).</p>
 {''.join(sections)}
 <h2>All CSV files</h2><p>{csv_links}</p>
 <p><small>Written by <code>python -m aggregate.report</code> from <code>{esc(inf.path)}</code> on

@@ -10,11 +10,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from datatransfer.config import ReportConfig
+from datatransfer.influence import convergence as convergence_rule
 from datatransfer.influence.reader import Influence
-from datatransfer.report import figures
+from datatransfer.report import figures, noise
 from datatransfer.report.inputs import error_rates, target_images
 from datatransfer.report.markup import KIND_TEXT, MODE_TEXT, esc, figure_html
-from datatransfer.report.tables import ranked_csvs, ranking, write_csv
+from datatransfer.report.tables import Z95, ranked_csvs, ranking, write_csv
 from datatransfer.store.sweep_store import Store
 
 
@@ -84,33 +85,60 @@ def target_section(r: Sections, t: str) -> str:
     return "\n".join(parts)
 
 
+def _diagnostic_extras(r: Sections, t: str) -> Dict[str, np.ndarray]:
+    """The noise ceilings of target ``t`` as (modes, kinds) arrays ({} when the store has none)."""
+    key = f"diagnostics/{t}"
+    return {name: np.asarray(r.inf.group[f"{key}/{name}"][:]) for name in ("rank_corr_ceiling", "lds_ceiling")
+            if key in r.inf.group and name in r.inf.group[key]}
+
+
+def _judged(j: noise.Judged, row=None) -> Dict[str, Any]:
+    """What a bar chart needs to mark noise (figures._bars): of the whole Judged, or of its row ``row``."""
+    pick = (lambda a: a) if row is None else (lambda a: a[row])
+    return {"null": float(pick(j.null)), "is_noise": pick(j.noise),
+            "err": None if j.se is None else Z95 * pick(j.se)}
+
+
 def _overall(r: Sections, v: _View) -> List[str]:
     d, units = v.diagnostics, r.inf.unit_names
-    noise = float(np.nanmax(np.abs(d["knockoff_overall"]))) if d is not None else None
+    j = noise.overall(r.inf, v.t, v.mode, r.kind)
     f = figures.overall_bars(r.out / f"overall_{v.tag}.png", units, v.overall, r.settings.top,
                              f"{v.t}: most helpful and most harmful source classes ({v.mode})",
-                             f"overall influence on the {r.what}", noise)
+                             f"overall influence on the {r.what}", j.band, _judged(j))
     r.figures.append(f)
+    interval = "its 95% interval (whiskers) excludes the null level and " if j.se is not None else ""
     return [r.figure(f, "Overall influence (paper Fig. 1)",
                      f"Each bar is a source class's influence averaged over all {len(v.labels)} target test "
                      f"examples: how much higher the {r.what} is, on average, for models whose source training "
                      f"set included the class than for models whose set did not. Green bars help transfer, "
                      f"red bars hurt it. The grey band is the noise level: the largest influence that "
                      f"<em>knockoff</em> classes (random masks independent of the outputs) reached with the same "
-                     f"number of models; bars inside it are not distinguishable from chance.",
+                     f"number of models. A bar counts as a finding only if {interval}it lies outside the band; "
+                     f"pale hatched bars are noise. {_null_text(r)}",
                      [f"overall_{v.t}_{v.mode}_{r.kind}.csv"],
-                     f" Here {int((np.abs(v.overall) > noise).sum())} of {len(units)} source classes lie outside "
-                     f"the band." if noise is not None else "")]
+                     f" Here {int(j.signal.sum())} of {len(units)} source classes are findings by this rule."
+                     if d is not None or j.se is not None else "")]
+
+
+def _null_text(r: Sections) -> str:
+    if not noise.fixed_size(r.inf):
+        return ""
+    return ("With fixed-size masks only differences between classes are measured, so the null level (dotted "
+            "line) is the centre of the bulk of the classes' influences rather than 0.")
 
 
 def _per_class(r: Sections, v: _View) -> List[str]:
+    j = noise.level(r.inf, v.t, v.mode, r.kind, "per_class")
     f = figures.per_class_bars(r.out / f"per_class_{v.tag}.png", r.inf.unit_names, v.per_class, v.class_names,
                                min(r.settings.top, 5), f"{v.t}: top source classes for each target class ({v.mode})",
-                               f"influence on the {r.what} (mean over the class's test examples)")
+                               f"influence on the {r.what} (mean over the class's test examples)",
+                               judged=[_judged(j, c) for c in range(len(v.class_names))])
     r.figures.append(f)
+    rule = ("Whiskers are 95% intervals; pale bars are noise (their interval covers the null level)."
+            if j.se is not None else "No standard errors in this influence store: no bar is marked as noise.")
     return [r.figure(f, "Per target class (paper Fig. 3)",
                      "The same influence averaged over the test examples of one target class only: which "
-                     "source classes help (green) or hurt (red) that class in particular.",
+                     f"source classes help (green) or hurt (red) that class in particular. {rule}",
                      [f"per_class_{v.t}_{v.mode}_{r.kind}.csv"])]
 
 
@@ -150,35 +178,51 @@ def _projection(r: Sections, v: _View) -> List[str]:
 
 def _hard_examples(r: Sections, v: _View) -> List[str]:
     wrong, predicted = error_rates(r.inf, r.store, v.t, v.mode)
-    if wrong is None:
-        return []
     s, units, names = r.settings, r.inf.unit_names, v.class_names
-    # most often wrong first; among equally often wrong, the lowest mean output (least confident) first
-    hard = np.lexsort((r.inf.array(v.t, v.mode, r.kind, "mean_output"), -wrong))[:s.hard_examples]
+    j = noise.level(r.inf, v.t, v.mode, r.kind, "per_example")
+    # how clearly each example's most negative source class stands out: -(its z), z = (influence - null) / SE;
+    # beyond noise only past a 5% family-wise threshold over every (example, source class) pair: the panel shows
+    # the most extreme of n x U values, which a per-pair 95% rule would fill with chance findings
+    thr = noise.familywise_z(j.z.size)
+    j.noise = ~(np.abs(j.z) >= thr)
+    clarity = -np.nan_to_num(j.z, nan=np.inf).min(axis=1)
+    hard = np.argsort(-clarity, kind="stable")[:s.hard_examples]
     examples, rows_csv = [], []
     for i in hard:
-        neg = ranking(v.per_example[i])[::-1][:s.negatives]
-        cap = f"label {names[v.labels[i]]}, wrong in {wrong[i]:.0%} of models"
+        neg = np.argsort(np.nan_to_num(j.z[i], nan=np.inf), kind="stable")[:s.negatives]
+        cap = f"label {names[v.labels[i]]}, most negative source class at z = {-clarity[i]:.1f}"
+        if wrong is not None:
+            cap += f", wrong in {wrong[i]:.0%} of models"
         if predicted is not None:
             cap += f", often predicted {names[predicted[i]]}"
         examples.append({"index": int(i), "caption": cap, "names": [units[u] for u in neg],
-                         "values": v.per_example[i, neg]})
-        rows_csv.append([int(i), names[v.labels[i]], float(wrong[i]),
-                         names[predicted[i]] if predicted is not None else ""]
-                        + [x for u in neg for x in (units[u], float(v.per_example[i, u]))])
+                         "values": v.per_example[i, neg], "noise": j.noise[i, neg], "null": float(j.null[i]),
+                         "err": None if j.se is None else Z95 * j.se[i, neg]})
+        rows_csv.append([int(i), names[v.labels[i]], float(wrong[i]) if wrong is not None else "",
+                         names[predicted[i]] if predicted is not None else "", float(clarity[i])]
+                        + [x for u in neg for x in (units[u], float(v.per_example[i, u]), float(j.z[i, u]),
+                                                    "noise" if j.noise[i, u] else "signal")])
     f = figures.hard_examples(r.out / f"hard_examples_{v.tag}.png", v.images, examples,
-                              f"{v.t}: examples the models get wrong most often ({v.mode})")
+                              f"{v.t}: examples whose most negative source class stands out most ({v.mode})")
     c = write_csv(r.out / f"hard_examples_{v.tag}.csv",
-                  ["example", "label", "error_rate", "most_frequent_wrong_prediction"]
-                  + [f"{a}{j + 1}" for j in range(s.negatives) for a in ("negative_source_", "influence_")],
-                  rows_csv)
+                  ["example", "label", "error_rate", "most_frequent_wrong_prediction", "clarity_z"]
+                  + [f"{a}{k + 1}" for k in range(s.negatives)
+                     for a in ("negative_source_", "influence_", "z_", "judged_")], rows_csv)
     r.figures.append(f)
     r.csvs.append(c)
+    clear = int((clarity[hard] >= thr).sum())
+    how = "influence / its standard error" if j.se is not None else \
+        "influence / the spread of the example's influences over source classes (no standard errors stored)"
     return [r.figure(f, "Debugging failures (paper Fig. 6, left)",
-                     "The target test examples that the most models misclassify, with the source classes "
-                     "whose inclusion lowers their score most. Such a class may teach a feature that the "
-                     "transferred model misuses on this example; removing it from the source is the "
-                     "counterfactual test.", [c.name])]
+                     f"The target test examples whose most negative source class stands out most clearly from "
+                     f"noise (largest |z|, z = {how}, relative to the example's null level), with the source "
+                     f"classes whose inclusion lowers their score most. Such a class may teach a feature that "
+                     f"the transferred model misuses on this example; removing it from the source is the "
+                     f"counterfactual test. Pale bars are noise: |z| < {thr:.2f}, the two-sided 5% threshold "
+                     f"corrected (Bonferroni) for the {j.z.size} example-class pairs the panel picks from.",
+                     [c.name],
+                     f" {clear} of the {len(hard)} examples shown have a most negative source class beyond "
+                     f"noise.")]
 
 
 def _convergence(r: Sections, v: _View) -> List[str]:
@@ -188,10 +232,19 @@ def _convergence(r: Sections, v: _View) -> List[str]:
     if not len(d["num_rows"]):
         return [f"<p><em>Convergence curves not available yet: {esc(d.get('note', ''))}</em></p>"]
     curves = {k: r.inf.diagnostics(v.t, v.mode, k) for k in r.inf.output_kinds}
+    rule = convergence_rule.of_target(r.inf.group, v.t)
+    extra = _diagnostic_extras(r, v.t)
+    m = r.inf.modes.index(v.mode)
+    for k, name in enumerate(r.inf.output_kinds):
+        curves[name].update({key: extra[key][m, k] for key in extra})
     f = figures.convergence(r.out / f"convergence_{v.tag}.png", d["num_rows"], curves,
                             f"{v.t}: are there enough models? ({v.mode})")
+    j = noise.overall(r.inf, v.t, v.mode, r.kind)
     g = figures.knockoff_ranks(r.out / f"knockoffs_{v.tag}.png", v.overall, d["knockoff_overall"],
-                               f"{v.t}: real source classes vs knockoffs ({v.mode}, {r.kind})")
+                               f"{v.t}: real source classes vs knockoffs ({v.mode}, {r.kind})", float(j.null))
+    k = r.inf.output_kinds.index(r.kind)
+    verdict = convergence_rule.verdict({**rule, **{n: rule[n][m, k:k + 1] for n in convergence_rule.FIELDS}}, 0) \
+        if rule else "not judged (influence store computed without the convergence rule)"
     r.figures += [f, g]
     return [r.figure(f, "Convergence (paper Figs. 8, 29, 30)",
                      f"How the estimates improve with the number of models N (the first N of {d['fit_rows']}"
@@ -201,8 +254,12 @@ def _convergence(r: Sections, v: _View) -> List[str]:
                      f"from the model's source classes (sum of their influences). Bottom left: the same per "
                      f"target example, averaged (LDS). Bottom right: share of knockoff (fake) classes among "
                      f"the top {d['top_k']} influences; 0.5 is chance. Curves still moving at the right "
-                     f"edge mean more models would sharpen the estimates."),
+                     f"edge mean more models would sharpen the estimates. Every curve but the bootstrap uses "
+                     f"the report's estimator ({esc(str(d.get('estimator', 'dim')))}) fitted on the N fit rows "
+                     f"only. Dashed lines: the noise ceiling from repeated rows (models sharing a mask; "
+                     f"sweep.repeats), the best correlation any estimator can reach; absent without repeats.",
+                     note=f" <b>Convergence rule</b> ({esc(r.kind)}): {esc(verdict)}."),
             r.figure(g, "Signal above noise",
                      "Overall influences of the real source classes sorted from most positive to most "
                      "negative, against knockoff classes that by construction have no effect. Real classes "
-                     "beyond the knockoffs' range carry signal.")]
+                     "beyond the knockoffs' range carry signal. " + _null_text(r))]

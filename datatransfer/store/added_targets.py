@@ -13,7 +13,7 @@ from datatransfer.config import SOURCE_DEFINING, validate
 from datatransfer.errors import StoreError
 from datatransfer.store import layout
 from datatransfer.store.lock import exclusive
-from datatransfer.store.open import resolved_config
+from datatransfer.store.open import defining, resolved_config
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import TargetSpec, config_diff, fingerprint
 from datatransfer.store.sweep_store import Store
@@ -67,7 +67,8 @@ def _open_compatible(cfg) -> Tuple[Store, dict]:
     store = Store.open(path, mode="r+")
     resolved = resolved_config(cfg)
     stored = store.attrs["config"]
-    diff = config_diff({k: stored.get(k) for k in SOURCE_DEFINING}, {k: resolved[k] for k in SOURCE_DEFINING})
+    diff = config_diff(defining({k: stored.get(k) for k in SOURCE_DEFINING}, SOURCE_DEFINING),
+                       defining(resolved, SOURCE_DEFINING))
     if list(cfg.transfer.modes) != store.modes:
         diff.append(f"transfer.modes: {store.modes!r} -> {list(cfg.transfer.modes)!r}")
     if diff:

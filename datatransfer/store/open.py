@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import List, Tuple
 
@@ -27,6 +28,15 @@ def resolved_config(cfg) -> dict:
     return d
 
 
+def defining(resolved: dict, sections) -> dict:
+    """The fingerprinted sections. ``sweep.repeats`` counts only when set: stores made before it existed (and any
+    sweep without repeated rows) keep their fingerprint."""
+    out = {k: copy.deepcopy(resolved.get(k)) for k in sections}
+    if isinstance(out.get("sweep"), dict) and not out["sweep"].get("repeats"):
+        out["sweep"].pop("repeats", None)
+    return out
+
+
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
     unit_names, targets, modes = _units_and_targets(cfg)
@@ -34,7 +44,7 @@ def store_spec(cfg) -> StoreSpec:
     sw = cfg.sweep
     return StoreSpec(
         config=resolved,
-        sweep_defining={k: resolved[k] for k in row_defining(cfg)},
+        sweep_defining=defining(resolved, row_defining(cfg)),
         unit_names=unit_names,
         targets=targets,
         modes=modes,

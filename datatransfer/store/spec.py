@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import provenance
+from datatransfer.store import coords, provenance
 
 
 def fingerprint(sweep_defining: Mapping[str, Any]) -> str:
@@ -121,24 +121,30 @@ def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
     provenance.create_arrays(root, m)
     for g in ("targets", "outputs", "predictions"):
         root.create_group(g)
+    coords.create(root, m, spec.unit_names, modes, kinds, ROW_STAT_FIELDS)
     for t in spec.targets:
         create_target_arrays(root, t, m, modes, kinds)
 
 
 def create_target_arrays(root: zarr.Group, t: TargetSpec, m: int, modes: List[str], kinds: List[str],
                          overwrite: bool = False) -> None:
-    """``targets/<t>/labels``, ``outputs/<t>`` and ``predictions/<t>`` of one target."""
+    """``targets/<t>/labels``, ``outputs/<t>`` and ``predictions/<t>`` of one target (and its coordinates, in a
+    store that has coordinates: store/coords.py)."""
     n = int(len(t.labels))
+    labelled = coords.labelled(root)
+    example = coords.example_dim(t.name) if labelled else "example"
     root.require_group("targets").require_group(t.name).create_array(
         "labels", data=np.asarray(t.labels, dtype=np.int64), chunks=(n,), dimension_names=("example",),
         attributes={"class_names": list(t.class_names)}, overwrite=overwrite,
     )
     root.require_group("outputs").create_array(
         t.name, shape=(m, len(modes), len(kinds), n), dtype="float32", chunks=(1, len(modes), len(kinds), n),
-        fill_value=np.nan, dimension_names=("row", "mode", "kind", "example"),
+        fill_value=np.nan, dimension_names=("row", "mode", "kind", example),
         attributes={"modes": modes, "kinds": kinds}, overwrite=overwrite,
     )
     root.require_group("predictions").create_array(
         t.name, shape=(m, len(modes), n), dtype="int32", chunks=(1, len(modes), n), fill_value=-1,
-        dimension_names=("row", "mode", "example"), attributes={"modes": modes}, overwrite=overwrite,
+        dimension_names=("row", "mode", example), attributes={"modes": modes}, overwrite=overwrite,
     )
+    if labelled:
+        coords.create_target(root, t.name, n, overwrite)

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import layout, provenance
+from datatransfer.store import extend, layout, provenance
 from datatransfer.store.integrity import brief, chunk_file, identity_problem, read_row, read_rows, row_problem
 from datatransfer.store.provenance import RowRun
 from datatransfer.store.spec import (  # noqa: F401  (FORMAT..., TargetSpec: re-exported, readers import them here)
@@ -167,6 +167,8 @@ class Store:
     @classmethod
     def _reopen_same(cls, p: Path, fp: str, spec: StoreSpec) -> "Store":
         store = cls.open(p, mode="r+")
+        if store.fingerprint != fp and store.format_version == FORMAT_VERSION and extend.if_longer(store, fp, spec):
+            store = cls.open(p, mode="r+")  # a higher sweep.num_models: rows added (store/extend.py)
         if store.fingerprint != fp:
             old = {k: store.attrs["config"].get(k) for k in spec.sweep_defining}
             diff = config_diff(old, spec.sweep_defining)

@@ -328,3 +328,26 @@ def test_f_tasks_pending_forever_are_flagged_by_status(cluster, tmp_path):
         assert Store.open(store_path).completed().all()
     finally:
         subprocess.run(["scancel", *load_all(store_path)[-1].job_ids, job], check=False)
+
+
+# ---- g. an extended sweep: a higher sweep.num_models submits only the new rows; resume and status know them ------
+def test_g_extending_a_sweep_on_slurm_runs_only_the_new_rows(cluster, tmp_path):
+    store_path = tmp_path / "store.zarr"
+    sweep = ["experiment=planted", "row.units=8", "row.examples=[6]", *TASK, f"store.path={store_path}"]
+    _launch(*sweep, "sweep.num_models=3", tmp=tmp_path)
+    _wait(store_path, timeout=300)
+    before = Store.open(store_path)
+    first = {t: before.outputs(t)[:3] for t in before.targets}
+    r = _launch(*sweep, "sweep.num_models=5", "launch.fail_rows=[4]", tmp=tmp_path)
+    assert "submitted 2 rows" in r.stdout, r.stdout
+    _wait(store_path, timeout=300)
+    status = _launch(f"store.path={store_path}", module="launch.status", tmp=tmp_path).stdout
+    assert "extended from 3 to 5 rows" in status and "4 completed" in status and "1 failed" in status, status
+    # resume inherits the last submission's config (5 rows) and reruns the failed row of the extension
+    r = _launch(f"store.path={store_path}", module="launch.resume", tmp=tmp_path)
+    assert "submitted 1 row" in r.stdout, r.stdout
+    _wait(store_path, timeout=300)
+    after = Store.open(store_path)
+    assert after.completed().all() and after.num_rows == 5
+    for t in after.targets:
+        np.testing.assert_array_equal(after.outputs(t)[:3], first[t])

@@ -58,3 +58,28 @@ def test_alpha_that_keeps_none_or_all_units_is_refused():
         matrix(sweep, 30)
     sweep.alpha = 0.5
     assert matrix(sweep, 30).sum(axis=1).tolist() == [15, 15, 15]
+
+
+def test_repeated_rows_share_a_mask_keep_their_own_seed_and_survive_extension():
+    from datatransfer.config import ConfigError, compose, validate
+    from datatransfer.masks import matrix
+    from datatransfer.store.open import store_spec
+    from datatransfer.store.spec import fingerprint
+
+    m = mask_matrix(seed=5, num_rows=12, num_units=20, alpha=0.5, repeats=3)
+    plain = mask_matrix(seed=5, num_rows=12, num_units=20, alpha=0.5)
+    for i in range(12):
+        # rows 2, 5, 8, 11 repeat rows 1, 4, 7, 10; every other row is the plain sweep's row
+        assert (m[i] == (plain[i - 1] if i % 3 == 2 else plain[i])).all()
+    assert row_seed(5, 2) != row_seed(5, 1)
+    assert (mask_matrix(5, 20, 20, 0.5, repeats=3)[:12] == m).all()  # a longer sweep starts with the same rows
+    base = ["experiment=planted", "row.units=20", "sweep.num_models=12"]
+    cfg = compose([*base, "sweep.repeats=3"])
+    assert (matrix(cfg.sweep, 20) == mask_matrix(0, 12, 20, 0.5, repeats=3)).all()
+    # repeats=0 leaves the fingerprint of a sweep without the key (stores made before it existed) as it was
+    spec = store_spec(compose(base))
+    assert "repeats" not in spec.sweep_defining["sweep"]
+    assert store_spec(cfg).sweep_defining["sweep"]["repeats"] == 3
+    assert fingerprint(store_spec(cfg).sweep_defining) != fingerprint(spec.sweep_defining)
+    with pytest.raises(ConfigError, match="sweep.repeats"):
+        validate(compose([*base, "sweep.repeats=1"]))

@@ -60,12 +60,22 @@ def test_report_files_and_links(tmp_path):
             assert (out / link).is_file(), f"broken link {link}"
     # ranked CSV: header, one line per source class, ranked by influence; mnist digits on top (planted)
     lines = (out / "overall_digits_fixed_softmax_gt.csv").read_text().splitlines()
-    assert lines[0] == "rank,source_class,influence,n_in,n_out,se,ci95_low,ci95_high" and len(lines) == 31
+    assert lines[0] == "rank,source_class,influence,n_in,n_out,se,ci95_low,ci95_high,null_level,z,judged" \
+        and len(lines) == 31
+    assert [line.split(",")[-1] for line in lines[1:]] == ["signal"] * 10 + ["noise"] * 20  # only digits planted
     top = {line.split(",")[1] for line in lines[1:11]}
     assert top == {f"mnist:{d}" for d in range(10)}
     values = [float(line.split(",")[2]) for line in lines[1:]]
     assert values == sorted(values, reverse=True)
     assert "matching MNIST digit is the top positive influencer for 10/10" in page
+    assert "beyond noise (z = distance from the null level in units of its standard error) at z &gt;= 2 for 10/10" \
+        in page and "mean of f(t) over models trained with C" in page
+    ridge = Influence(aggregate(p.store.path, tmp_path / "ridge.zarr", estimator="ridge", diagnostics=FAST,
+                                progress=False).out)
+    page = write_report(ridge, tmp_path / "ridge_report", ReportConfig(sources=2, images=3, hard_examples=3),
+                        p.store).index.read_text()
+    assert "coefficient in a linear model" in page and "mean of f(t) over models trained with C" not in page
+    assert "report&#x27;s estimator (ridge)" in page or "report's estimator (ridge)" in page
     assert (out / "headline.txt").read_text().startswith("digits (fixed, softmax_gt): ")
 
 
@@ -118,3 +128,29 @@ def test_report_app(tmp_path):
     assert "Image grids skipped" in (tmp_path / "report" / "index.html").read_text()  # no data file for t0
     r = run_app("aggregate.report", f"store.path={tmp_path / 'missing.zarr'}")
     assert r.returncode == 2 and r.stderr.startswith("error: no store at") and len(r.stderr.splitlines()) == 1
+
+
+def test_hard_examples_are_picked_by_how_clearly_their_most_negative_class_stands_out(tmp_path):
+    from datatransfer.report.noise import familywise_z
+
+    with np.load(MINI) as z:
+        labels = z["digits_test_y"]
+    w = np.zeros((30, len(labels)))
+    w[12, 40] = -1.5  # example 40: source unit 12 hurts it, clearly
+    w[20, 41] = -0.6  # example 41: unit 20 hurts it, less clearly
+    p = make_planted_store(tmp_path / "s.zarr", rows=300, unit_names=SOURCE, noise=0.3, modes=("fixed",),
+                           kinds=("softmax_gt",), targets={"digits": (labels, [str(d) for d in range(10)])},
+                           effects={"digits": w}, scheme="bernoulli")
+    inf = Influence(aggregate(p.store.path, diagnostics=FAST, progress=False).out)
+    s = write_report(inf, settings=ReportConfig(hard_examples=4, negatives=2), store=p.store)
+    rows = (s.out / "hard_examples_digits_fixed.csv").read_text().splitlines()
+    assert rows[0].startswith("example,label,error_rate,most_frequent_wrong_prediction,clarity_z,negative_source_1")
+    first, second = rows[1].split(","), rows[2].split(",")
+    assert first[0] == "40" and first[5] == SOURCE[12] and first[8] == "signal"
+    assert second[0] == "41" and second[5] == SOURCE[20]
+    clarity = [float(r.split(",")[4]) for r in rows[1:]]
+    assert clarity == sorted(clarity, reverse=True)
+    thr = familywise_z(len(labels) * 30)
+    assert clarity[0] > thr and clarity[2] < thr  # the rest of the panel is noise, and marked so
+    assert all(r.split(",")[8] == "noise" for r in rows[3:])
+    assert "2 of the 4 examples shown have a most negative source class beyond noise" in s.index.read_text()

@@ -34,6 +34,10 @@ def _files(root: Path, skip=()) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
 
 
+def g_example(path: Path) -> list:
+    return zarr.open_group(str(path), mode="r")["outputs/example_new"][:].tolist()
+
+
 def test_add_target_layout_scope_and_untouched_arrays(tmp_path):
     store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=6))
     for row in (0, 2, 3):
@@ -44,7 +48,9 @@ def test_add_target_layout_scope_and_untouched_arrays(tmp_path):
     record = {"config": {"targets": {"new": {"name": "new"}}}, "fingerprint": "f"}
     store.add_targets([TargetSpec("new", labels, ["w", "x", "y", "z"])], {"new": record})
     assert _files(store.path, skip=("zarr.json", "outputs/new", "predictions/new", "targets/new",
-                                    "completed_targets")) == before  # nothing old rewritten
+                                    "completed_targets", "outputs/example_new", "predictions/example_new")) \
+        == before  # nothing old rewritten (the new target's example coordinates are new files)
+    assert g_example(store.path) == list(range(9))
 
     g = zarr.open_group(str(store.path), mode="r")
     assert g.attrs["targets"] == ["t0", "t1"]  # the original targets, as format v1 readers know them
@@ -90,7 +96,8 @@ def test_uncommitted_addition_is_replaced(tmp_path):
 # ---- launch.add_targets through the real app (in-memory mini data) -----------------------------------------------
 
 # files an addition of target coarse creates (the original sweep's other files stay byte-identical)
-ADDED_FILES = ("zarr.json", ".add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse")
+ADDED_FILES = ("zarr.json", ".add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse",
+               "outputs/example_coarse", "predictions/example_coarse")  # the new target's coordinates
 
 
 def test_add_targets_without_training(tmp_path, monkeypatch):

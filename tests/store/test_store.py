@@ -60,7 +60,7 @@ def test_create_layout_and_attrs(tmp_path):
     assert a["unit_names"] == [f"u{i}" for i in range(10)] and a["unit"] == "class"
     assert (g["masks"][:] == spec.masks).all() and g["masks"].metadata.dimension_names == ("row", "unit")
     assert g["outputs/t0"].shape == (12, 2, 2, 7) and g["outputs/t0"].chunks == (1, 2, 2, 7)
-    assert g["outputs/t0"].metadata.dimension_names == ("row", "mode", "kind", "example")
+    assert g["outputs/t0"].metadata.dimension_names == ("row", "mode", "kind", "example_t0")  # store/coords.py
     assert g["predictions/t1"].shape == (12, 2, 5) and g["predictions/t1"].chunks == (1, 2, 5)
     assert g["completed"].chunks == (1,) and not g["completed"][:].any()
     assert list(g["targets/t0/labels"].attrs["class_names"]) == ["a", "b", "c"]

@@ -178,6 +178,9 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         f"{c.unsubmitted} never submitted",
     ]
     lines.extend(added_target_lines(store))
+    for e in store.attrs.get("extended") or []:
+        lines.append(f"extended from {e['from_rows']} to {e['to_rows']} rows on {e['time']} (sweep.num_models "
+                     f"raised; rows 0..{e['from_rows'] - 1} unchanged)")
     if view.manifests:
         how = "squeue + sacct" if view.accounting else "squeue only: Slurm accounting unavailable"
         lines.append(f"arrays ({how}):")

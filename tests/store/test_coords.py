@@ -1,0 +1,34 @@
+"""xarray reads a sweep store with labels: rows, units, modes, kinds, each target's examples."""
+
+import numpy as np
+import pytest
+
+from datatransfer.store.sweep_store import Store
+from tests.store.test_store import make_spec, row_payload
+
+xr = pytest.importorskip("xarray")
+
+
+def test_xarray_open_zarr_gives_labelled_coordinates_and_extension_keeps_them(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = Store.create_or_open(path, make_spec(rows=6, units=5, n=(7, 4)))
+    store.write_row(2, *row_payload(store, 2))
+    root = xr.open_zarr(path, consolidated=False)
+    assert root["row"].values.tolist() == list(range(6))
+    assert root["unit"].values.tolist() == [f"u{i}" for i in range(5)]
+    assert root["masks"].dims == ("row", "unit") and bool(root["completed"].sel(row=2))
+    assert root["row_stats"].sel(field="source_accuracy", row=2) == pytest.approx(0.02)
+    out = xr.open_zarr(path, group="outputs", consolidated=False)
+    assert out["mode"].values.tolist() == ["fixed", "full"] and out["kind"].values.tolist() == ["softmax_gt",
+                                                                                                 "is_correct"]
+    assert out["t0"].dims == ("row", "mode", "kind", "example_t0") and out["t1"].sizes["example_t1"] == 4
+    np.testing.assert_array_equal(out["t0"].sel(row=2, mode="full", kind="is_correct").values,
+                                  store.outputs("t0")[2, 1, 1])
+    pred = xr.open_zarr(path, group="predictions", consolidated=False)
+    assert pred["t1"].sel(row=2, mode="fixed").values.tolist() == [2] * 4
+    labels = xr.open_zarr(path, group="targets/t0", consolidated=False)
+    assert labels["example"].values.tolist() == list(range(7))
+    # extension grows the row coordinates with the rows
+    Store.create_or_open(path, make_spec(rows=9, units=5, n=(7, 4)))
+    assert xr.open_zarr(path, consolidated=False)["row"].values.tolist() == list(range(9))
+    assert xr.open_zarr(path, group="outputs", consolidated=False)["row"].values.tolist() == list(range(9))

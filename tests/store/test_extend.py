@@ -1,0 +1,105 @@
+"""Extending a sweep: a higher sweep.num_models adds rows and changes nothing already computed."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from datatransfer.masks import mask_matrix
+from datatransfer.store.sweep_store import Store, StoreError
+from tests.conftest import run_app
+from tests.store.test_store import make_spec, row_payload
+
+
+def _files(path: Path) -> dict:
+    """Every file of the store but metadata (zarr.json) and the masks' chunks, with its bytes."""
+    return {p.relative_to(path): p.read_bytes() for p in path.rglob("*")
+            if p.is_file() and p.name != "zarr.json" and "masks" not in p.parts and not p.name.startswith(".")}
+
+
+def test_raising_num_models_adds_rows_and_keeps_existing_ones_byte_identical(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = Store.create_or_open(path, make_spec(rows=12))
+    for r in (0, 3, 11):
+        store.write_row(r, *row_payload(store, r))
+    before, old_fp = _files(path), store.fingerprint
+    bigger = Store.create_or_open(path, make_spec(rows=20))
+    assert bigger.num_rows == 20 and bigger.fingerprint != old_fp
+    after = _files(path)
+    assert all(after[k] == v for k, v in before.items())  # every existing chunk byte-identical
+    assert np.array_equal(bigger.masks, mask_matrix(0, 20, 10, 0.5))
+    assert list(np.flatnonzero(bigger.completed())) == [0, 3, 11]
+    assert list(bigger.missing_rows()) == [1, 2, *range(4, 11), *range(12, 20)]
+    for name in ("outputs/t0", "predictions/t1", "row_stats", "provenance/info", "provenance/end_time"):
+        assert bigger.array(name).shape[0] == 20
+    assert bigger.attrs["config"]["sweep"]["num_models"] == 20
+    assert bigger.attrs["extended"][0]["from_rows"] == 12 and bigger.attrs["extended"][0]["to_rows"] == 20
+    bigger.write_row(15, *row_payload(bigger, 15))  # a new row is written like any other
+    assert Store.open(path).completed()[15]
+    # the same (extended) config reopens it; the old one asks for fewer rows and is refused, store untouched
+    assert Store.create_or_open(path, make_spec(rows=20)).num_rows == 20
+    snapshot = _files(path)
+    with pytest.raises(StoreError, match="never shortened"):
+        Store.create_or_open(path, make_spec(rows=12))
+    assert _files(path) == snapshot
+
+
+def test_any_other_change_is_still_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = Store.create_or_open(path, make_spec(rows=12))
+    store.write_row(2, *row_payload(store, 2))
+    before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    for other in (make_spec(rows=20, alpha=0.25), make_spec(rows=20, seed=1), make_spec(rows=24, scheme="bernoulli")):
+        with pytest.raises(StoreError, match="different sweep"):
+            Store.create_or_open(path, other)
+    assert {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+
+
+def test_an_interrupted_extension_is_finished_by_the_next_open(tmp_path):
+    path = tmp_path / "s.zarr"
+    Store.create_or_open(path, make_spec(rows=6))
+    group = zarr.open_group(str(path), mode="r+")
+    group["masks"].resize((9, 10))  # a crash after the first resize: attrs still say 6 rows
+    assert Store.open(path).num_rows == 6
+    store = Store.create_or_open(path, make_spec(rows=9))
+    assert store.num_rows == 9 and np.array_equal(store.masks, mask_matrix(0, 9, 10, 0.5))
+
+
+def test_launch_extends_a_planted_sweep_and_status_counts_the_new_rows(tmp_path):
+    path = tmp_path / "p.zarr"
+    common = ["experiment=planted", "row.units=8", "row.examples=[6]", f"store.path={path}"]
+    r = run_app("launch", *common, "sweep.num_models=4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = _files(path)
+    first = np.asarray(zarr.open_group(str(path))["outputs/t0"][:])
+    r = run_app("launch", *common, "sweep.num_models=7", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    after = _files(path)
+    changed = [k for k, v in before.items() if after.get(k) != v and "provenance" not in k.parts
+               and "claims" not in k.parts]
+    assert changed == []
+    store = Store.open(path)
+    assert store.completed().all() and store.num_rows == 7
+    assert np.array_equal(np.asarray(store.outputs("t0")[:4]), first)
+    r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ": 7 rows" in r.stdout and "7 completed" in r.stdout and "extended from 4" in r.stdout, r.stdout
+    assert "convergence: no influence store at" in r.stdout
+    r = run_app("launch", *common, "sweep.num_models=7", "row.noise=0.9", cwd=tmp_path)
+    assert r.returncode == 2 and "different sweep" in r.stderr
+
+
+def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_has_not_seen(tmp_path):
+    path = tmp_path / "p.zarr"
+    common = ["experiment=planted", "row.units=6", "row.examples=[5]", "row.noise=0.05", f"store.path={path}"]
+    assert run_app("launch", *common, "sweep.num_models=60", cwd=tmp_path).returncode == 0
+    r = run_app("aggregate", f"store.path={path}", "diagnostics.bootstrap=0", "diagnostics.top_k=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_app("launch", *common, "sweep.num_models=80", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "from 60 rows; 20 completed rows since: python -m aggregate" in r.stdout, r.stdout
+    # low noise, 2 of 6 units judged: the rule is met at 60 rows, for both modes
+    assert r.stdout.count("converged at 60 rows: median relative SE of the top 2") == 2, r.stdout
