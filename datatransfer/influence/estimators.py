@@ -32,6 +32,8 @@ class Estimate:
     mean: np.ndarray  # float64 (K,): mean output over all rows used
     rows: int  # number of rows used
     extras: Dict[str, np.ndarray] = field(default_factory=dict)  # estimator-specific per-column arrays
+    sparse: bool = False  # also written as CSR per column (most influences exactly 0: lasso)
+    dense: bool = True  # per_example written dense (False when too large; the CSR then holds it)
 
 
 class Estimator(abc.ABC):
@@ -257,10 +259,14 @@ class Ridge(Estimator):
 
 
 def make(name: str, **settings: Any) -> Estimator:
-    """An estimator by its config name ('dim' or 'ridge') and settings."""
+    """An estimator by its config name ('dim', 'ridge' or 'lasso') and settings."""
     if name == "dim":
         return DifferenceOfMeans()
     if name == "ridge":
         return Ridge(**settings)
-    raise EstimatorError(f"unknown estimator {name!r}; choose 'dim' or 'ridge'")
+    if name == "lasso":
+        from datatransfer.influence.lasso import Lasso
+
+        return Lasso(**settings)
+    raise EstimatorError(f"unknown estimator {name!r}; choose 'dim', 'ridge' or 'lasso'")
 
