@@ -26,6 +26,7 @@ import zarr
 from datatransfer.config import DiagnosticsConfig
 from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence import diagnostics as diag
+from datatransfer.influence import sparse
 from datatransfer.influence.blocks import blas_limit, completed_rows, plan, read_blocks, rows_used
 from datatransfer.influence.estimators import Estimator, make
 from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence
@@ -323,8 +324,11 @@ def _write_influences(g: zarr.Group, res, labels: np.ndarray, n_classes: int) ->
     with np.errstate(invalid="ignore", divide="ignore"):  # a class without test examples gets NaN (documented)
         per_class = (infl @ onehot / counts).T
     chunk = max(1, min(n, 2 ** 20 // max(units, 1)))  # ~4 MB chunks of float32
-    g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
-                   dimension_names=("example", "unit"))
+    if res.sparse:  # lasso: CSR per example (influence/sparse.py); dense only when small
+        sparse.write(g, infl.T)
+    if res.dense:
+        g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
+                       dimension_names=("example", "unit"))
     g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
     g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
     g.create_array("mean_output", data=res.mean.astype(np.float32), dimension_names=("example",))
