@@ -38,7 +38,7 @@ class LassoFanoutConfig:
     launcher: str = "none"  # none (this process), local (worker processes) or slurm (a job array, submitit)
     examples_per_task: int = 256  # target examples (output columns) solved by one process / array task
     workers: int = 0  # launcher=local: processes at once; 0 = one per CPU
-    folder: str = ""  # files exchanged with the tasks; "" = a temporary folder beside the influence store
+    folder: str = ""  # files exchanged with the tasks (shared with the nodes); "" = a temporary folder in the cwd
     slurm: SlurmLauncherConfig = field(default_factory=SlurmLauncherConfig)  # launcher=slurm: as launcher=slurm
 
 

@@ -118,3 +118,19 @@ def test_constant_column_gets_zero_weights():
     e = fed(Lasso(), x, y).result()
     assert (e.influence[:, 0] == 0).all() and e.extras["lambda"][0] == 0
     assert (e.influence[:, 1] != 0).sum() >= 6
+
+
+def test_local_fanout_equals_single_process(tmp_path):
+    rng = np.random.default_rng(5)
+    w = sparse_effects(rng, 30, 10, strong=3)
+    p = make_planted_store(tmp_path / "s.zarr", rows=300, units=30, n=(10,), scheme="bernoulli", noise=0.5,
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": w})
+    one = Influence(aggregate(p.store.path, out=tmp_path / "one.zarr", estimator="lasso", diagnostics=None,
+                              progress=False).out)
+    fan = {"launcher": "local", "examples_per_task": 3, "workers": 2, "folder": str(tmp_path / "fan")}
+    many = Influence(aggregate(p.store.path, out=tmp_path / "many.zarr", estimator="lasso",
+                               estimator_settings={"fanout": fan}, diagnostics=None, progress=False).out)
+    for a, b in zip(one.sparse("t0", "full", "softmax_gt"), many.sparse("t0", "full", "softmax_gt")):
+        np.testing.assert_array_equal(a, b)  # bitwise: each column's solve depends only on its own data
+    np.testing.assert_array_equal(one.array("t0", "full", "softmax_gt", "lambda"),
+                                  many.array("t0", "full", "softmax_gt", "lambda"))

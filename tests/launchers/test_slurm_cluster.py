@@ -328,3 +328,25 @@ def test_f_tasks_pending_forever_are_flagged_by_status(cluster, tmp_path):
         assert Store.open(store_path).completed().all()
     finally:
         subprocess.run(["scancel", *load_all(store_path)[-1].job_ids, job], check=False)
+
+
+def test_g_lasso_fanout_as_a_slurm_array_equals_one_process(cluster, tmp_path):
+    """estimator=lasso with estimator.fanout.launcher=slurm: blocks of target examples solved by array tasks."""
+    from planted import make_planted_store, sparse_effects
+
+    from datatransfer.influence.aggregate import aggregate
+    from datatransfer.influence.reader import Influence
+
+    rng = np.random.default_rng(6)
+    p = make_planted_store(tmp_path / "s.zarr", rows=300, units=30, n=(9,), scheme="bernoulli", noise=0.5,
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": sparse_effects(rng, 30, 9, 3)})
+    one = Influence(aggregate(p.store.path, out=tmp_path / "one.zarr", estimator="lasso", diagnostics=None,
+                              progress=False).out)
+    fan = {"launcher": "slurm", "examples_per_task": 4, "folder": str(tmp_path / "fan"),
+           "slurm": {"cpus_per_task": 1, "mem_gb": 1.0, "timeout_min": 20, "job_name": "dt-lasso-test"}}
+    many = Influence(aggregate(p.store.path, out=tmp_path / "many.zarr", estimator="lasso",
+                               estimator_settings={"fanout": fan}, diagnostics=None, progress=False).out)
+    logs = sorted(f.name for f in (tmp_path / "fan" / "submitit").glob("*_log.out"))
+    assert [re.fullmatch(r"\d+_(\d+)_0_log.out", n).group(1) for n in logs] == ["0", "1", "2"]  # 3 array tasks
+    for a, b in zip(one.sparse("t0", "full", "softmax_gt"), many.sparse("t0", "full", "softmax_gt")):
+        np.testing.assert_array_equal(a, b)
