@@ -53,6 +53,7 @@ class LassoEstimatorConfig:
     holdout_fraction: float = 0.2  # rows held out (a hash of the row index) to choose lambda
     tol: float = 1e-4  # stop when the duality gap <= tol * var(y) (scikit-learn's criterion)
     max_iter: int = 1000  # outer iterations per solve
+    patience: int = 5  # stop an example's path once its held-out error has not improved for this many lambdas; 0=all
     solver: str = "cd"  # cd: coordinate descent (numba, CPU; measured fastest, docs/estimators.md); torch: FISTA
     device: str = "cpu"  # solver=torch: cpu, cuda, cuda:N or auto
     dense_max_mb: float = 256.0  # per_example also written dense when n_t x U float32 fits this; else CSR only
@@ -143,6 +144,7 @@ def _validate_lasso(e: Any, need) -> None:
     need(0 < e.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
     need(e.tol > 0, "estimator.tol", f"must be > 0, got {e.tol}")
     need(e.max_iter >= 1, "estimator.max_iter", f"must be >= 1, got {e.max_iter}")
+    need(e.patience >= 0, "estimator.patience", f"must be >= 0, got {e.patience}")
     need(e.solver in ("cd", "torch"), "estimator.solver", f"must be cd or torch, got {e.solver!r}")
     need(e.dense_max_mb >= 0, "estimator.dense_max_mb", f"must be >= 0, got {e.dense_max_mb}")
     f = e.fanout

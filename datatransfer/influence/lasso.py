@@ -7,7 +7,8 @@ example) k, a sparse linear model of the output on the mask,
   max_u |cov(x_u, y_k)|) down to ``eps`` lam_max(k), geometrically (scikit-learn's ``lasso_path`` grid), each
   solution warm-starting the next, fitted on the rows that are not held out.
 - **Choice.** lam_k is the path value with the least squared error on held-out rows (a hash of the row index picks
-  them, as for ridge; the same rows whatever the blocks or their order).
+  them, as for ridge; the same rows whatever the blocks or their order). The path stops once that error has not
+  improved for ``patience`` steps (the small-lambda tail is where solves are slowest; 0 = the whole path).
 - **Refit.** The model is fitted again on all rows at the chosen lam_k (warm started), as datamodels does.
 
 The influence of unit u on column k is w_u: most entries are exactly zero, so results are written sparse (CSR per
@@ -57,9 +58,10 @@ class Problem:
 
 
 def solve(problem: Problem, solver: str = "cd", device: str = "cpu", tol: float = 1e-4,
-          max_iter: int = 1000) -> Dict[str, np.ndarray]:
+          max_iter: int = 1000, patience: int = 0) -> Dict[str, np.ndarray]:
     """Path, held-out choice and refit for every column of ``problem``. Returns w (K, U), lambda, sse (the chosen
-    one), path_sse (L, K), nnz (K,), not_converged (count of solves that hit ``max_iter``)."""
+    one), path_sse (L, K; +inf past an early stop), nnz (K,), not_converged (count of solves that hit ``max_iter``).
+    ``patience`` > 0 stops an example's path once its held-out error has not improved for that many steps."""
     from datatransfer.influence import lasso_solvers as ls
 
     k = len(problem.syy)
@@ -70,13 +72,14 @@ def solve(problem: Problem, solver: str = "cd", device: str = "cpu", tol: float 
     if live.any():
         q = problem.columns(np.flatnonzero(live))
         if solver == "cd":
-            best, sse, _, capped = ls.path_cd(q.s, q.c, q.syy, q.lambdas, q.h, q.p, q.cyy, tol, max_iter)
+            best, sse, _, capped = ls.path_cd(q.s, q.c, q.syy, q.lambdas, q.h, q.p, q.cyy, tol, max_iter,
+                                              patience)
             choice = np.argmin(sse, axis=0)
             lam = q.lambdas[choice, np.arange(len(choice))]
             refit, capped2 = ls.refit_cd(q.s_all, q.c_all, q.syy_all, lam, best, tol, max_iter)
             left = int(np.sum(capped)) + int(np.sum(capped2))
         elif solver == "torch":
-            refit, sse, lam, left = _solve_torch(q, device, tol, max_iter)
+            refit, sse, lam, left = _solve_torch(q, device, tol, max_iter, patience)
             choice = np.argmin(sse, axis=0)
         else:
             raise EstimatorError(f"lasso solver must be one of {SOLVERS}, got {solver!r}")
@@ -87,7 +90,7 @@ def solve(problem: Problem, solver: str = "cd", device: str = "cpu", tol: float 
     return out
 
 
-def _solve_torch(q: Problem, device: str, tol: float, max_iter: int):
+def _solve_torch(q: Problem, device: str, tol: float, max_iter: int, patience: int):
     import torch
 
     from datatransfer.influence import lasso_solvers as ls
@@ -97,7 +100,7 @@ def _solve_torch(q: Problem, device: str, tol: float, max_iter: int):
     t = {name: torch.as_tensor(np.ascontiguousarray(getattr(q, name)), dtype=torch.float64, device=dev)
          for name in ("s", "c", "syy", "h", "p", "cyy", "s_all", "c_all", "syy_all", "lambdas")}
     best, sse, _, capped = ls.path_fista(t["s"], t["c"], t["syy"], t["lambdas"], t["h"], t["p"], t["cyy"], tol,
-                                         max_iter)
+                                         max_iter, patience)
     choice = torch.argmin(sse, dim=0)
     lam = t["lambdas"][choice, torch.arange(len(choice), device=dev)]
     refit, left = ls.refit_fista(t["s_all"], t["c_all"], t["syy_all"], lam, best, tol, max_iter)
@@ -109,24 +112,28 @@ class Lasso(Estimator):
 
     def __init__(self, path_length: int = 30, eps: float = 1e-3, holdout_fraction: float = 0.2, tol: float = 1e-4,
                  max_iter: int = 1000, solver: str = "cd", device: str = "cpu", dense_max_mb: float = 256.0,
-                 fanout: Optional[Dict[str, Any]] = None, salt: int = 0):
+                 fanout: Optional[Dict[str, Any]] = None, salt: int = 0, patience: int = 5):
         if path_length < 1 or not 0 < eps < 1:
             raise EstimatorError(f"lasso path_length must be >= 1 and eps in (0, 1), got {path_length}, {eps}")
         if not 0.0 < holdout_fraction < 1.0:
             raise EstimatorError(f"lasso holdout_fraction must lie strictly between 0 and 1, got {holdout_fraction}")
         if solver not in SOLVERS:
             raise EstimatorError(f"lasso solver must be one of {SOLVERS}, got {solver!r}")
+        if patience < 0:
+            raise EstimatorError(f"lasso patience must be >= 0, got {patience}")
         if tol <= 0 or max_iter < 1:
             raise EstimatorError(f"lasso tol must be > 0 and max_iter >= 1, got {tol}, {max_iter}")
         self.path_length, self.eps, self.holdout_fraction = int(path_length), float(eps), float(holdout_fraction)
         self.tol, self.max_iter, self.solver, self.device = float(tol), int(max_iter), solver, str(device)
         self.dense_max_mb, self.fanout, self.salt = float(dense_max_mb), dict(fanout or {}), int(salt)
+        self.patience = int(patience)
         self._fit: Optional[_Moments] = None
         self._held: Optional[_Moments] = None
 
     def settings(self) -> Dict[str, Any]:
         return {"path_length": self.path_length, "eps": self.eps, "holdout_fraction": self.holdout_fraction,
                 "holdout_salt": self.salt, "tol": self.tol, "max_iter": self.max_iter, "solver": self.solver,
+                "patience": self.patience,
                 "objective": "(1/2N) sum (y - b - x.w)^2 + lambda |w|_1, lambda per output column on held-out "
                              "rows, then refitted on all rows"}
 
@@ -174,9 +181,10 @@ class Lasso(Estimator):
         if self.fanout.get("launcher", "none") != "none":
             from datatransfer.influence.lasso_fanout import solve_fanned_out
 
-            out = solve_fanned_out(problem, self.fanout, self.solver, self.device, self.tol, self.max_iter)
+            out = solve_fanned_out(problem, self.fanout, self.solver, self.device, self.tol, self.max_iter,
+                                   self.patience)
         else:
-            out = solve(problem, self.solver, self.device, self.tol, self.max_iter)
+            out = solve(problem, self.solver, self.device, self.tol, self.max_iter, self.patience)
         if out["not_converged"]:
             log.warning("lasso: %d solve(s) stopped at max_iter=%d before the duality gap reached tol=%g",
                         out["not_converged"], self.max_iter, self.tol)

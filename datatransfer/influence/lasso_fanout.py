@@ -28,9 +28,10 @@ class SolveBlock:
     """A picklable task: solve columns [start, stop) of the problem saved in ``folder``."""
 
     def __init__(self, folder: str, start: int, stop: int, solver: str, device: str, tol: float, max_iter: int,
-                 threads: int = 0):
+                 patience: int, threads: int = 0):
         self.folder, self.start, self.stop = folder, start, stop
         self.solver, self.device, self.tol, self.max_iter, self.threads = solver, device, tol, max_iter, threads
+        self.patience = patience
 
     def __call__(self) -> Tuple[int, Dict[str, Any]]:
         from datatransfer.influence.lasso import Problem, solve
@@ -45,7 +46,7 @@ class SolveBlock:
                     np.asarray(a["p"][cols]), np.asarray(a["cyy"][cols]), np.asarray(a["s_all"]),
                     np.asarray(a["c_all"][cols]), np.asarray(a["syy_all"][cols]),
                     np.asarray(a["lambdas"][:, cols]), int(np.load(Path(self.folder) / "n_held.npy")))
-        return self.start, solve(q, self.solver, self.device, self.tol, self.max_iter)
+        return self.start, solve(q, self.solver, self.device, self.tol, self.max_iter, self.patience)
 
 
 def _save(problem, folder: Path) -> None:
@@ -64,7 +65,7 @@ def _merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
 
 
 def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, tol: float,
-                     max_iter: int) -> Dict[str, Any]:
+                     max_iter: int, patience: int) -> Dict[str, Any]:
     """Same result as ``lasso.solve(problem, ...)``, the columns solved in blocks elsewhere."""
     k, per = len(problem.syy), int(fanout.get("examples_per_task", 256))
     launcher = fanout.get("launcher", "local")
@@ -77,9 +78,9 @@ def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, 
         log.info("lasso: %d examples in %d block(s) of <= %d, launcher=%s, files in %s", k, len(blocks), per,
                  launcher, folder)
         if launcher == "local":
-            parts = _run_local(folder, blocks, fanout, solver, device, tol, max_iter)
+            parts = _run_local(folder, blocks, fanout, (solver, device, tol, max_iter, patience))
         elif launcher == "slurm":
-            parts = _run_slurm(folder, blocks, fanout, solver, device, tol, max_iter)
+            parts = _run_slurm(folder, blocks, fanout, (solver, device, tol, max_iter, patience))
         else:
             raise EstimatorError(f"estimator.fanout.launcher must be none, local or slurm, got {launcher!r}")
         return _merge(parts, k)
@@ -88,12 +89,12 @@ def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, 
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_local(folder, blocks, fanout, solver, device, tol, max_iter):
+def _run_local(folder, blocks, fanout, how):
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = int(fanout.get("workers", 0)) or cpus
     workers = max(1, min(workers, len(blocks)))
     threads = max(1, cpus // workers)
-    tasks = [SolveBlock(str(folder), s, e, solver, device, tol, max_iter, threads) for s, e in blocks]
+    tasks = [SolveBlock(str(folder), s, e, *how, threads) for s, e in blocks]
     # spawn: numba's and torch's thread pools are not safe to fork
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_call, tasks))
@@ -103,7 +104,7 @@ def _call(task: SolveBlock):
     return task()
 
 
-def _run_slurm(folder, blocks, fanout, solver, device, tol, max_iter):
+def _run_slurm(folder, blocks, fanout, how):
     import submitit
     from omegaconf import OmegaConf
 
@@ -116,7 +117,7 @@ def _run_slurm(folder, blocks, fanout, solver, device, tol, max_iter):
     ex = submitit.SlurmExecutor(folder=str(folder / "submitit"), max_num_timeout=int(slurm.max_num_timeout),
                                 python=slurm.python or None)
     ex.update_parameters(**params)
-    tasks = [SolveBlock(str(folder), s, e, solver, device, tol, max_iter, int(slurm.cpus_per_task))
+    tasks = [SolveBlock(str(folder), s, e, *how, int(slurm.cpus_per_task))
              for s, e in blocks]
     jobs = ex.submit_array(tasks)
     log.info("lasso: submitted %d Slurm task(s), job %s; waiting", len(jobs), jobs[0].job_id.split("_")[0])

@@ -82,7 +82,7 @@ def _solve(s_mat, c, syy, lam, w, g, tol, max_iter):
         _sweep(s_mat, lam, w, g, False)
         for _ in range(max_iter):
             maxd, maxw = _sweep(s_mat, lam, w, g, True)
-            if maxd <= 1e-3 * tol * max(maxw, 1e-300) or maxw == 0.0:
+            if maxd <= tol * max(maxw, 1e-300) or maxw == 0.0:
                 break
         if _gap(c, syy, lam, w, g) <= tol * syy:
             return it + 1
@@ -103,26 +103,33 @@ def _heldout_sse(w, h_mat, p, cyy):
 
 
 @numba.njit(cache=True, parallel=True)
-def path_cd(s_mat, c, syy, lambdas, h_mat, p, cyy, tol, max_iter):
+def path_cd(s_mat, c, syy, lambdas, h_mat, p, cyy, tol, max_iter, patience):
     """Per example k (rows of ``c`` (K, U), ``p`` (K, U)): the path over ``lambdas[:, k]`` (decreasing), warm
-    started. Returns (best w (K, U), held-out sse (L, K), nonzeros (L, K), iterations that hit max_iter (K,))."""
+    started; it stops early once the held-out sse has not improved for ``patience`` steps (0: never), the rest of
+    the path scored +inf. Returns (best w (K, U), held-out sse (L, K), nonzeros (L, K), solves that hit max_iter
+    (K,))."""
     k_n, u_n = c.shape
     l_n = lambdas.shape[0]
     best_w = np.zeros((k_n, u_n))
-    sse = np.empty((l_n, k_n))
+    sse = np.full((l_n, k_n), np.inf)
     nnz = np.zeros((l_n, k_n), dtype=np.int64)
     capped = np.zeros(k_n, dtype=np.int64)
     for k in numba.prange(k_n):
         w = np.zeros(u_n)
         g = c[k].copy()
         best = np.inf
+        since = 0
         for li in range(l_n):
             if _solve(s_mat, c[k], syy[k], lambdas[li, k], w, g, tol, max_iter) >= max_iter:
                 capped[k] += 1
             sse[li, k], nnz[li, k] = _heldout_sse(w, h_mat, p[k], cyy[k])
+            since += 1
             if sse[li, k] < best:
                 best = sse[li, k]
                 best_w[k] = w
+                since = 0
+            if patience > 0 and since >= patience:
+                break
     return best_w, sse, nnz, capped
 
 
@@ -181,8 +188,9 @@ def _lipschitz(s_mat) -> float:
     return float(torch.linalg.eigvalsh(s_mat)[-1].clamp_min(1e-12))
 
 
-def path_fista(s_mat, c, syy, lambdas, h_mat, p, cyy, tol, max_iter) -> Tuple:
-    """Same contract as :func:`path_cd` on torch tensors (all examples of the block at once)."""
+def path_fista(s_mat, c, syy, lambdas, h_mat, p, cyy, tol, max_iter, patience) -> Tuple:
+    """Same contract as :func:`path_cd` on torch tensors (all examples of the block at once; the path stops when
+    every example's has)."""
     import torch
 
     step = 1.0 / _lipschitz(s_mat)
@@ -190,17 +198,22 @@ def path_fista(s_mat, c, syy, lambdas, h_mat, p, cyy, tol, max_iter) -> Tuple:
     w = torch.zeros_like(ct)
     best_w = torch.zeros_like(ct)
     best = torch.full_like(syy, float("inf"))
-    sse = torch.empty_like(lambdas)
-    nnz = torch.empty(lambdas.shape, dtype=torch.int64, device=lambdas.device)
+    sse = torch.full_like(lambdas, float("inf"))
+    nnz = torch.zeros(lambdas.shape, dtype=torch.int64, device=lambdas.device)
     capped = torch.zeros_like(syy, dtype=torch.int64)
+    since = torch.zeros_like(capped)
     for li in range(lambdas.shape[0]):
+        go = since < patience if patience > 0 else torch.ones_like(since, dtype=torch.bool)
+        if not bool(go.any()):
+            break
         w, left = _fista(s_mat, ct, syy, lambdas[li], w, step, tol, max_iter)
         capped += left > 0
-        sse[li] = cyy - 2 * (w * pt).sum(0) + (w * (h_mat @ w)).sum(0)
+        sse[li] = torch.where(go, cyy - 2 * (w * pt).sum(0) + (w * (h_mat @ w)).sum(0), float("inf"))
         nnz[li] = (w != 0).sum(0)
         better = sse[li] < best
         best = torch.where(better, sse[li], best)
         best_w = torch.where(better, w, best_w)
+        since = torch.where(better, 0, since + 1)
     return best_w.T.contiguous(), sse, nnz, capped
 
 
