@@ -127,7 +127,7 @@ def solvers(args) -> None:
     cols = np.arange(min(args.ref_examples, args.examples))
     for name in args.refs:
         try:
-            t, w = best_of(lambda: reference(name, x, y, cols, problem.lambdas, 0.2, args.tol), args.repeat)
+            t, w = best_of(lambda n=name: reference(n, x, y, cols, problem.lambdas, 0.2, args.tol), args.repeat)
         except ImportError as e:
             print(f"{name}: not installed ({e})")
             continue

@@ -28,8 +28,15 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from datatransfer.errors import EstimatorError
-from datatransfer.influence.estimators import Estimate, Estimator, _as_2d, _check_blocks, _Moments, check_coverage, \
-    holdout_rows
+from datatransfer.influence.estimators import (
+    Estimate,
+    Estimator,
+    _as_2d,
+    _check_blocks,
+    _Moments,
+    check_coverage,
+    holdout_rows,
+)
 
 log = logging.getLogger(__name__)
 SOLVERS = ("cd", "torch")

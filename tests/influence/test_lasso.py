@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from planted import make_planted_store, sparse_effects
 
-from datatransfer.config import DiagnosticsConfig
 from datatransfer.errors import EstimatorError
 from datatransfer.influence.aggregate import aggregate
 from datatransfer.influence.estimators import holdout_rows, make
