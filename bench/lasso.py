@@ -31,7 +31,7 @@ def planted(rows: int, units: int, examples: int, strong: int, noise: float, bac
     rng = np.random.default_rng(seed)
     x = rng.random((rows, units)) < 0.5
     w = background * rng.normal(size=(units, examples))
-    for j in range(examples):
+    for j in range(examples if strong else 0):
         idx = rng.choice(units, size=strong, replace=False)
         w[idx, j] = rng.choice([-1.0, 1.0], size=strong) * (1.0 + np.abs(rng.normal(size=strong)))
     y = x @ w + noise * rng.normal(size=(rows, examples))
@@ -152,26 +152,31 @@ def regimes(args) -> None:
     from datatransfer.influence.estimators import DifferenceOfMeans
     from datatransfer.influence.lasso import Lasso
 
-    cases = [("rows < units", 300, 600, 0.5, 0.0), ("rows = 2 x units", 1200, 600, 0.5, 0.0),
-             ("rows = 8 x units", 4800, 600, 0.5, 0.0), ("noisy (rows = 2 x units)", 1200, 600, 3.0, 0.0),
-             ("background of small effects", 1200, 600, 0.5, 0.15)]
+    cases = [("rows = units / 3", 200, 600, 0.5, 0.0, args.strong), ("rows = units", 600, 600, 0.5, 0.0, args.strong),
+             ("rows = 4 x units", 2400, 600, 0.5, 0.0, args.strong),
+             ("noisy (rows = units)", 600, 600, 3.0, 0.0, args.strong),
+             ("background (rows = units)", 600, 600, 0.5, 0.3, args.strong),
+             ("dense truth (rows = units)", 600, 600, 0.5, 1.0, 0),
+             ("dense truth (rows = 4 x units)", 2400, 600, 0.5, 1.0, 0)]
     print(f"{args.examples} examples, {args.strong} strong units each (|w| in 1..~3), bernoulli masks; "
           f"precision@{args.strong} = strong units among each example's top-{args.strong} |weights|, mean +- sd "
-          f"over examples; spearman = rank correlation with the true w")
+          f"over examples; r = Pearson correlation with the true w (mean over examples); 'dense truth': every unit "
+          f"N(0, 1), no strong ones (precision then counts the true top-{args.strong})")
     print(f"{'regime':30s} {'rows':>5s} {'units':>5s} {'noise':>5s} {'bg':>5s} | {'dim prec':>12s} "
-          f"{'lasso prec':>12s} | {'dim rho':>8s} {'lasso rho':>9s} | {'lasso s':>7s} {'dim s':>6s}")
-    for name, rows, units, noise, bg in cases:
-        x, w, y = planted(rows, units, args.examples, args.strong, noise, bg, seed=1)
+          f"{'lasso prec':>12s} | {'dim r':>6s} {'lasso r':>7s} | {'lasso s':>7s} {'dim s':>6s}")
+    for name, rows, units, noise, bg, strong in cases:
+        x, w, y = planted(rows, units, args.examples, strong, noise, bg, seed=1)
         res = {}
         for label, est in (("dim", DifferenceOfMeans()), ("lasso", Lasso())):
             t = time.perf_counter()
             _stats(est, x, y)
             res[label] = (est.result().influence, time.perf_counter() - t)
         prec = {k: _precision(v[0], w, args.strong) for k, v in res.items()}
-        rho = {k: np.mean([_spearman(v[0][:, j], w[:, j]) for j in range(args.examples)]) for k, v in res.items()}
+        rho = {k: np.mean([np.corrcoef(v[0][:, j], w[:, j])[0, 1] for j in range(args.examples)])
+               for k, v in res.items()}
         print(f"{name:30s} {rows:5d} {units:5d} {noise:5.1f} {bg:5.2f} | "
               f"{prec['dim'][0]:.3f}+-{prec['dim'][1]:.3f} {prec['lasso'][0]:.3f}+-{prec['lasso'][1]:.3f} | "
-              f"{rho['dim']:8.3f} {rho['lasso']:9.3f} | {res['lasso'][1]:7.2f} {res['dim'][1]:6.2f}")
+              f"{rho['dim']:6.3f} {rho['lasso']:7.3f} | {res['lasso'][1]:7.2f} {res['dim'][1]:6.2f}")
 
 
 def _precision(infl, w, s):
@@ -180,11 +185,6 @@ def _precision(infl, w, s):
         truth = set(np.argsort(-np.abs(w[:, j]))[:s])
         hits.append(len(truth & set(np.argsort(-np.abs(infl[:, j]), kind="stable")[:s])) / s)
     return float(np.mean(hits)), float(np.std(hits))
-
-
-def _spearman(a, b):
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def project(args) -> None:
