@@ -68,6 +68,7 @@ class StoreSpec:
     code_version: str = ""
     num_rows: int = -1  # with a mask function: M
     pack_masks: Optional[bool] = None  # None: bit-packed when units >= mask_bits.PACK_MIN_UNITS
+    unit_index: Optional[np.ndarray] = None  # example units: each unit's index in the source's train split
 
 
 # ---- the layout a spec creates (docs/store-format.md) ---------------------------------------------------------------
@@ -120,6 +121,8 @@ def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
         }
     )
     mask_bits.create(root, m, u, masks, spec.pack_masks)
+    if spec.unit_index is not None:
+        root.create_array("unit_index", data=np.asarray(spec.unit_index, dtype=np.int64), dimension_names=("unit",))
     root.create_array("completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",))
     root.create_array(
         "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),

@@ -198,6 +198,11 @@ class Store:
                                  f"config") from e
         return self._masks
 
+    @property
+    def unit_index(self) -> Optional[np.ndarray]:
+        """Example units (sweep=example_subsets): each unit's index in the source's train split; None for classes."""
+        return np.asarray(self._array("unit_index")[:]) if "unit_index" in self.group else None
+
     def mask(self, row: int) -> np.ndarray:
         """Bool (U,): row ``row``'s mask, read alone (a worker need not read every row's, e.g. 11.5 GB at the
         paper's example-level scale)."""
