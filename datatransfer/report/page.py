@@ -58,8 +58,8 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
 def _page(inf: Influence, kind: str, summary: ReportSummary, sections: List[str]) -> str:
     a = inf.attrs
     est = a.get("estimator", {})
-    est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)"} \
-        .get(est.get("name"), est.get("name"))
+    est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)",
+                "lasso": "LASSO datamodels (Sec. 4.3, Appendix D)"}.get(est.get("name"), est.get("name"))
     head = "".join(f"<li>{esc(x)}</li>" for x in summary.headline_lines) or "<li>(no digits/coarse target)</li>"
     toc = " &middot; ".join(f'<a href="#{esc(t)}_{esc(m)}">{esc(t)}, {esc(m)}</a>' for t in inf.targets for m in inf.modes)
     csv_links = " ".join(f'<a href="{esc(p.name)}">{esc(p.name)}</a>' for p in summary.csvs)
