@@ -156,6 +156,7 @@ def regimes(args) -> None:
              ("rows = 4 x units", 2400, 600, 0.5, 0.0, args.strong),
              ("noisy (rows = units)", 600, 600, 3.0, 0.0, args.strong),
              ("background (rows = units)", 600, 600, 0.5, 0.3, args.strong),
+             ("dense truth (rows = units / 3)", 200, 600, 0.5, 1.0, 0),
              ("dense truth (rows = units)", 600, 600, 0.5, 1.0, 0),
              ("dense truth (rows = 4 x units)", 2400, 600, 0.5, 1.0, 0)]
     print(f"{args.examples} examples, {args.strong} strong units each (|w| in 1..~3), bernoulli masks; "
