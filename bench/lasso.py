@@ -161,7 +161,8 @@ def regimes(args) -> None:
              ("dense truth (rows = 4 x units)", 2400, 600, 0.5, 1.0, 0)]
     print(f"{args.examples} examples, {args.strong} strong units each (|w| in 1..~3), bernoulli masks; "
           f"precision@{args.strong} = strong units among each example's top-{args.strong} |weights|, mean +- sd "
-          f"over examples; r = Pearson correlation with the true w (mean over examples); 'dense truth': every unit "
+          f"over examples; r = Pearson correlation with the true w (mean over examples, 0 for an all-zero estimate); "
+          f"'dense truth': every unit "
           f"N(0, 1), no strong ones (precision then counts the true top-{args.strong})")
     print(f"{'regime':30s} {'rows':>5s} {'units':>5s} {'noise':>5s} {'bg':>5s} | {'dim prec':>12s} "
           f"{'lasso prec':>12s} | {'dim r':>6s} {'lasso r':>7s} | {'lasso s':>7s} {'dim s':>6s}")
@@ -173,11 +174,15 @@ def regimes(args) -> None:
             _stats(est, x, y)
             res[label] = (est.result().influence, time.perf_counter() - t)
         prec = {k: _precision(v[0], w, args.strong) for k, v in res.items()}
-        rho = {k: np.mean([np.corrcoef(v[0][:, j], w[:, j])[0, 1] for j in range(args.examples)])
-               for k, v in res.items()}
+        rho = {k: np.mean([_corr(v[0][:, j], w[:, j]) for j in range(args.examples)]) for k, v in res.items()}
         print(f"{name:30s} {rows:5d} {units:5d} {noise:5.1f} {bg:5.2f} | "
               f"{prec['dim'][0]:.3f}+-{prec['dim'][1]:.3f} {prec['lasso'][0]:.3f}+-{prec['lasso'][1]:.3f} | "
               f"{rho['dim']:6.3f} {rho['lasso']:7.3f} | {res['lasso'][1]:7.2f} {res['dim'][1]:6.2f}")
+
+
+def _corr(a, b):
+    """Pearson correlation; 0 for an estimate that is all zero (lasso at lambda_max: nothing found)."""
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 else 0.0
 
 
 def _precision(infl, w, s):
