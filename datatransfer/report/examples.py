@@ -77,9 +77,8 @@ def figure(path: Path, rows: List[Dict[str, Any]], target_images: Optional[np.nd
         if target_images is not None:
             axes[r, 0].imshow(target_images[j], cmap="gray", vmin=0, vmax=255)
         axes[r, 0].set_title(f"target {j}\n{target_captions[j]}", fontsize=7, fontweight="bold")
-        for side, (units, weights), colour, offset in (("+", row["pos"], POS, 1), ("-", row["neg"], NEG,
-                                                                                    1 + per_side)):
-            for c, (u, w) in enumerate(zip(units, weights)):
+        for (units, weights), colour, offset in ((row["pos"], POS, 1), (row["neg"], NEG, 1 + per_side)):
+            for c, (u, w) in enumerate(zip(units, weights, strict=True)):
                 ax = axes[r, offset + c]
                 if src_images is not None:
                     ax.imshow(src_images[unit_index[u]], cmap="gray", vmin=0, vmax=255)
