@@ -84,7 +84,7 @@ def figure(path: Path, rows: List[Dict[str, Any]], target_images: Optional[np.nd
                     ax.imshow(src_images[unit_index[u]], cmap="gray", vmin=0, vmax=255)
                 ax.set_title(f"{w:+.3g}\n{unit_labels[u]}", fontsize=6, color=colour)
     height = fig.get_figheight()
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / height, bottom=0.3 / height, hspace=0.55)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.8 / height, bottom=0.3 / height, hspace=0.55)
     fig.suptitle(title, fontsize=10)
     fig.text((1 + per_side / 2) / cols, 0.08 / height, "highest positive weights (candidate leaks)", ha="center",
              fontsize=8, color=POS)
