@@ -1,4 +1,4 @@
-"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge] [estimator.bootstrap=B] [launcher=slurm]
+"""`python -m aggregate store.path=PATH [out=...] [estimator=dim|ridge|lasso] [estimator.bootstrap=B] [launcher=slurm]
 [diagnostics.enabled=false] ...`"""
 
 import hydra
@@ -16,15 +16,17 @@ def main(cfg) -> None:
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
-        run_tasks = None
+        from pathlib import Path
+
+        from datatransfer.launchers.slurm.array_map import mapper
+
+        out = Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path)
+        run_tasks = fanout_tasks = None
         if cfg.launcher.name == "slurm":  # the row blocks as one Slurm array
-            from pathlib import Path
-
-            from datatransfer.launchers.slurm.array_map import mapper
-
-            out = Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path)
             run_tasks = mapper(cfg.launcher, out, "row-block tasks")
-        s = aggregate_from_config(cfg, run_tasks)
+        if cfg.estimator.name == "lasso" and cfg.estimator.fanout.launcher == "slurm":  # the LASSO's example blocks
+            fanout_tasks = mapper(cfg.estimator.fanout.slurm, out, "LASSO example-block tasks")
+        s = aggregate_from_config(cfg, run_tasks, fanout_tasks)
         print(f"used {s.rows_used} of {s.rows_total} rows (read {s.rows_read} target rows, the rest from the "
               f"previous sums); estimator {s.estimator}; {s.seconds:.1f} s")
         for line in Influence(s.out).top_lines(cfg.report.kind):  # a first look; the report has the rest

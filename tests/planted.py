@@ -94,3 +94,13 @@ def make_planted_store(
         flags[done] = True
         store.group["completed"][:] = flags
     return Planted(store, w, y)
+
+
+def sparse_effects(rng: np.random.Generator, units: int, n: int, strong: int, background: float = 0.0) -> np.ndarray:
+    """A sparse truth (units, n): per example, ``strong`` random units with effects +-(1 + |N(0,1)|), every other
+    unit ``background`` x N(0,1) (a background of many small effects; 0 = exactly sparse)."""
+    w = background * rng.normal(size=(units, n))
+    for j in range(n):
+        idx = rng.choice(units, size=min(strong, units), replace=False)
+        w[idx, j] = rng.choice([-1.0, 1.0], size=len(idx)) * (1.0 + np.abs(rng.normal(size=len(idx))))
+    return w

@@ -20,6 +20,8 @@ from datatransfer.config.aggregate import (
     AggregateConfig,
     DiagnosticsConfig,
     DimEstimatorConfig,
+    LassoEstimatorConfig,
+    LassoFanoutConfig,
     ReportConfig,
     RidgeEstimatorConfig,
     validate_aggregate,
@@ -62,7 +64,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
 
 __all__ = [
     "AggregateConfig", "CONF_DIR", "Config", "ConfigError", "DiagnosticsConfig", "DimEstimatorConfig",
-    "LocalLauncherConfig", "OUTPUT_KINDS", "PlantedRowConfig", "PrepareConfig", "RandomSubsetsSweepConfig",
+    "LassoEstimatorConfig", "LassoFanoutConfig", "LocalLauncherConfig", "OUTPUT_KINDS", "PlantedRowConfig",
+    "PrepareConfig", "RandomSubsetsSweepConfig",
     "Recipe", "ReportConfig", "ResumeConfig", "RidgeEstimatorConfig", "SCHEDULES", "SOURCE_DEFINING",
     "SWEEP_DEFINING", "SlurmLauncherConfig", "StatusConfig", "TRANSFER_MODES", "TrainedRowConfig", "VerifyConfig",
     "compose", "register", "row_defining", "row_kind", "structured", "validate", "validate_aggregate", "validate_slurm",

@@ -8,6 +8,7 @@ from typing import Any, List
 
 from omegaconf import MISSING
 
+from datatransfer.config.launchers import SlurmLauncherConfig
 from datatransfer.config.sweep import OUTPUT_KINDS, RUNS_DIR, StoreConfig
 from datatransfer.errors import ConfigError
 
@@ -38,8 +39,37 @@ class RidgeEstimatorConfig(BootstrapConfig):
     holdout_fraction: float = 0.2  # rows held out (picked by a hash of the row index) to choose lambda
 
 
+@dataclass
+class LassoFanoutConfig:
+    """Where the LASSO solves of blocks of target examples run (the statistics are read once, here)."""
+
+    launcher: str = "none"  # none (this process), local (worker processes) or slurm (a job array, submitit)
+    examples_per_task: int = 256  # target examples (output columns) solved by one process / array task
+    workers: int = 0  # launcher=local: processes at once; 0 = one per CPU
+    folder: str = ""  # files exchanged with the tasks (shared with the nodes); "" = a temporary folder in the cwd
+    slurm: SlurmLauncherConfig = field(default_factory=SlurmLauncherConfig)  # launcher=slurm: as launcher=slurm
+
+
+@dataclass
+class LassoEstimatorConfig(BootstrapConfig):
+    """LASSO datamodels (Sec. 4.3, Appendix D): per target example, an L1 path on the fit rows, lambda chosen on
+    held-out rows, refitted on all rows. Objective (1/2N) sum (y - b - x.w)^2 + lambda |w|_1. Results are sparse."""
+
+    name: str = "lasso"
+    path_length: int = 30  # lambdas on the path, geometric from lambda_max (w = 0) down to eps * lambda_max
+    eps: float = 1e-3
+    holdout_fraction: float = 0.2  # rows held out (a hash of the row index) to choose lambda
+    tol: float = 1e-4  # stop when the duality gap <= tol * var(y) (scikit-learn's criterion)
+    max_iter: int = 1000  # outer iterations per solve
+    patience: int = 5  # stop an example's path once its held-out error has not improved for this many lambdas; 0=all
+    solver: str = "cd"  # cd: coordinate descent (numba, CPU; measured fastest, docs/estimators.md); torch: FISTA
+    device: str = "cpu"  # solver=torch: cpu, cuda, cuda:N or auto
+    dense_max_mb: float = 256.0  # per_example also written dense when n_t x U float32 fits this; else CSR only
+    fanout: LassoFanoutConfig = field(default_factory=LassoFanoutConfig)
+
+
 # estimator name -> schema: the nodes of the `estimator` group (conf/estimator/<name>.yaml selects base_<name>)
-ESTIMATOR_KINDS = {"dim": DimEstimatorConfig, "ridge": RidgeEstimatorConfig}
+ESTIMATOR_KINDS = {"dim": DimEstimatorConfig, "ridge": RidgeEstimatorConfig, "lasso": LassoEstimatorConfig}
 
 
 @dataclass
@@ -85,7 +115,7 @@ class AggregateConfig:
     name: str = "mini"  # experiment name; names the default store folder
     store: AggregateStoreConfig = field(default_factory=AggregateStoreConfig)
     out: str = ""  # influence store; "" = <store's parent folder>/influence.zarr
-    estimator: Any = MISSING  # a group: conf/estimator/{dim,ridge}.yaml (ESTIMATOR_KINDS)
+    estimator: Any = MISSING  # a group: conf/estimator/{dim,ridge,lasso}.yaml (ESTIMATOR_KINDS)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     block_rows: int = 0  # rows per read; 0 = from memory_mb
@@ -117,6 +147,8 @@ def validate_aggregate(cfg: Any) -> None:
         need(0 < cfg.estimator.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
     need(cfg.estimator.bootstrap == 0 or cfg.estimator.bootstrap >= 2, "estimator.bootstrap",
          f"must be 0 (off) or >= 2 replicates, got {cfg.estimator.bootstrap}")
+    if cfg.estimator.name == "lasso":
+        _validate_lasso(cfg.estimator, need)
     d = cfg.diagnostics
     need(0 < d.holdout_fraction < 1, "diagnostics.holdout_fraction", "must lie strictly in (0, 1)")
     need(d.bootstrap >= 0, "diagnostics.bootstrap", f"must be >= 0, got {d.bootstrap}")
@@ -135,3 +167,19 @@ def validate_aggregate(cfg: Any) -> None:
     need(r.kind in OUTPUT_KINDS, "report.kind", f"must be one of {list(OUTPUT_KINDS)}, got {r.kind!r}")
     for key in ("top", "sources", "images", "hard_examples", "negatives", "headline_top"):
         need(getattr(r, key) >= 1, f"report.{key}", f"must be >= 1, got {getattr(r, key)}")
+
+
+def _validate_lasso(e: Any, need) -> None:
+    need(e.path_length >= 1, "estimator.path_length", f"must be >= 1, got {e.path_length}")
+    need(0 < e.eps < 1, "estimator.eps", f"must lie strictly in (0, 1), got {e.eps}")
+    need(0 < e.holdout_fraction < 1, "estimator.holdout_fraction", "must lie strictly in (0, 1)")
+    need(e.tol > 0, "estimator.tol", f"must be > 0, got {e.tol}")
+    need(e.max_iter >= 1, "estimator.max_iter", f"must be >= 1, got {e.max_iter}")
+    need(e.patience >= 0, "estimator.patience", f"must be >= 0, got {e.patience}")
+    need(e.solver in ("cd", "torch"), "estimator.solver", f"must be cd or torch, got {e.solver!r}")
+    need(e.dense_max_mb >= 0, "estimator.dense_max_mb", f"must be >= 0, got {e.dense_max_mb}")
+    f = e.fanout
+    need(f.launcher in ("none", "local", "slurm"), "estimator.fanout.launcher",
+         f"must be none, local or slurm, got {f.launcher!r}")
+    need(f.examples_per_task >= 1, "estimator.fanout.examples_per_task", f"must be >= 1, got {f.examples_per_task}")
+    need(f.workers >= 0, "estimator.fanout.workers", f"must be >= 0, got {f.workers}")

@@ -158,6 +158,24 @@ class RandomSubsetsSweepConfig:
     outputs: List[str] = field(default_factory=lambda: list(OUTPUT_KINDS))
 
 
+@dataclass
+class ExampleSubsetsSweepConfig:
+    """sweep=example_subsets: the units are source training images (Sec. 4.3: LASSO datamodels); row i's mask is a
+    random subset of them, a function of (seed, i) alone, as for classes. Which images are units: ``select``."""
+
+    kind: str = "example_subsets"
+    unit: str = "example"
+    alpha: float = 0.5
+    scheme: str = "fixed_size"
+    num_models: int = 128
+    seed: int = 0
+    outputs: List[str] = field(default_factory=lambda: list(OUTPUT_KINDS))
+    select: str = "all"  # all: every source training image | classes: those of the source classes in `classes`
+    classes: List[str] = field(default_factory=list)  # select=classes: source class names
+    count: int = 0  # > 0: a random subset of this many of the selected images (drawn with select_seed)
+    select_seed: int = 0
+
+
 # ---- row kinds (group `row`, conf/row/): what a row is ------------------------------------------------------------
 @dataclass
 class TrainedRowConfig:
@@ -230,7 +248,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
-    sweep: Any = MISSING  # a group: conf/sweep/random_subsets.yaml (SWEEP_KINDS)
+    sweep: Any = MISSING  # a group: conf/sweep/{random_subsets,example_subsets}.yaml (SWEEP_KINDS)
     row: Any = MISSING  # a group: conf/row/{trained,planted}.yaml (ROW_KINDS)
     launcher: Any = MISSING  # a group: conf/launcher/{local,slurm}.yaml (config/launchers.py)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -244,7 +262,7 @@ SWEEP_DEFINING = ("source", "targets", "model", "train", "transfer", "sweep", "r
 # What a trained row's source model is: targets can be added to a store whose rows agree on these.
 SOURCE_DEFINING = ("source", "model", "train", "sweep", "row")
 
-SWEEP_KINDS = {"random_subsets": RandomSubsetsSweepConfig}
+SWEEP_KINDS = {"random_subsets": RandomSubsetsSweepConfig, "example_subsets": ExampleSubsetsSweepConfig}
 # row kind -> (its schema, the sections that define such a row: a planted row reads no data and trains nothing)
 ROW_KINDS = {
     "trained": (TrainedRowConfig, SWEEP_DEFINING),

@@ -54,7 +54,13 @@ def _validate_sweep(sw: Any) -> None:
     need(sw.get("repeats", 0) == 0 or sw.get("repeats", 0) >= 2, "sweep.repeats",
          f"must be 0 (no repeated rows) or at least 2 (every k-th row repeats a mask), got {sw.get('repeats')}")
     need(0 <= sw.seed < 2 ** 63, "sweep.seed", f"must be a non-negative integer below 2**63, got {sw.seed}")
-    need(sw.unit == "class", "sweep.unit", f"only 'class' is supported, got {sw.unit!r}")
+    unit = "example" if sw.kind == "example_subsets" else "class"
+    need(sw.unit == unit, "sweep.unit", f"sweep={sw.kind} has unit {unit!r}, got {sw.unit!r}"
+         + (" (example units: sweep=example_subsets)" if sw.unit == "example" else ""))
+    if sw.kind == "example_subsets":
+        need(sw.select in ("all", "classes"), "sweep.select", f"must be 'all' or 'classes', got {sw.select!r}")
+        need(sw.select != "classes" or len(sw.classes) > 0, "sweep.classes", "select=classes needs class names")
+        need(sw.count >= 0, "sweep.count", f"must be >= 0, got {sw.count}")
     need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
          f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
     bad = [k for k in sw.outputs if k not in OUTPUT_KINDS]

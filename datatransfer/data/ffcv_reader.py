@@ -312,11 +312,14 @@ class BetonDataset:
         return loader
 
     def train_loader(self, *, batch_size: int, generator=None, seed: int = 0, keep: Optional[np.ndarray] = None,
-                     decoder: str = "random_resized_crop", resolution: int = 224) -> FFCVLoader:
-        """Shuffled batches of the train split (of the classes in ``keep``), last partial batch dropped; the
-        order of epoch e is seeded by ``seed + e`` (``generator`` is for in-memory datasets)."""
+                     decoder: str = "random_resized_crop", resolution: int = 224,
+                     examples: Optional[np.ndarray] = None) -> FFCVLoader:
+        """Shuffled batches of the train split (of the classes in ``keep``, or exactly the images at ``examples``:
+        ascending train indices), last partial batch dropped; the order of epoch e is seeded by ``seed + e``
+        (``generator`` is for in-memory datasets)."""
         loader = self._loader("train", True, batch_size, decoder, resolution)
-        loader.retarget(self._indices("train", keep), seed)
+        idx = self._indices("train", keep) if examples is None else np.asarray(examples, dtype=np.int64)
+        loader.retarget(idx, seed)
         return loader
 
     def eval_loader(self, split: str, *, batch_size: int = 1024, keep: Optional[np.ndarray] = None,

@@ -37,6 +37,11 @@ class Split:
         idx = torch.from_numpy(np.flatnonzero(keep[self.y.numpy()]))
         return Split(self.x[idx], self.y[idx])
 
+    def select_examples(self, idx: np.ndarray) -> "Split":
+        """The examples at ``idx`` (ascending indices into this split: example units)."""
+        t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        return Split(self.x[t], self.y[t])
+
 
 class TensorLoader:
     """Minibatches of a Split, channels-last. With a generator: a new random order each epoch, the last partial
@@ -87,10 +92,14 @@ class Dataset:
         return (self.train if split == "train" else self.test).y.numpy()
 
     def train_loader(self, *, batch_size: int, generator: torch.Generator, seed: int = 0,
-                     keep: Optional[np.ndarray] = None, decoder: str = "", resolution: int = 0) -> TensorLoader:
-        """Shuffled minibatches of the train split (of the classes in ``keep``, a bool mask over classes).
-        ``seed``, ``decoder`` and ``resolution`` are for FFCV datasets; the order comes from ``generator``."""
+                     keep: Optional[np.ndarray] = None, decoder: str = "", resolution: int = 0,
+                     examples: Optional[np.ndarray] = None) -> TensorLoader:
+        """Shuffled minibatches of the train split (of the classes in ``keep``, a bool mask over classes, or exactly
+        the images at ``examples``, ascending train indices). ``seed``, ``decoder`` and ``resolution`` are for FFCV
+        datasets; the order comes from ``generator``."""
         split = self.train if keep is None else self.train.select_classes(keep)
+        if examples is not None:
+            split = self.train.select_examples(examples)
         return TensorLoader(split, batch_size, generator)
 
     def eval_loader(self, split: str, *, batch_size: int = 1024, keep: Optional[np.ndarray] = None,
@@ -101,6 +110,10 @@ class Dataset:
 
 
 def data_file(root: str, file: str) -> Path:
+    if not root and file == "mini_leakage.npz":  # derived from the embedded file (data/leakage.py), cached
+        from datatransfer.data import leakage
+
+        return leakage.path(EMBEDDED_DIR / "mini.npz")
     path = (Path(root) if root else EMBEDDED_DIR) / file
     if not path.is_file():
         hint = " (the embedded file ships with the package; rebuild it with scripts/build_mini_data.py)" \

@@ -71,6 +71,7 @@ def aggregate(
     sums_block_rows: int = 1024,
     launcher: Any = None,
     run_tasks: Any = None,
+    fanout_tasks: Any = None,
 ) -> Summary:
     """Compute the influence store of the store at ``store_path`` from its completed rows; returns a summary.
 
@@ -79,6 +80,8 @@ def aggregate(
     keeps its sums per block of ``sums_block_rows`` store rows in the influence store and, ``incremental``, reads
     only the rows that changed since the previous one (refresh.py); ``launcher`` (a ``launcher=local`` config node;
     None: this process) runs those blocks, unless ``run_tasks(fn, tasks, on_done)`` is given (a Slurm array's).
+    ``fanout_tasks``: the same kind of runner for ``estimator=lasso`` with ``estimator.fanout.launcher=slurm``
+    (its blocks of target examples).
     """
     start = time.perf_counter()
     if diagnostics is not None and not diagnostics.enabled:
@@ -89,6 +92,8 @@ def aggregate(
     if clash:
         raise AggregationError(f"target name(s) {sorted(clash)} clash with the influence store's own arrays")
     settings = dict(estimator_settings or {})
+    if fanout_tasks is not None and estimator == "lasso":
+        settings["run_tasks"] = fanout_tasks
     full_settings = make(estimator, **settings).settings()  # also fails on bad settings before reading anything
     rows = completed_rows(store)
     if len(rows) == 0:
@@ -229,16 +234,17 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def aggregate_from_config(cfg: Any, run_tasks: Any = None) -> Summary:
+def aggregate_from_config(cfg: Any, run_tasks: Any = None, fanout_tasks: Any = None) -> Summary:
     """`python -m aggregate`: the config's store, estimator and diagnostics -> the influence store. The row blocks run
-    as ``cfg.launcher`` (local) says, or through ``run_tasks`` (the app passes the Slurm array's)."""
+    as ``cfg.launcher`` (local) says, or through ``run_tasks`` (the app passes the Slurm array's); the LASSO's
+    example blocks with ``estimator.fanout.launcher=slurm`` through ``fanout_tasks``."""
     from omegaconf import OmegaConf
 
     est = OmegaConf.to_container(cfg.estimator, resolve=True)
     name = est.pop("name")
     return aggregate(cfg.store.path, cfg.out or None, name, est, cfg.diagnostics, cfg.block_rows, cfg.memory_mb,
                      cfg.progress, cfg.incremental, cfg.sums_block_rows,
-                     cfg.launcher if cfg.launcher.name == "local" else None, run_tasks)
+                     cfg.launcher if cfg.launcher.name == "local" else None, run_tasks, fanout_tasks)
 
 
 def current_influence(cfg: Any) -> Tuple[Influence, Store]:

@@ -192,6 +192,8 @@ def fitter(estimator: Tuple[str, Optional[Dict[str, Any]]]) -> Callable[[np.ndar
     name, settings = estimator
     # the curves need point estimates: the bootstrap of the standard errors is left out
     settings = {k: v for k, v in (settings or {}).items() if k not in ("bootstrap", "bootstrap_seed")}
+    # ... and so is the LASSO's fan-out: the curves' fits are small, they run here
+    settings = {k: v for k, v in settings.items() if k not in ("fanout", "run_tasks")}
     if name == "dim":
         return lambda x, y: dim(x, y)
 

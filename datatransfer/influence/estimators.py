@@ -34,6 +34,8 @@ class Estimate:
     extras: Dict[str, np.ndarray] = field(default_factory=dict)  # estimator-specific per-column arrays
     se: Optional[np.ndarray] = None  # float64 (U, K): Welch standard error (difference of means), else None
     replicates: Optional[np.ndarray] = None  # float64 (B, U, K): bootstrap replicates of ``influence``, else None
+    sparse: bool = False  # also written as CSR per column (most influences exactly 0: lasso)
+    dense: bool = True  # per_example written dense (False when too large; the CSR then holds it)
 
 
 class Estimator(abc.ABC):
@@ -340,7 +342,7 @@ class Bootstrap(Estimator):
 
 
 def make(name: str, bootstrap: int = 0, bootstrap_seed: int = 0, **settings: Any) -> Estimator:
-    """An estimator by its config name ('dim' or 'ridge') and settings; ``bootstrap`` > 0 wraps it in
+    """An estimator by its config name ('dim', 'ridge' or 'lasso') and settings; ``bootstrap`` > 0 wraps it in
     :class:`Bootstrap` with that many replicates."""
     if bootstrap:
         return Bootstrap(lambda: make(name, **settings), bootstrap, bootstrap_seed)
@@ -350,4 +352,8 @@ def make(name: str, bootstrap: int = 0, bootstrap_seed: int = 0, **settings: Any
         return DifferenceOfMeans()
     if name == "ridge":
         return Ridge(**settings)
-    raise EstimatorError(f"unknown estimator {name!r}; choose 'dim' or 'ridge'")
+    if name == "lasso":
+        from datatransfer.influence.lasso import Lasso
+
+        return Lasso(**settings)
+    raise EstimatorError(f"unknown estimator {name!r}; choose 'dim', 'ridge' or 'lasso'")

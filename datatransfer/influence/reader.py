@@ -9,6 +9,7 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import AggregationError
+from datatransfer.influence import sparse
 from datatransfer.influence.blocks import completed_rows
 from datatransfer.store.sweep_store import Store
 
@@ -49,8 +50,19 @@ class Influence:
 
     def array(self, t: str, mode: str, kind: str, name: str) -> np.ndarray:
         """``name`` in per_example, per_class, overall, mean_output, their standard errors per_example_se,
-        per_class_se, overall_se (and lambda for ridge)."""
-        return np.asarray(self.group[f"{t}/{mode}/{kind}/{name}"][:])
+        per_class_se, overall_se (and lambda for ridge; lambda, heldout_r2, heldout_mse, nnz for lasso).
+        per_example is rebuilt from the CSR when only that was written."""
+        path = f"{t}/{mode}/{kind}"
+        if name == "per_example" and f"{path}/per_example" not in self.group and f"{path}/sparse" in self.group:
+            return sparse.to_dense(*self.sparse(t, mode, kind), len(self.unit_names))
+        return np.asarray(self.group[f"{path}/{name}"][:])
+
+    def has_sparse(self, t: str, mode: str, kind: str) -> bool:
+        return f"{t}/{mode}/{kind}/sparse" in self.group
+
+    def sparse(self, t: str, mode: str, kind: str):
+        """(indptr (n_t+1), unit (nnz), weight (nnz)): the CSR of per-example weights (estimator=lasso)."""
+        return sparse.read(self.group[f"{t}/{mode}/{kind}"])
 
     def se(self, t: str, mode: str, kind: str, level: str = "overall") -> Optional[np.ndarray]:
         """Standard errors of ``level`` (per_example, per_class or overall), same shape as its estimates; None when

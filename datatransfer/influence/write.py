@@ -12,6 +12,7 @@ import zarr
 from datatransfer.config import DiagnosticsConfig
 from datatransfer.errors import AggregationError
 from datatransfer.influence import diagnostics as diag
+from datatransfer.influence import sparse
 from datatransfer.influence.sums import averaging
 from datatransfer.store.sweep_store import Store
 
@@ -113,8 +114,11 @@ def write_influences(g: zarr.Group, res, labels: np.ndarray, class_names, unit_n
     per_class = (infl @ avg[:, :n_classes]).T
     per_class[empty] = np.nan
     chunk = max(1, min(n, 2 ** 20 // max(units, 1)))  # ~4 MB chunks of float32
-    g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
-                   dimension_names=("example", "unit"))
+    if res.sparse:  # lasso: CSR per example (influence/sparse.py); dense only when small
+        sparse.write(g, infl.T)
+    if res.dense:
+        g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
+                       dimension_names=("example", "unit"))
     g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
     g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
     g.create_array("mean_output", data=res.mean[:n].astype(np.float32), dimension_names=("example",))

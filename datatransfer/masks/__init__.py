@@ -1,7 +1,8 @@
 """Mask generators: which source units (classes) each row of a sweep trains on. A sweep kind (config group
 ``sweep``) is a mask generator; the rows, store, launchers and aggregator are the same for every kind.
 
-- ``random_subsets`` (``random_subsets.py``): a random subset per row, as in the paper;
+- ``random_subsets`` (``random_subsets.py``): a random subset of the classes per row, as in the paper;
+- ``example_subsets`` (``examples.py``): the units are source images (which: ``select``), random subsets as above;
 - ``seeds.py``: the per-row random streams (masks, training seeds) every kind shares.
 
 A new sweep kind: a module with ``masks(sweep_cfg, num_units) -> bool (rows, units)``, listed in ``GENERATORS``.
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from datatransfer.masks import random_subsets
+from datatransfer.masks import examples, random_subsets
 from datatransfer.masks.random_subsets import mask_matrix, row_mask
 from datatransfer.masks.seeds import row_seed
 
-GENERATORS = {"random_subsets": random_subsets.masks}
+GENERATORS = {"random_subsets": random_subsets.masks, "example_subsets": examples.masks}
 
 __all__ = ["GENERATORS", "mask_matrix", "matrix", "row_mask", "row_seed"]
 

@@ -6,7 +6,8 @@ relative to the average unit, and the null level of each row of influences (one 
 overall) is the centre of the bulk of its units' influences (``diagnostics.null_centre``). The knockoff band is the
 null level +- the largest |overall influence| of a knockoff unit. ``z`` = (influence - null level) / SE; without
 standard errors (ridge without ``estimator.bootstrap``) the SE is replaced by the robust spread (1.4826 MAD) of
-that row's influences over units, and only the knockoff band marks overall influences. A panel that picks the
+that row's influences over units (their standard deviation where that is 0: LASSO, most influences exactly 0),
+and only the knockoff band marks overall influences. A panel that picks the
 most extreme of many estimates (hard examples) uses a family-wise threshold instead of 1.96 (``familywise_z``).
 """
 
@@ -64,6 +65,8 @@ def judge(values: np.ndarray, se: Optional[np.ndarray], fixed: bool, band: Optio
         scale = np.asarray(se, dtype=np.float64)
     else:
         spread = 1.4826 * np.median(np.abs(dev), axis=-1, keepdims=True)
+        # LASSO: most influences exactly at the null, a MAD of 0; their standard deviation then sets the scale
+        spread = np.where(spread > 0, spread, np.std(dev, axis=-1, keepdims=True))
         scale = np.broadcast_to(np.where(spread > 0, spread, np.nan), v.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = dev / scale

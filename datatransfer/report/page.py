@@ -57,9 +57,11 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
 
 def _definition(estimator: Optional[str], output: str) -> str:
     """What the influence of a source class C on a target example t is, for the estimator used (HTML)."""
-    if estimator == "ridge":
+    if estimator in ("ridge", "lasso"):
+        how = "ridge regression" if estimator == "ridge" else \
+            "LASSO regression (an L1 penalty: most coefficients are exactly 0)"
         return ("The <b>influence</b> of a source class C on a target test example t is C's coefficient in a linear "
-                f"model of f(t), the transferred model's {esc(output)} on t, fitted by ridge regression on which "
+                f"model of f(t), the transferred model's {esc(output)} on t, fitted by {how} on which "
                 "source classes each model saw (datamodels, Appendix B): the change in f(t) that including C "
                 "predicts when the other classes are held fixed.")
     return ("The <b>influence</b> of a source class C on a target test example t compares the models that saw C "
@@ -70,8 +72,8 @@ def _definition(estimator: Optional[str], output: str) -> str:
 def _page(inf: Influence, kind: str, summary: ReportSummary, sections: List[str]) -> str:
     a = inf.attrs
     est = a.get("estimator", {})
-    est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)"} \
-        .get(est.get("name"), est.get("name"))
+    est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)",
+                "lasso": "LASSO datamodels (Sec. 4.3, Appendix D)"}.get(est.get("name"), est.get("name"))
     head = "".join(f"<li>{esc(x)}</li>" for x in summary.headline_lines) or "<li>(no digits/coarse target)</li>"
     toc = " &middot; ".join(f'<a href="#{esc(t)}_{esc(m)}">{esc(t)}, {esc(m)}</a>' for t in inf.targets for m in inf.modes)
     csv_links = " ".join(f'<a href="{esc(p.name)}">{esc(p.name)}</a>' for p in summary.csvs)

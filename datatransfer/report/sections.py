@@ -72,6 +72,8 @@ def target_section(r: Sections, t: str) -> str:
     parts = [f'<h2 id="{esc(t)}">Target <code>{esc(t)}</code></h2>',
              f"<p>{len(labels)} test examples in {len(class_names)} classes: {esc(', '.join(map(str, class_names)))}."
              f"</p>"]
+    if inf.attrs.get("unit") == "example":  # units are source images: Fig. 7 instead of the class figures
+        return "\n".join(parts + [_examples(r, t, mode, images, captions) for mode in inf.modes])
     for mode in inf.modes:
         v = _View(t, mode, labels, class_names, overall=inf.array(t, mode, r.kind, "overall"),
                   per_class=inf.array(t, mode, r.kind, "per_class"),
@@ -263,3 +265,22 @@ def _convergence(r: Sections, v: _View) -> List[str]:
                      "Overall influences of the real source classes sorted from most positive to most "
                      "negative, against knockoff classes that by construction have no effect. Real classes "
                      "beyond the knockoffs' range carry signal. " + _null_text(r))]
+
+
+def _examples(r: Sections, t: str, mode: str, images, captions) -> str:
+    """Fig. 7: the strongest target examples beside their highest positive and most negative source images."""
+    from datatransfer.report import examples
+
+    s = r.settings
+    rows = examples.strongest(r.inf, t, mode, r.kind, s.hard_examples, s.images)
+    index, unit_labels = examples.unit_images(r.inf.unit_names)
+    f = examples.figure(r.out / f"examples_{t}_{mode}.png", rows, images, captions,
+                        examples.source_images(r.inf.attrs.get("config") or {}), index, unit_labels, s.images,
+                        f"{t} ({mode}): source images with the largest weights (Fig. 7)")
+    r.figures.append(f)
+    return f'<h3 id="{esc(t)}_{esc(mode)}">{esc(t)}: {esc(MODE_TEXT.get(mode, mode))}</h3>' + r.figure(
+        f, "Source images with the largest weights (Fig. 7)",
+        f"The {len(rows)} target examples whose weights are largest in magnitude, each beside the source images "
+        f"with the highest positive weights (including them raises the {r.what}: near-copies of the target image "
+        f"are leaks) and the most negative ones (including them lowers it: images labelled against what they show "
+        f"are misleading); above each, its weight and its source label.")

@@ -29,6 +29,11 @@ class TrainedRows:
         self.source = data.open_source(cfg, rt.device)
         self.transfer = TargetTransfer(cfg, rt, target_index)
         self.backbone_store = backbone_store
+        self.unit_index = None  # example units: each unit's train index (sweep=example_subsets)
+        if cfg.sweep.unit == "example":
+            from datatransfer.masks import examples
+
+            self.unit_index = examples.select(cfg.sweep, self.source.labels("train"), self.source.class_names)
 
     def runnable(self, row: int) -> bool:
         return True
@@ -37,7 +42,8 @@ class TrainedRows:
         """Train row ``row``'s source model, transfer it to every target in every mode, evaluate."""
         start = time.perf_counter()
         seed = row_seed(self.seed, row)
-        model, stats = train_source(self.source, mask, seed, self.model_cfg, self.recipe, self.rt, checkpoint)
+        model, stats = train_source(self.source, mask, seed, self.model_cfg, self.recipe, self.rt, checkpoint,
+                                    self.unit_index)
         if self.backbone_store is not None:
             backbones.save(layout.backbone(self.backbone_store, row), model, self.model_cfg, self.source.channels,
                            {"row": int(row), "seed": seed, "source_accuracy": stats["source_accuracy"]})

@@ -72,7 +72,7 @@ class Worker:
             log.debug("row %d: claimed (%s)", row, claim.path)
             checkpoint = RowCheckpoint(layout.checkpoint(self.store.path, row))
             run = RowRun(start_time=time.time(), device=str(self.rt.device), threads=self.rt.threads)
-            result = self.rows.run(row, self.store.masks[row], checkpoint)
+            result = self.rows.run(row, self.store.mask(row), checkpoint)
             self.store.write_row(row, result.outputs, result.predictions, result.stats, run=run)
             checkpoint.delete()
             log.debug("row %d: computed and committed by process %d", row, os.getpid())

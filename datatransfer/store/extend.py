@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import layout
+from datatransfer.store import layout, mask_bits
 from datatransfer.store.lock import exclusive
 from datatransfer.store.spec import StoreSpec, fingerprint
 
@@ -86,19 +86,20 @@ def if_longer(store, fp: str, spec: StoreSpec) -> bool:
 def extend(path, spec: StoreSpec, new_fp: str) -> None:
     """Grow the store at ``path`` to the spec's row count (see the module doc). Callers checked that the spec
     differs from the store's sweep only in ``sweep.num_models`` and raises it."""
-    new_rows = int(spec.masks.shape[0])
+    get = _mask_rows(spec)
+    new_rows = int(spec.num_rows) if callable(spec.masks) else int(spec.masks.shape[0])
     with exclusive(layout.add_targets_lock(path)):  # no target is added while arrays grow
         group = zarr.open_group(store=str(path), mode="r+")
         old_rows = stored_rows(group.attrs, int(group["completed"].shape[0]))
         if group.attrs.get("fingerprint") == new_fp:
             return  # another process extended it meanwhile
         masks = group["masks"]
-        stored = np.asarray(masks[:old_rows], dtype=bool)
-        if not np.array_equal(stored, spec.masks[:old_rows]):
-            raise StoreError(f"{path}: the masks of its {old_rows} rows differ from the first {old_rows} rows of "
-                             f"the extended sweep; it is left untouched (run `python -m launch.verify "
-                             f"store.path={path}`)")
-        _grow(group, old_rows, new_rows, spec.masks)
+        for lo, hi in _blocks(masks, 0, old_rows):  # bool or bit-packed (format 3): compared decoded, a block at a time
+            if not np.array_equal(mask_bits.read(masks, slice(lo, hi)), get(lo, hi)):
+                raise StoreError(f"{path}: the masks of its {old_rows} rows differ from the first {old_rows} rows "
+                                 f"of the extended sweep; it is left untouched (run `python -m launch.verify "
+                                 f"store.path={path}`)")
+        _grow(group, old_rows, new_rows, get)
         config = copy.deepcopy(dict(group.attrs["config"]))
         config.setdefault("sweep", {})["num_models"] = new_rows
         history = list(group.attrs.get("extended", []))
@@ -109,7 +110,21 @@ def extend(path, spec: StoreSpec, new_fp: str) -> None:
              old_rows, new_rows - 1)
 
 
-def _grow(group: zarr.Group, old_rows: int, new_rows: int, masks: np.ndarray) -> None:
+def _mask_rows(spec: StoreSpec):
+    """(lo, hi) -> the spec's bool masks of rows lo..hi-1 (its masks are a matrix or such a function)."""
+    if callable(spec.masks):
+        return lambda lo, hi: np.asarray(spec.masks(lo, hi), dtype=bool)
+    return lambda lo, hi: np.asarray(spec.masks[lo:hi], dtype=bool)
+
+
+def _blocks(arr: zarr.Array, lo: int, hi: int):
+    """(lo, hi) blocks of rows that follow the array's row chunks (bounded memory for a large packed store)."""
+    step = int(arr.chunks[0])
+    edges = [lo, *range((lo // step + 1) * step, hi, step), hi]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _grow(group: zarr.Group, old_rows: int, new_rows: int, masks) -> None:
     """Resize every per-row array to ``new_rows`` (``completed`` last: it defines the store's row count) and fill the
     masks and row coordinate of the new rows."""
     arrays = sorted(row_arrays(group), key=lambda pa: pa[0] == "completed")
@@ -117,6 +132,7 @@ def _grow(group: zarr.Group, old_rows: int, new_rows: int, masks: np.ndarray) ->
         if arr.shape[0] != new_rows:
             arr.resize((new_rows, *arr.shape[1:]))
         if path == "masks":
-            arr[old_rows:new_rows] = masks[old_rows:new_rows]
+            for lo, hi in _blocks(arr, old_rows, new_rows):  # encoded as the array is (bit-packed or bool)
+                mask_bits.write(arr, lo, masks(lo, hi))
         elif path.rsplit("/", 1)[-1] == "row":  # a row coordinate (store/coords.py)
             arr[old_rows:new_rows] = np.arange(old_rows, new_rows, dtype=arr.dtype)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from datatransfer import data, masks
 from datatransfer.config import row_defining, validate
+from datatransfer.masks import examples
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import StoreSpec, TargetSpec
 from datatransfer.store.sweep_store import Store
@@ -39,7 +41,7 @@ def defining(resolved: dict, sections) -> dict:
 
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
-    unit_names, targets, modes = _units_and_targets(cfg)
+    unit_names, targets, modes, unit_index = _units_and_targets(cfg)
     resolved = resolved_config(cfg)
     sw = cfg.sweep
     return StoreSpec(
@@ -52,25 +54,31 @@ def store_spec(cfg) -> StoreSpec:
         masks=masks.matrix(sw, len(unit_names)),
         unit=sw.unit,
         code_version=code_version(),
+        unit_index=unit_index,
     )
 
 
-def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str]]:
-    """(unit names, target specs, transfer modes): from the data, or for row=planted from the row section (no data
-    file is read)."""
+def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str], Optional[np.ndarray]]:
+    """(unit names, target specs, transfer modes, example units' train indices or None): from the data, or for
+    row=planted from the row section (no data file is read)."""
     if cfg.row.kind == "planted":
         from datatransfer.rows import planted
 
         p = cfg.row
         names = planted.class_names(p)
         return (planted.unit_names(p), [TargetSpec(t, planted.labels(p, t), names) for t in planted.target_names(p)],
-                list(p.modes))
-    unit_names = list(data.open_source(cfg).class_names)
+                list(p.modes), None)
+    source = data.open_source(cfg)
+    unit_names, unit_index = list(source.class_names), None
+    if cfg.sweep.unit == "example":
+        labels = source.labels("train")
+        unit_index = examples.select(cfg.sweep, labels, source.class_names)
+        unit_names = examples.unit_names(unit_index, labels, source.class_names)
     targets = []
     for key in cfg.targets:
         t = data.open_target(cfg, key)
         targets.append(TargetSpec(key, t.labels("test"), t.class_names))
-    return unit_names, targets, list(cfg.transfer.modes)
+    return unit_names, targets, list(cfg.transfer.modes), unit_index
 
 
 def open_store(cfg) -> Store:

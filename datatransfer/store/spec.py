@@ -10,13 +10,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import coords, provenance
+from datatransfer.store import coords, mask_bits, provenance
 
 
 def fingerprint(sweep_defining: Mapping[str, Any]) -> str:
@@ -63,19 +63,24 @@ class StoreSpec:
     targets: Sequence[TargetSpec]
     modes: Sequence[str]
     output_kinds: Sequence[str]
-    masks: np.ndarray  # bool (M, U)
+    masks: Any  # bool (M, U), or a function (lo, hi) -> bool rows lo..hi-1 (with num_rows)
     unit: str = "class"
     code_version: str = ""
+    num_rows: int = -1  # with a mask function: M
+    pack_masks: Optional[bool] = None  # None: bit-packed when units >= mask_bits.PACK_MIN_UNITS
+    unit_index: Optional[np.ndarray] = None  # example units: each unit's index in the source's train split
 
 
 # ---- the layout a spec creates (docs/store-format.md) ---------------------------------------------------------------
 FORMAT = "datatransfer-store"
-FORMAT_VERSION = 2  # 2: store_id and per-row provenance; version 1 stores are read, not written
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 3: masks may be bit-packed; 2: store_id and per-row provenance
+READABLE_VERSIONS = (1, 2, 3)
+WRITABLE_VERSIONS = (2, 3)  # rows of a version 2 store are written as they always were (its masks stay bool)
 ROW_STAT_FIELDS = ("source_accuracy", "train_seconds", "total_seconds")
 # Root attributes a handle needs, by format version (the others are informative; launch.verify checks them all)
 NEEDED_ATTRS = {1: ("fingerprint", "unit_names", "targets", "modes", "output_kinds"),
-                2: ("fingerprint", "unit_names", "targets", "modes", "output_kinds", "store_id")}
+                2: ("fingerprint", "unit_names", "targets", "modes", "output_kinds", "store_id"),
+                3: ("fingerprint", "unit_names", "targets", "modes", "output_kinds", "store_id")}
 
 
 def older_format(path: Path, attrs: Mapping[str, Any]) -> str:
@@ -83,15 +88,18 @@ def older_format(path: Path, attrs: Mapping[str, Any]) -> str:
     what to do."""
     version = attrs.get("format_version")
     return (f"{path} is a store of format version {version} (written by code_version "
-            f"{attrs.get('code_version') or 'unknown'}); this code writes version {FORMAT_VERSION} (store identity, "
-            f"row provenance) and only reads version {version}: start a new store (another store.path), or continue "
-            f"this one with the code that wrote it")
+            f"{attrs.get('code_version') or 'unknown'}); this code writes versions "
+            f"{', '.join(map(str, WRITABLE_VERSIONS))} (store identity, row provenance) and only reads version "
+            f"{version}: start a new store (another store.path), or continue this one with the code that wrote it")
 
 
 def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
     """Create the store of ``spec`` at ``path`` (which must not exist), in the current format version."""
-    masks = np.asarray(spec.masks, dtype=bool)
-    m, u = masks.shape
+    if callable(spec.masks):
+        masks, m, u = spec.masks, int(spec.num_rows), len(spec.unit_names)
+    else:
+        masks = np.asarray(spec.masks, dtype=bool)
+        m, u = masks.shape
     if u != len(spec.unit_names):
         raise StoreError(f"masks have {u} units but {len(spec.unit_names)} unit names were given")
     modes, kinds = list(spec.modes), list(spec.output_kinds)
@@ -112,7 +120,9 @@ def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
             "code_version": spec.code_version,
         }
     )
-    root.create_array("masks", data=masks, chunks=(min(m, 4096), u), dimension_names=("row", "unit"))
+    mask_bits.create(root, m, u, masks, spec.pack_masks)
+    if spec.unit_index is not None:
+        root.create_array("unit_index", data=np.asarray(spec.unit_index, dtype=np.int64), dimension_names=("unit",))
     root.create_array("completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",))
     root.create_array(
         "row_stats", shape=(m, len(ROW_STAT_FIELDS)), dtype="float32", chunks=(1, len(ROW_STAT_FIELDS)),

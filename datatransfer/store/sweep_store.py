@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import extend, layout, provenance
+from datatransfer.store import extend, layout, mask_bits, provenance
 from datatransfer.store.integrity import brief, chunk_file, identity_problem, read_row, read_rows, row_problem
 from datatransfer.store.provenance import RowRun
 from datatransfer.store.spec import (  # noqa: F401  (FORMAT..., TargetSpec: re-exported, readers import them here)
@@ -40,6 +40,7 @@ from datatransfer.store.spec import (  # noqa: F401  (FORMAT..., TargetSpec: re-
     NEEDED_ATTRS,
     READABLE_VERSIONS,
     ROW_STAT_FIELDS,
+    WRITABLE_VERSIONS,
     StoreSpec,
     TargetSpec,
     config_diff,
@@ -178,7 +179,7 @@ class Store:
                 f"it is left untouched. Differing keys:\n  {shown}\n"
                 f"Use another store.path, or the original settings to continue that sweep."
             )
-        if store.format_version != FORMAT_VERSION:
+        if store.format_version not in WRITABLE_VERSIONS:
             raise StoreError(f"{older_format(p, store.attrs)}; it is left untouched")
         return store
 
@@ -192,12 +193,24 @@ class Store:
         if self._masks is None:
             arr = self._array("masks")
             try:
-                self._masks = np.asarray(arr[:], dtype=bool)
+                self._masks = mask_bits.read(arr)
             except Exception as e:  # an undecodable chunk
                 raise StoreError(f"{self.path / 'masks'} cannot be read ({brief(e)}); `python -m launch.verify "
                                  f"store.path={self.path} verify.invalidate=true` rewrites it from the sweep's "
                                  f"config") from e
         return self._masks
+
+    @property
+    def unit_index(self) -> Optional[np.ndarray]:
+        """Example units (sweep=example_subsets): each unit's index in the source's train split; None for classes."""
+        return np.asarray(self._array("unit_index")[:]) if "unit_index" in self.group else None
+
+    def mask(self, row: int) -> np.ndarray:
+        """Bool (U,): row ``row``'s mask, read alone (a worker need not read every row's, e.g. 11.5 GB at the
+        paper's example-level scale)."""
+        if self._masks is not None:
+            return self._masks[row]
+        return mask_bits.read(self._array("masks"), int(row))
 
     @property
     def all_targets(self) -> List[str]:
@@ -333,7 +346,7 @@ class Store:
     def _check_writable(self, row: int) -> None:
         """StoreError unless rows may be written here: the store is of the current format version and is still the
         store this handle opened (not deleted, nor deleted and created again at the same path)."""
-        if self.format_version != FORMAT_VERSION:
+        if self.format_version not in WRITABLE_VERSIONS:
             raise StoreError(f"row {row} not written: {older_format(self.path, self.attrs)}")
         problem = identity_problem(self.path, self.store_id)
         if problem:

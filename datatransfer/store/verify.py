@@ -21,9 +21,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import zarr
 
-from datatransfer.store import provenance
+from datatransfer.store import mask_bits, provenance
 from datatransfer.store.integrity import brief, chunk_file, read_rows
-from datatransfer.store.spec import FORMAT_VERSION
+from datatransfer.store.spec import WRITABLE_VERSIONS
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
@@ -202,15 +202,16 @@ def _compare_masks(store: Store, report: Report) -> Optional[np.ndarray]:
     if expected is None:
         return None
     arr = store.array("masks")
-    if expected.shape != arr.shape:
-        report.mask_note = f"masks not compared: shape {arr.shape}, the sweep's config gives {expected.shape}"
+    shape = (arr.shape[0], mask_bits.units_of(arr))
+    if expected.shape != shape:
+        report.mask_note = f"masks not compared: shape {shape}, the sweep's config gives {expected.shape}"
         return None
     step, bad = int(arr.chunks[0]), []
     for lo in range(0, arr.shape[0], step):
         hi = min(lo + step, arr.shape[0])
         file = chunk_file(store.path, arr, lo)
         try:
-            differ = lo + np.flatnonzero((np.asarray(arr[lo:hi], dtype=bool) != expected[lo:hi]).any(axis=1))
+            differ = lo + np.flatnonzero((mask_bits.read(arr, slice(lo, hi)) != expected[lo:hi]).any(axis=1))
             state = "missing: reads as all False" if not file.exists() else "holds other masks"
         except Exception as e:  # an undecodable chunk
             differ, state = np.arange(lo, hi), f"cannot be decoded ({brief(e)})"
@@ -245,7 +246,9 @@ def _shapes(store: Store, m: int, u: int) -> Dict[str, Optional[tuple]]:
     """Every array the store should have and its shape (None: any)."""
     modes, kinds = len(store.modes), len(store.output_kinds)
     fields = len(store.row_stat_fields) if "row_stats" in store.group else None
-    shapes: Dict[str, Optional[tuple]] = {"masks": (m, u), "completed": (m,), "row_stats": (m, fields)}
+    packed = "masks" in store.group and mask_bits.packed(store.array("masks"))
+    shapes: Dict[str, Optional[tuple]] = {"masks": (m, -(-u // 8) if packed else u), "completed": (m,),
+                                          "row_stats": (m, fields)}
     for t in store.all_targets:
         try:
             n = int(store.array(f"targets/{t}/labels").shape[0])
@@ -269,7 +272,7 @@ def _invalidate(store: Store, report: Report, flags: Dict[str, np.ndarray], expe
         arr = store.array("masks")
         step = int(arr.chunks[0])
         for lo in sorted({int(r) // step * step for r in report.mask_rows}):
-            arr[lo:lo + step] = expected[lo:lo + step]
+            mask_bits.write(arr, lo, expected[lo:lo + step])
         report.masks_rewritten = True
     for name, rows in clear.items():
         arr = store.array(name)
@@ -314,7 +317,7 @@ def _render(r: Report, shown: int = 50) -> str:
                                                                    if r.masks_rewritten else ""))
         lines.append(f"rerun them with the command that made the store (python -m launch ..., launch.add_targets "
                      f"...) or python -m launch.resume store.path={r.path}"
-                     + (" (with the code that wrote it: an older format)" if r.format_version != FORMAT_VERSION
+                     + (" (with the code that wrote it: an older format)" if r.format_version not in WRITABLE_VERSIONS
                         else ""))
     elif rows or len(r.mask_rows):
         lines.append(f"damage found: python -m launch.verify store.path={r.path} verify.invalidate=true clears the "

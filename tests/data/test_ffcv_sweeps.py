@@ -166,3 +166,12 @@ def test_imagenet_recipe_end_to_end_on_a_tiny_imagefolder(tmp_path):
     assert sorted(p.name for p in (store_path / "backbones").iterdir()) == ["row-0.pt", "row-1.pt"]
     saved = yaml.safe_load(yaml.safe_dump(store.attrs["config"]))
     assert saved["train"]["optimizer"] == "sgd" and saved["transfer"]["fixed"]["batchnorm"] == "train"
+
+
+def test_beton_loader_trains_on_exactly_the_given_images(mini_betons):
+    """Example units: the FFCV train loader reads exactly the images at ``examples``, as the in-memory one does."""
+    memory = data.open_source(compose())
+    betons = data.open_source(compose(["experiment=mini_ffcv", f"source.root={mini_betons}"]))
+    idx = np.sort(np.random.default_rng(3).choice(len(memory.labels("train")), size=96, replace=False))
+    x, y = _epoch(betons.train_loader(batch_size=32, seed=5, examples=idx, decoder="upsample", resolution=28))
+    assert len(y) == 96 and _rows(x, y) == _rows(memory.train.x[idx], memory.train.y[idx])

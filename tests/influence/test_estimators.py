@@ -146,7 +146,7 @@ def test_ridge_bad_settings():
     with pytest.raises(EstimatorError):
         Ridge(lambdas=[0.0])
     with pytest.raises(EstimatorError):
-        make("lasso")
+        make("nosuch")
 
 
 def test_holdout_rows_is_a_stable_function_of_the_row():

@@ -351,3 +351,39 @@ def test_g_extending_a_sweep_on_slurm_runs_only_the_new_rows(cluster, tmp_path):
     assert after.completed().all() and after.num_rows == 5
     for t in after.targets:
         np.testing.assert_array_equal(after.outputs(t)[:3], first[t])
+
+
+def test_h_lasso_fanout_as_a_slurm_array_equals_one_process(cluster, tmp_path, caplog):
+    """estimator=lasso with estimator.fanout.launcher=slurm: blocks of target examples solved by the tasks of one
+    Slurm array, through the runner the app passes in (launchers/slurm/array_map.py), as aggregation's row blocks."""
+    import logging
+
+    from omegaconf import OmegaConf
+    from planted import make_planted_store, sparse_effects
+
+    from datatransfer.config.launchers import SlurmLauncherConfig
+    from datatransfer.errors import AggregationError
+    from datatransfer.influence.aggregate import aggregate
+    from datatransfer.influence.reader import Influence
+    from datatransfer.launchers.slurm.array_map import mapper
+
+    rng = np.random.default_rng(6)
+    p = make_planted_store(tmp_path / "s.zarr", rows=300, units=30, n=(9,), scheme="bernoulli", noise=0.5,
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": sparse_effects(rng, 30, 9, 3)})
+    one = Influence(aggregate(p.store.path, out=tmp_path / "one.zarr", estimator="lasso", diagnostics=None,
+                              progress=False).out)
+    slurm = {"cpus_per_task": 1, "mem_gb": 1.0, "timeout_min": 20, "job_name": "dt-lasso-test"}
+    fan = {"launcher": "slurm", "examples_per_task": 4, "folder": str(tmp_path / "fan"), "slurm": slurm}
+    runner = mapper(OmegaConf.merge(OmegaConf.structured(SlurmLauncherConfig), slurm), tmp_path / "many.zarr",
+                    "LASSO example-block tasks")
+    with caplog.at_level(logging.INFO, logger="datatransfer.launchers.slurm.array_map"):
+        many = Influence(aggregate(p.store.path, out=tmp_path / "many.zarr", estimator="lasso",
+                                   estimator_settings={"fanout": fan}, diagnostics=None, progress=False,
+                                   fanout_tasks=runner).out)
+    assert re.search(r"submitted 3 LASSO example-block tasks as Slurm array \d+", caplog.text), caplog.text
+    for a, b in zip(one.sparse("t0", "full", "softmax_gt"), many.sparse("t0", "full", "softmax_gt")):
+        np.testing.assert_array_equal(a, b)
+    # without a runner, launcher=slurm is refused by name (influence/ submits nothing itself)
+    with pytest.raises(AggregationError, match="fanout.launcher=slurm needs the Slurm array runner"):
+        aggregate(p.store.path, out=tmp_path / "none.zarr", estimator="lasso", estimator_settings={"fanout": fan},
+                  diagnostics=None, progress=False)

@@ -154,3 +154,22 @@ def test_hard_examples_are_picked_by_how_clearly_their_most_negative_class_stand
     assert clarity[0] > thr and clarity[2] < thr  # the rest of the panel is noise, and marked so
     assert all(r.split(",")[8] == "noise" for r in rows[3:])
     assert "2 of the 4 examples shown have a most negative source class beyond noise" in s.index.read_text()
+
+
+def test_lasso_report_without_standard_errors(tmp_path):
+    """estimator=lasso has no standard errors: the report judges by the knockoff band and the spread of each row's
+    weights (their standard deviation, as most are exactly 0), every z finite, and says what a LASSO weight is."""
+    p = digits_store(tmp_path / "s.zarr", match=list(range(10)), modes=("fixed",), kinds=("softmax_gt",))
+    inf = Influence(aggregate(p.store.path, estimator="lasso", diagnostics=FAST, progress=False).out)
+    assert inf.se("digits", "fixed", "softmax_gt") is None and inf.se_method("digits", "fixed", "softmax_gt") is None
+    assert inf.interval("digits", "fixed", "softmax_gt") is None
+    s = write_report(inf, settings=ReportConfig(sources=2, images=3, hard_examples=3), store=p.store)
+    page = s.index.read_text()
+    assert "LASSO regression" in page and "No standard errors in this influence store" in page
+    lines = (s.out / "overall_digits_fixed_softmax_gt.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert {r["source_class"] for r in rows[:10]} == {f"mnist:{d}" for d in range(10)}  # planted, found
+    assert "se" not in header and all(np.isfinite(float(r["z"])) for r in rows)
+    hard = (s.out / "hard_examples_digits_fixed.csv").read_text().splitlines()
+    assert len(hard) == 4 and all(np.isfinite(float(line.split(",")[4])) for line in hard[1:])

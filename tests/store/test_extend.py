@@ -45,6 +45,45 @@ def test_raising_num_models_adds_rows_and_keeps_existing_ones_byte_identical(tmp
     assert _files(path) == snapshot
 
 
+def test_extension_of_a_store_with_bit_packed_masks_writes_packed_masks(tmp_path, monkeypatch):
+    """Format 3 with packed masks: the new rows' masks are packed like the old ones (chunks of 5 rows here, so the
+    extension crosses chunk boundaries), existing rows keep their bytes, and xarray still reads the store."""
+    from datatransfer.store import mask_bits
+
+    monkeypatch.setattr(mask_bits, "CHUNK_BYTES", 10)  # 2 bytes a row (10 units) -> 5 rows a chunk
+    path = tmp_path / "s.zarr"
+    spec = make_spec(rows=12)
+    spec.pack_masks = True
+    store = Store.create_or_open(path, spec)
+    store.write_row(3, *row_payload(store, 3))
+    masks = zarr.open_array(str(path / "masks"), mode="r")
+    assert masks.dtype == np.uint8 and masks.shape == (12, 2) and masks.chunks == (5, 2)
+    before = _files(path)
+    old_chunks = {str(p.relative_to(path / "masks")): p.read_bytes() for p in (path / "masks" / "c").rglob("*")
+                  if p.is_file()}
+    assert sorted(old_chunks) == ["c/0/0", "c/1/0", "c/2/0"]
+    bigger_spec = make_spec(rows=23)
+    bigger_spec.pack_masks = True
+    bigger = Store.create_or_open(path, bigger_spec)
+    assert bigger.num_rows == 23
+    masks = zarr.open_array(str(path / "masks"), mode="r")
+    assert masks.dtype == np.uint8 and masks.shape == (23, 2) and masks.attrs["bitpacked"] and \
+        masks.attrs["units"] == 10
+    want = mask_matrix(0, 23, 10, 0.5)
+    np.testing.assert_array_equal(masks[:], np.packbits(want, axis=1, bitorder="little"))  # packed on disk
+    np.testing.assert_array_equal(bigger.masks, want)
+    np.testing.assert_array_equal(bigger.mask(17), want[17])
+    assert all(_files(path)[k] == v for k, v in before.items())
+    now = {str(p.relative_to(path / "masks")): p.read_bytes() for p in (path / "masks" / "c").rglob("*")
+           if p.is_file()}
+    assert now["c/0/0"] == old_chunks["c/0/0"] and now["c/1/0"] == old_chunks["c/1/0"]  # full old chunks untouched
+    assert sorted(now) == [f"c/{i}/0" for i in range(5)]
+    assert list(np.flatnonzero(bigger.completed())) == [3]
+    xr = pytest.importorskip("xarray")
+    root = xr.open_zarr(path, consolidated=False)
+    assert root["row"].values.tolist() == list(range(23)) and root["masks"].dims == ("row", "unit_byte")
+
+
 def test_any_other_change_is_still_refused(tmp_path):
     path = tmp_path / "s.zarr"
     store = Store.create_or_open(path, make_spec(rows=12))

@@ -53,7 +53,7 @@ def test_create_layout_and_attrs(tmp_path):
     store = Store.create_or_open(tmp_path / "s.zarr", spec)
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     a = g.attrs
-    assert a["format"] == "datatransfer-store" and a["format_version"] == 2
+    assert a["format"] == "datatransfer-store" and a["format_version"] == 3
     assert re.fullmatch(r"[0-9a-f]{32}", a["store_id"]) and store.store_id == a["store_id"]
     assert a["fingerprint"] == fingerprint(spec.sweep_defining)
     assert a["targets"] == ["t0", "t1"] and a["modes"] == MODES and a["output_kinds"] == KINDS

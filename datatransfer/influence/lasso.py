@@ -1,0 +1,208 @@
+"""LASSO datamodels (the paper's Sec. 4.3 / Appendix D; Ilyas et al.'s datamodels): per output column (target
+example) k, a sparse linear model of the output on the mask,
+
+    min over (b, w)   (1/2N) sum_i (y_ik - b - x_i . w)^2 + lam_k |w|_1          (the bias b is not penalised)
+
+- **Path.** lam_k runs over ``path_length`` values from lam_max(k) (the smallest penalty with w = 0:
+  max_u |cov(x_u, y_k)|) down to ``eps`` lam_max(k), geometrically (scikit-learn's ``lasso_path`` grid), each
+  solution warm-starting the next, fitted on the rows that are not held out.
+- **Choice.** lam_k is the path value with the least squared error on held-out rows (a hash of the row index picks
+  them, as for ridge; the same rows whatever the blocks or their order). The path stops once that error has not
+  improved for ``patience`` steps (the small-lambda tail is where solves are slowest; 0 = the whole path).
+- **Refit.** The model is fitted again on all rows at the chosen lam_k (warm started), as datamodels does.
+
+The influence of unit u on column k is w_u: most entries are exactly zero, so results are written sparse (CSR per
+example, docs/influence-format.md). Sufficient statistics are the normal equations of [1, x] on the fit and the
+held-out rows (as for ridge): the (U+1)^2 Gram is formed once for every column of the (mode, kind), so the solver
+only ever sees (U, U) and (U, K) matrices. Solvers (``solver``): ``cd``, coordinate descent with covariance updates
+in numba on the CPU; ``torch``, FISTA on ``device`` (a GPU) — see lasso_solvers.py and docs/estimators.md for the
+measured choice. ``fanout`` solves blocks of columns in other processes or Slurm tasks (lasso_fanout.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+from datatransfer.errors import EstimatorError
+from datatransfer.influence.estimators import (
+    Estimate,
+    Estimator,
+    _as_2d,
+    _check_blocks,
+    _Moments,
+    check_coverage,
+    holdout_rows,
+)
+
+log = logging.getLogger(__name__)
+SOLVERS = ("cd", "torch")
+
+
+@dataclass
+class Problem:
+    """Everything a block of columns needs to be solved: the fit rows' centred moments (S, c, syy), the held-out
+    rows' moments centred at the fit means (H, p, cyy_h, in sums), all rows' (S_all, c_all, syy_all), and the path."""
+
+    s: np.ndarray  # (U, U) mask covariance on fit rows
+    c: np.ndarray  # (K, U) covariance of each column with the masks, fit rows
+    syy: np.ndarray  # (K,) variance of each column, fit rows
+    h: np.ndarray  # (U, U) held-out sums of (x - xbar)(x - xbar)^T
+    p: np.ndarray  # (K, U) held-out sums of (x - xbar)(y - ybar)
+    cyy: np.ndarray  # (K,) held-out sums of (y - ybar)^2
+    s_all: np.ndarray
+    c_all: np.ndarray
+    syy_all: np.ndarray
+    lambdas: np.ndarray  # (L, K) decreasing per column
+    n_held: int
+
+    def columns(self, cols: np.ndarray) -> "Problem":
+        return Problem(self.s, self.c[cols], self.syy[cols], self.h, self.p[cols], self.cyy[cols], self.s_all,
+                       self.c_all[cols], self.syy_all[cols], self.lambdas[:, cols], self.n_held)
+
+
+def solve(problem: Problem, solver: str = "cd", device: str = "cpu", tol: float = 1e-4,
+          max_iter: int = 1000, patience: int = 0) -> Dict[str, np.ndarray]:
+    """Path, held-out choice and refit for every column of ``problem``. Returns w (K, U), lambda, sse (the chosen
+    one), path_sse (L, K; +inf past an early stop), nnz (K,), not_converged (count of solves that hit ``max_iter``).
+    ``patience`` > 0 stops an example's path once its held-out error has not improved for that many steps."""
+    from datatransfer.influence import lasso_solvers as ls
+
+    k = len(problem.syy)
+    live = problem.lambdas[0] > 0  # a constant column has lam_max = 0: w = 0, nothing to fit
+    w = np.zeros((k, problem.s.shape[0]))
+    out = {"w": w, "lambda": np.zeros(k), "sse": problem.cyy.astype(np.float64).copy(),
+           "path_sse": np.tile(problem.cyy, (len(problem.lambdas), 1)), "not_converged": 0}
+    if live.any():
+        q = problem.columns(np.flatnonzero(live))
+        if solver == "cd":
+            best, sse, _, capped = ls.path_cd(q.s, q.c, q.syy, q.lambdas, q.h, q.p, q.cyy, tol, max_iter,
+                                              patience)
+            choice = np.argmin(sse, axis=0)
+            lam = q.lambdas[choice, np.arange(len(choice))]
+            refit, capped2 = ls.refit_cd(q.s_all, q.c_all, q.syy_all, lam, best, tol, max_iter)
+            left = int(np.sum(capped)) + int(np.sum(capped2))
+        elif solver == "torch":
+            refit, sse, lam, left = _solve_torch(q, device, tol, max_iter, patience)
+            choice = np.argmin(sse, axis=0)
+        else:
+            raise EstimatorError(f"lasso solver must be one of {SOLVERS}, got {solver!r}")
+        w[live], out["lambda"][live] = refit, lam
+        out["sse"][live], out["path_sse"][:, live] = sse[choice, np.arange(len(choice))], sse
+        out["not_converged"] = left
+    out["nnz"] = (w != 0).sum(axis=1)
+    return out
+
+
+def _solve_torch(q: Problem, device: str, tol: float, max_iter: int, patience: int):
+    import torch
+
+    from datatransfer.influence import lasso_solvers as ls
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    t = {name: torch.as_tensor(np.ascontiguousarray(getattr(q, name)), dtype=torch.float64, device=dev)
+         for name in ("s", "c", "syy", "h", "p", "cyy", "s_all", "c_all", "syy_all", "lambdas")}
+    best, sse, _, capped = ls.path_fista(t["s"], t["c"], t["syy"], t["lambdas"], t["h"], t["p"], t["cyy"], tol,
+                                         max_iter, patience)
+    choice = torch.argmin(sse, dim=0)
+    lam = t["lambdas"][choice, torch.arange(len(choice), device=dev)]
+    refit, left = ls.refit_fista(t["s_all"], t["c_all"], t["syy_all"], lam, best, tol, max_iter)
+    return (refit.cpu().numpy(), sse.cpu().numpy(), lam.cpu().numpy(), int(capped.sum()) + int(left))
+
+
+class Lasso(Estimator):
+    """See the module docstring. The influence of unit u on column k is the refitted w_u (exactly 0 for most)."""
+
+    def __init__(self, path_length: int = 30, eps: float = 1e-3, holdout_fraction: float = 0.2, tol: float = 1e-4,
+                 max_iter: int = 1000, solver: str = "cd", device: str = "cpu", dense_max_mb: float = 256.0,
+                 fanout: Optional[Dict[str, Any]] = None, salt: int = 0, patience: int = 5,
+                 run_tasks: Optional[Callable] = None):
+        if path_length < 1 or not 0 < eps < 1:
+            raise EstimatorError(f"lasso path_length must be >= 1 and eps in (0, 1), got {path_length}, {eps}")
+        if not 0.0 < holdout_fraction < 1.0:
+            raise EstimatorError(f"lasso holdout_fraction must lie strictly between 0 and 1, got {holdout_fraction}")
+        if solver not in SOLVERS:
+            raise EstimatorError(f"lasso solver must be one of {SOLVERS}, got {solver!r}")
+        if patience < 0:
+            raise EstimatorError(f"lasso patience must be >= 0, got {patience}")
+        if tol <= 0 or max_iter < 1:
+            raise EstimatorError(f"lasso tol must be > 0 and max_iter >= 1, got {tol}, {max_iter}")
+        self.path_length, self.eps, self.holdout_fraction = int(path_length), float(eps), float(holdout_fraction)
+        self.tol, self.max_iter, self.solver, self.device = float(tol), int(max_iter), solver, str(device)
+        self.dense_max_mb, self.fanout, self.salt = float(dense_max_mb), dict(fanout or {}), int(salt)
+        self.patience = int(patience)
+        self.run_tasks = run_tasks  # fanout.launcher=slurm: a Slurm array's runner, passed in by the app
+        self._fit: Optional[_Moments] = None
+        self._held: Optional[_Moments] = None
+
+    def settings(self) -> Dict[str, Any]:
+        return {"path_length": self.path_length, "eps": self.eps, "holdout_fraction": self.holdout_fraction,
+                "holdout_salt": self.salt, "tol": self.tol, "max_iter": self.max_iter, "solver": self.solver,
+                "patience": self.patience,
+                "objective": "(1/2N) sum (y - b - x.w)^2 + lambda |w|_1, lambda per output column on held-out "
+                             "rows, then refitted on all rows"}
+
+    def update(self, rows: np.ndarray, masks: np.ndarray, y: np.ndarray) -> None:
+        masks, y = np.asarray(masks, dtype=bool), _as_2d(y)
+        _check_blocks(masks, y)
+        if self._fit is None:
+            self._fit, self._held = _Moments(masks.shape[1], y.shape[1]), _Moments(masks.shape[1], y.shape[1])
+        x, y64 = masks.astype(np.float64), y.astype(np.float64, copy=False)
+        held = holdout_rows(rows, self.holdout_fraction, self.salt)
+        if held.any():
+            self._held.add(x[held], y64[held])
+        if (~held).any():
+            self._fit.add(x[~held], y64[~held])
+
+    def problem(self, unit_names: Optional[Sequence[str]] = None) -> Problem:
+        """The statistics the solver needs (after every row was added)."""
+        if self._fit is None:
+            raise EstimatorError("no rows to estimate from")
+        if self._fit.n < 2 or self._held.n < 1:
+            raise EstimatorError(f"lasso needs fit and held-out rows to choose lambda; have {self._fit.n} fit and "
+                                 f"{self._held.n} held-out rows")
+        every = _Moments(self._fit.gram.shape[0] - 1, self._fit.xy.shape[1])
+        every += self._fit
+        every += self._held
+        n_in = np.rint(every.gram[0, 1:]).astype(np.int64)
+        check_coverage(n_in, every.n - n_in, unit_names)
+        n = self._fit.n
+        xbar, ybar = self._fit.gram[0, 1:] / n, self._fit.xy[0] / n
+        cxx, cxy, cyy = self._fit.centered(xbar, ybar)
+        h, p, cyy_h = self._held.centered(xbar, ybar)
+        na = every.n
+        xa, ya = every.gram[0, 1:] / na, every.xy[0] / na
+        axx, axy, ayy = every.centered(xa, ya)
+        c = (cxy / n).T
+        lam_max = np.abs(c).max(axis=1)
+        lam_max[lam_max < 1e-12 * np.sqrt(np.maximum(cyy / n, 0) * np.diag(cxx / n).max())] = 0.0
+        grid = np.geomspace(1.0, self.eps, self.path_length) if self.path_length > 1 else np.ones(1)
+        return Problem(cxx / n, np.ascontiguousarray(c), cyy / n, h, np.ascontiguousarray(p.T), cyy_h,
+                       axx / na, np.ascontiguousarray((axy / na).T), ayy / na, grid[:, None] * lam_max[None, :],
+                       self._held.n)
+
+    def result(self, unit_names: Optional[Sequence[str]] = None) -> Estimate:
+        problem = self.problem(unit_names)
+        if self.fanout.get("launcher", "none") != "none":
+            from datatransfer.influence.lasso_fanout import solve_fanned_out
+
+            out = solve_fanned_out(problem, self.fanout, self.solver, self.device, self.tol, self.max_iter,
+                                   self.patience, self.run_tasks)
+        else:
+            out = solve(problem, self.solver, self.device, self.tol, self.max_iter, self.patience)
+        if out["not_converged"]:
+            log.warning("lasso: %d solve(s) stopped at max_iter=%d before the duality gap reached tol=%g",
+                        out["not_converged"], self.max_iter, self.tol)
+        every_n = self._fit.n + self._held.n
+        n_in = np.rint(self._fit.gram[0, 1:] + self._held.gram[0, 1:]).astype(np.int64)
+        mean = (self._fit.xy[0] + self._held.xy[0]) / every_n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = 1.0 - out["sse"] / problem.cyy
+        w = out["w"]
+        return Estimate(w.T, n_in, every_n - n_in, mean, every_n, extras={
+            "lambda": out["lambda"], "heldout_r2": r2, "heldout_mse": out["sse"] / problem.n_held,
+            "nnz": out["nnz"].astype(np.int64)}, sparse=True, dense=w.size * 4 <= self.dense_max_mb * 2 ** 20)

@@ -1,0 +1,113 @@
+"""Fan-out of LASSO solves over blocks of target examples (``estimator.fanout``): the statistics are read from the
+sweep store once (here), written to a folder as .npy files, and each block of ``examples_per_task`` columns is solved
+by another process (``launcher: local``, a process pool) or a Slurm array task (``launcher: slurm``: through the
+runner ``run_tasks(fn, items)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for the
+row blocks of difference of means; this package imports nothing of Slurm). A task memory-maps the shared matrices,
+solves its columns with :func:`datatransfer.influence.lasso.solve` and returns them; the results equal a single
+process's (each column's solve depends only on the statistics and its own data)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from datatransfer.errors import EstimatorError
+
+log = logging.getLogger(__name__)
+_FIELDS = ("s", "c", "syy", "h", "p", "cyy", "s_all", "c_all", "syy_all", "lambdas")
+
+
+class SolveBlock:
+    """A picklable task: solve columns [start, stop) of the problem saved in ``folder``."""
+
+    def __init__(self, folder: str, start: int, stop: int, solver: str, device: str, tol: float, max_iter: int,
+                 patience: int, threads: int = 0):
+        self.folder, self.start, self.stop = folder, start, stop
+        self.solver, self.device, self.tol, self.max_iter, self.threads = solver, device, tol, max_iter, threads
+        self.patience = patience
+
+    def __call__(self) -> Tuple[int, Dict[str, Any]]:
+        from datatransfer.influence.lasso import Problem, solve
+
+        if self.threads:
+            import numba
+
+            numba.set_num_threads(self.threads)
+        a = {f: np.load(Path(self.folder) / f"{f}.npy", mmap_mode="r") for f in _FIELDS}
+        cols = slice(self.start, self.stop)
+        q = Problem(np.asarray(a["s"]), np.asarray(a["c"][cols]), np.asarray(a["syy"][cols]), np.asarray(a["h"]),
+                    np.asarray(a["p"][cols]), np.asarray(a["cyy"][cols]), np.asarray(a["s_all"]),
+                    np.asarray(a["c_all"][cols]), np.asarray(a["syy_all"][cols]),
+                    np.asarray(a["lambdas"][:, cols]), int(np.load(Path(self.folder) / "n_held.npy")))
+        return self.start, solve(q, self.solver, self.device, self.tol, self.max_iter, self.patience)
+
+
+def _save(problem, folder: Path) -> None:
+    for f in _FIELDS:
+        np.save(folder / f"{f}.npy", np.ascontiguousarray(getattr(problem, f)))
+    np.save(folder / "n_held.npy", np.asarray(problem.n_held))
+
+
+def _merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
+    parts = sorted(parts, key=lambda p: p[0])
+    out = {name: np.concatenate([p[1][name] for p in parts], axis=1 if name == "path_sse" else 0)
+           for name in ("w", "lambda", "sse", "path_sse", "nnz")}
+    out["not_converged"] = sum(int(p[1]["not_converged"]) for p in parts)
+    assert len(out["lambda"]) == k
+    return out
+
+
+def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, tol: float,
+                     max_iter: int, patience: int, run_tasks: Optional[Callable] = None) -> Dict[str, Any]:
+    """Same result as ``lasso.solve(problem, ...)``, the columns solved in blocks elsewhere (``launcher: slurm``:
+    by ``run_tasks``, a Slurm array's runner)."""
+    k, per = len(problem.syy), int(fanout.get("examples_per_task", 256))
+    launcher = fanout.get("launcher", "local")
+    if launcher == "slurm" and run_tasks is None:
+        raise EstimatorError("estimator.fanout.launcher=slurm needs the Slurm array runner that `python -m aggregate` "
+                             "passes in (launchers/slurm/array_map.py); from Python, give aggregate(..., "
+                             "fanout_tasks=array_map.mapper(slurm_settings, out))")
+    given = str(fanout.get("folder") or "")
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix=".lasso-fanout-", dir=os.getcwd()))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _save(problem, folder)
+        blocks = [(s, min(s + per, k)) for s in range(0, k, per)]
+        log.info("lasso: %d examples in %d block(s) of <= %d, launcher=%s, files in %s", k, len(blocks), per,
+                 launcher, folder)
+        if launcher == "local":
+            parts = _run_local(folder, blocks, fanout, (solver, device, tol, max_iter, patience))
+        elif launcher == "slurm":
+            threads = int((fanout.get("slurm") or {}).get("cpus_per_task") or 0)
+            tasks = [SolveBlock(str(folder), s, e, solver, device, tol, max_iter, patience, threads)
+                     for s, e in blocks]
+            parts = run_tasks(_call, tasks)
+        else:
+            raise EstimatorError(f"estimator.fanout.launcher must be none, local or slurm, got {launcher!r}")
+        return _merge(parts, k)
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_local(folder, blocks, fanout, how):
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(fanout.get("workers", 0)) or cpus
+    workers = max(1, min(workers, len(blocks)))
+    threads = max(1, cpus // workers)
+    tasks = [SolveBlock(str(folder), s, e, *how, threads) for s, e in blocks]
+    # spawn: numba's and torch's thread pools are not safe to fork
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_call, tasks))
+
+
+def _call(task: SolveBlock):
+    return task()
