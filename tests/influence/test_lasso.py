@@ -133,3 +133,48 @@ def test_local_fanout_equals_single_process(tmp_path):
         np.testing.assert_array_equal(a, b)  # bitwise: each column's solve depends only on its own data
     np.testing.assert_array_equal(one.array("t0", "full", "softmax_gt", "lambda"),
                                   many.array("t0", "full", "softmax_gt", "lambda"))
+
+
+def test_fanout_through_a_runner_passed_in_equals_single_process(tmp_path):
+    """launcher=slurm's example blocks go through the runner the app passes in (a Slurm array's in the app:
+    tests/launchers/test_slurm_cluster.py); the influence package runs them through any such runner, here the
+    in-process one of influence/fanout.py, and refuses launcher=slurm without one."""
+    from datatransfer.errors import AggregationError
+    from datatransfer.influence.fanout import serial_map
+
+    rng = np.random.default_rng(7)
+    p = make_planted_store(tmp_path / "s.zarr", rows=300, units=30, n=(8,), scheme="bernoulli", noise=0.5,
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": sparse_effects(rng, 30, 8, 3)})
+    one = Influence(aggregate(p.store.path, out=tmp_path / "one.zarr", estimator="lasso", diagnostics=None,
+                              progress=False).out)
+    fan = {"launcher": "slurm", "examples_per_task": 3, "folder": str(tmp_path / "fan")}
+    calls = []
+
+    def runner(fn, items, on_done=None):
+        calls.append(len(items))
+        return serial_map(fn, items, on_done)
+
+    many = Influence(aggregate(p.store.path, out=tmp_path / "many.zarr", estimator="lasso",
+                               estimator_settings={"fanout": fan}, diagnostics=None, progress=False,
+                               fanout_tasks=runner).out)
+    assert calls == [3]  # 8 examples in blocks of 3
+    for a, b in zip(one.sparse("t0", "full", "softmax_gt"), many.sparse("t0", "full", "softmax_gt")):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(AggregationError, match="fanout.launcher=slurm needs the Slurm array runner"):
+        aggregate(p.store.path, out=tmp_path / "none.zarr", estimator="lasso", estimator_settings={"fanout": fan},
+                  diagnostics=None, progress=False)
+    assert not (tmp_path / "none.zarr").exists()
+
+
+def test_influence_package_imports_nothing_of_slurm():
+    """The LASSO fan-out, like the row-block aggregation, gets its Slurm runner from the app (docs/architecture.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import datatransfer.influence.aggregate, datatransfer.influence.lasso, "
+            "datatransfer.influence.lasso_fanout; "
+            "print(sorted(m for m in sys.modules if m.startswith('datatransfer.launchers') or m == 'submitit'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.stdout.strip() == "[]", r.stdout
