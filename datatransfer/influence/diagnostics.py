@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from datatransfer.errors import EstimatorError
 from datatransfer.influence import convergence as convergence_rule
 from datatransfer.influence.estimators import holdout_rows, make
 from datatransfer.masks import row_mask
@@ -200,7 +201,10 @@ def fitter(estimator: Tuple[str, Optional[Dict[str, Any]]]) -> Callable[[np.ndar
     def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         est = make(name, **settings)
         est.update(np.arange(len(x)), x, y)
-        return est.result().influence
+        try:
+            return est.result().influence
+        except EstimatorError:  # lasso: a unit (a knockoff) in none of a small prefix's rows: no point there
+            return np.full((x.shape[1], np.asarray(y).reshape(len(x), -1).shape[1]), np.nan)
 
     return fit
 

@@ -178,3 +178,16 @@ def test_influence_package_imports_nothing_of_slurm():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_diagnostics_with_lasso_on_few_rows(tmp_path):
+    """The convergence curves fit the LASSO on small prefixes with knockoff units, some of them in none of a
+    prefix's rows: that point is left empty (NaN) instead of failing the aggregation."""
+    from datatransfer.config import DiagnosticsConfig
+
+    p = make_planted_store(tmp_path / "s.zarr", rows=40, units=20, n=(6,), noise=0.5, modes=("fixed",),
+                           kinds=("softmax_gt",))
+    s = aggregate(p.store.path, estimator="lasso", diagnostics=DiagnosticsConfig(bootstrap=5, points=4,
+                                                                                 lds_examples=4), progress=False)
+    d = Influence(s.out).diagnostics("t0", "fixed", "softmax_gt")
+    assert d is not None and len(d["num_rows"]) >= 1
