@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from datatransfer.config.aggregate import AggregateConfig
+
 READ_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, zarr
@@ -142,7 +144,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256, help="rows per read, for both sides")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--diagnostics", action="store_true", help="also time a default run with diagnostics")
-    ap.add_argument("--sums-block", type=int, default=1024, help="sums_block_rows: store rows per block of sums")
+    ap.add_argument("--sums-block", type=int, default=AggregateConfig.sums_block_rows,
+                    help="sums_block_rows: store rows per block of sums")
     ap.add_argument("--new", type=float, default=0.01, help="share of rows new to the refresh")
     a = ap.parse_args()
 

@@ -24,6 +24,7 @@ import numpy as np
 import zarr
 
 from datatransfer.config import DiagnosticsConfig
+from datatransfer.config.aggregate import AggregateConfig
 from datatransfer.errors import AggregationError
 from datatransfer.influence import diagnostics as diag
 from datatransfer.influence import fanout, full, refresh
@@ -68,7 +69,7 @@ def aggregate(
     memory_mb: int = 1024,
     progress: bool = True,
     incremental: bool = True,
-    sums_block_rows: int = 1024,
+    sums_block_rows: int = AggregateConfig.sums_block_rows,
     launcher: Any = None,
     run_tasks: Any = None,
 ) -> Summary:
