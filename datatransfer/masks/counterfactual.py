@@ -87,7 +87,8 @@ def keep_masks(cf, influence: np.ndarray, handpicked: Optional[np.ndarray] = Non
     hand-picked units (needed when ``handpicked`` is a baseline); ``influencers``: (example, unit) pairs, the unit
     removed for each debugged example."""
     u = len(influence)
-    check_k(cf.k, u)
+    if len(cf.orders):
+        check_k(cf.k, u)
     masks, meta = [], {f: [] for f in RowMeta.FIELDS}
 
     def add(keep: np.ndarray, order=-1, k=-1, run=-1, baseline=-1, example=-1) -> None:
