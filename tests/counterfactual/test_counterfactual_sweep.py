@@ -148,14 +148,14 @@ def test_no_influence_store_and_keys_without_the_sweep_kind_are_refused(tmp_path
     assert not store.exists()
 
 
-def test_aggregate_counterfactual_writes_the_tables_and_figures(influence, tmp_path):
-    store = tmp_path / "cf" / "store.zarr"
+def test_aggregate_counterfactual_writes_the_tables_and_figures_and_the_report_shows_them(influence):
+    store = influence.parent / "cf" / "store.zarr"  # beside the sweep the influences came from
     r = run_app("launch", *cf_args(influence, store, "counterfactual.k=[0,4]", "counterfactual.runs=3",
                                    "counterfactual.baselines=[full]", "counterfactual.examples=[0,1]"))
     assert r.returncode == 0, r.stderr[-2000:]
     r = run_app("aggregate.counterfactual", f"store.path={store}")
     assert r.returncode == 0, r.stderr[-2000:]
-    out = tmp_path / "cf" / "counterfactual"
+    out = influence.parent / "cf" / "counterfactual"
     for name in ("accuracy.csv", "summary.csv", "best_k.csv", "accuracy_vs_k.png", "examples.csv",
                  "example_predictions.png", "example_shares.csv", "about.json"):
         assert (out / name).is_file(), name
@@ -171,6 +171,11 @@ def test_aggregate_counterfactual_writes_the_tables_and_figures(influence, tmp_p
     about = json.loads((out / "about.json").read_text())
     assert about["target"] == "t0" and about["rows_completed"] == len(acc)
     assert "best bottom" in r.stdout and "debugged examples: 2" in r.stdout
+    r = run_app("aggregate.report", f"store.path={influence.parent / 'store.zarr'}", "diagnostics.enabled=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (influence.parent / "report" / "index.html").read_text()
+    assert "Counterfactual experiments" in page and "Table 2b" in page and "Fig. 6 right" in page
+    assert (influence.parent / "report" / "counterfactual1_accuracy_vs_k.png").is_file()
 
 
 def test_aggregate_counterfactual_refuses_another_kind_of_store(influence):
