@@ -95,6 +95,14 @@ def test_keep_masks_equal_an_independent_ranking_and_the_store_records_its_input
     assert (a["target"], a["mode"], a["kind"]) == ("t0", "fixed", "softmax_gt")
     assert [e["example"] for e in a["examples"]][0] == 5 and len(a["examples"]) == 2
     assert g.attrs["format_version"] == 2
+    # launch.verify recomputes the keep-masks from what the store recorded, and repairs them
+    w = zarr.open_group(str(store), mode="r+")
+    w["masks"][0] = ~masks[0]
+    r = run_app("launch.verify", f"store.path={store}")
+    assert "mask mismatches: 1 rows (0) differ" in r.stdout, r.stdout[-2000:]
+    r = run_app("launch.verify", f"store.path={store}", "verify.invalidate=true")
+    assert "masks rewritten" in r.stdout, r.stdout[-2000:]
+    assert (zarr.open_group(str(store), mode="r")["masks"][:] == masks).all()
 
 
 def test_interrupted_sweep_resumes_with_its_recorded_masks_even_without_the_influence_store(influence, tmp_path):
