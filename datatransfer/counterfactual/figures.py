@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COLORS = {"bottom": "#2a7d3f", "top": "#b8312f", "random": "#4a6fa5", "full": "#222222", "handpicked": "#c07a00"}
 LABELS = {"bottom": "remove most negative first (bottom)", "top": "remove most positive first (top)",
@@ -37,6 +38,7 @@ def accuracy_vs_k(path: Path, records: List[Dict[str, Any]], modes: Sequence[str
                            label=f"{LABELS[base]} ({pts[0]['k']} removed)" if base == "handpicked" else LABELS[base])
                 if base == "full":
                     ax.axhspan(m - s, m + s, color=COLORS[base], alpha=0.08, lw=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("source classes removed (k)")
         ax.set_ylabel("target test accuracy (%)")
         ax.set_title(f"{title}, {mode} transfer", fontsize=10)
