@@ -69,15 +69,18 @@ def identity(inf: Influence, cf, overall: np.ndarray) -> Dict[str, Any]:
             "estimator": a.get("estimator"), "rows_used": int(len(rows)), "created": a.get("created")}
 
 
-def auto_examples(per_example: np.ndarray, count: int, exclude: Sequence[int]) -> List[int]:
+def auto_examples(per_example: np.ndarray, count: int, exclude: Sequence[int],
+                  mistakes: np.ndarray | None = None) -> List[int]:
     """The ``count`` examples whose most negative influencer stands out most from the example's other influences:
-    robust z = (median - min) / (1.4826 MAD) over the units, largest first (ties: lower index)."""
+    robust z = (median - min) / (1.4826 MAD) over the units, largest first (ties: lower index). ``mistakes`` (bool
+    per example): those come first (the examples most models get wrong are the ones worth debugging)."""
     x = np.asarray(per_example, dtype=np.float64)
     med = np.median(x, axis=1)
     mad = 1.4826 * np.median(np.abs(x - med[:, None]), axis=1)
     z = (med - x.min(axis=1)) / np.where(mad > 0, mad, np.inf)
     z[list(exclude)] = -np.inf
-    return [int(j) for j in np.argsort(-z, kind="stable")[:count]]
+    first = np.zeros(len(z), dtype=bool) if mistakes is None else np.asarray(mistakes, dtype=bool)
+    return [int(j) for j in np.lexsort((-z, ~first))[:count] if np.isfinite(z[j])]
 
 
 def _examples(inf: Influence, cf, num_examples: int) -> List[Tuple[int, int, float]]:
@@ -93,7 +96,10 @@ def _examples(inf: Influence, cf, num_examples: int) -> List[Tuple[int, int, flo
     if int(cf.auto_examples) > num_examples - len(wanted):
         raise ConfigError(f"counterfactual.auto_examples: {cf.auto_examples} more examples asked for, "
                           f"{num_examples - len(wanted)} left")
-    chosen = wanted + auto_examples(per, int(cf.auto_examples), wanted)
+    mistakes = None  # examples that most models of the influence sweep got wrong, when it recorded is_correct
+    if "is_correct" in inf.output_kinds:
+        mistakes = inf.array(cf.target, cf.mode, "is_correct", "mean_output") < 0.5
+    chosen = wanted + auto_examples(per, int(cf.auto_examples), wanted, mistakes)
     return [(e, int(np.nanargmin(per[e])), float(np.nanmin(per[e]))) for e in chosen]
 
 

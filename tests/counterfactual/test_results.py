@@ -32,3 +32,14 @@ def test_summary_and_best_k():
     best = best_k(r, recs)
     assert [(x["source"], x["k"], x["classes_kept"]) for x in best] == [("best bottom", 1, 9), ("full", 0, 10),
                                                                          ("handpicked", 4, 6)]
+
+
+def test_automatic_examples_put_mistakes_first_then_the_clearest_influencer():
+    from datatransfer.counterfactual.plan import auto_examples
+
+    x = np.random.default_rng(0).normal(size=(6, 10))
+    x[2, 3], x[4, 1] = -9.0, -5.0  # examples 2 and 4: one influencer far below the others
+    assert auto_examples(x, 2, []) == [2, 4]
+    assert auto_examples(x, 2, [2]) == [4, auto_examples(x, 3, [])[2]]
+    mistakes = np.array([0, 0, 0, 0, 1, 1], dtype=bool)
+    assert auto_examples(x, 3, [], mistakes) == [4, 5, 2]
