@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from datatransfer import masks
 from datatransfer.errors import AppError, WorkerError
 from datatransfer.rows.worker import Worker, cpus_allotted
 from datatransfer.store.claims import Claims, Found, describe_holders
@@ -338,7 +339,7 @@ class LocalLauncher:
     def run(self, cfg, store: Store | None, overrides=()) -> None:
         if store is None:
             log.info("dry run: would create %s and run its %d rows here in %d worker process(es)", cfg.store.path,
-                     cfg.sweep.num_models, local_workers(cfg))
+                     masks.num_rows(cfg), local_workers(cfg))
             return
         plan = rows_to_run(cfg, store)
         todo, held = len(plan[0]), plan[1]

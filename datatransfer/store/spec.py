@@ -8,9 +8,9 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import zarr
@@ -66,6 +66,10 @@ class StoreSpec:
     masks: np.ndarray  # bool (M, U)
     unit: str = "class"
     code_version: str = ""
+    # What a sweep kind adds (optional parts of the format, docs/store-format.md): root attributes, and arrays by
+    # path ("group/name") -> (data, dimension names, attributes). A counterfactual sweep's metadata goes here.
+    extra_attrs: Dict[str, Any] = field(default_factory=dict)
+    extra_arrays: Dict[str, Tuple[np.ndarray, Tuple[str, ...], Dict[str, Any]]] = field(default_factory=dict)
 
 
 # ---- the layout a spec creates (docs/store-format.md) ---------------------------------------------------------------
@@ -110,8 +114,14 @@ def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
             "output_kinds": kinds,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "code_version": spec.code_version,
+            **spec.extra_attrs,
         }
     )
+    for name, (values, dims, attributes) in spec.extra_arrays.items():
+        group, _, leaf = name.rpartition("/")
+        parent = root.require_group(group) if group else root
+        values = np.asarray(values)
+        parent.create_array(leaf, data=values, chunks=values.shape, dimension_names=dims, attributes=attributes)
     root.create_array("masks", data=masks, chunks=(min(m, 4096), u), dimension_names=("row", "unit"))
     root.create_array("completed", shape=(m,), dtype="bool", chunks=(1,), fill_value=False, dimension_names=("row",))
     root.create_array(

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from datatransfer import masks
 from datatransfer.config.launchers import job_name, validate_launcher
 from datatransfer.launchers.slurm import queue as slurm_queue
 from datatransfer.launchers.slurm import resources
@@ -64,7 +65,7 @@ def plan_rows(cfg: Any, store: Optional[Store]) -> tuple[Plan, dict, dict, str]:
     launcher = cfg.launcher
     validate_launcher(launcher, cfg)  # job name, a GPU for a CUDA recipe (the config may not come from validate())
     if store is None:
-        rows, skipped = list(range(int(cfg.sweep.num_models))), {}
+        rows, skipped = list(range(masks.num_rows(cfg))), {}
     else:
         view = QueueView.poll(store.path, accounting=False)  # the queue first, then the store (see slurm_status)
         live = view.live_rows()
