@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datatransfer.errors import AppError, WorkerError
+from datatransfer.launchers import cost
 from datatransfer.rows.worker import Worker, cpus_allotted, groups, models_per_process
 from datatransfer.store.claims import Claims, Found, describe_holders
 from datatransfer.store.integrity import brief
@@ -347,6 +348,13 @@ def summary(store: Store) -> str:
     return "\n".join(lines)
 
 
+def _log_cost(cfg, store: Optional[Store], rows: int) -> None:
+    """The dry run's cost lines (launchers/cost.py) for ``rows`` rows in this launcher's worker processes."""
+    workers = local_workers(cfg)
+    for line in cost.estimate(cfg, store, rows, max(1, cpus_allotted() // workers), workers).lines():
+        log.info("%s", line)
+
+
 class LocalLauncher:
     """``launcher=local``: the store's missing rows, here, in ``launcher.workers`` processes (progress bar)."""
 
@@ -354,6 +362,7 @@ class LocalLauncher:
         if store is None:
             log.info("dry run: would create %s and run its %d rows here in %d worker process(es)", cfg.store.path,
                      cfg.sweep.num_models, local_workers(cfg))
+            _log_cost(cfg, None, int(cfg.sweep.num_models))
             return
         plan = rows_to_run(cfg, store)
         todo, held = len(plan[0]), plan[1]
@@ -363,6 +372,7 @@ class LocalLauncher:
             log.info("%s", describe_holders(held))
         if cfg.launch.dry_run:
             log.info("dry run: would run %d rows here in %d worker process(es)", todo, local_workers(cfg))
+            _log_cost(cfg, store, todo)
             return
         start = time.perf_counter()
         try:

@@ -44,7 +44,8 @@ class StackedNet(nn.Module):
         if not models or not all(stackable(m) for m in models):
             raise ValueError("only a Sequential backbone of conv / pool / batch-norm / ReLU layers can be stacked")
         self.k = len(models)
-        self.template = copy.deepcopy(models[0]).requires_grad_(False)  # layer settings only; its tensors unused
+        # layer settings only (not a submodule: its tensors are neither trained nor saved)
+        self.__dict__["template"] = copy.deepcopy(models[0]).cpu()
         self.names = [n for n, _ in models[0].named_parameters()]
         self.buffer_names = [n for n, _ in models[0].named_buffers()]
         states = [m.state_dict() for m in models]
@@ -81,7 +82,7 @@ class StackedNet(nn.Module):
 
     def unstack(self, k: int) -> Net:
         """Model k as an ordinary ``Net`` (a copy, on the same device)."""
-        net = copy.deepcopy(self.template).requires_grad_(True)
+        net = copy.deepcopy(self.template).to(self._get("head.weight").device)
         net.load_state_dict(self.state_of(k))
         net.train(self.training)
         return net.to(memory_format=torch.channels_last)
