@@ -40,7 +40,7 @@ ARRAYS = {"start_time": ("float64", np.nan), "end_time": ("float64", np.nan), "t
 LIBRARIES = ("torch", "zarr", "numpy", "ffcv")
 SLURM = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
          "slurm_array_task_id": "SLURM_ARRAY_TASK_ID"}
-INFO_KEYS = ("code_version", "host", "device", "libraries", *SLURM)
+INFO_KEYS = ("code_version", "host", "device", "models_per_process", "libraries", *SLURM)
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,7 +110,8 @@ def create_arrays(root: zarr.Group, m: int) -> None:
 def unpack(values: Mapping[str, Any]) -> Dict[str, Any]:
     """A row's provenance as a dict, from the values read of its arrays (absent: unknown). Every key is always
     there: ``start_time``, ``end_time`` (NaN when unknown), ``threads`` (-1), ``code_version``, ``host``,
-    ``device``, ``slurm_job_id``, ``slurm_array_job_id``, ``slurm_array_task_id`` ("") and ``libraries`` ({})."""
+    ``device``, ``models_per_process``, ``slurm_job_id``, ``slurm_array_job_id``, ``slurm_array_task_id`` ("") and
+    ``libraries`` ({})."""
     out: Dict[str, Any] = {name: values.get(name, fill) for name, (_, fill) in ARRAYS.items() if name != "info"}
     out["start_time"], out["end_time"] = float(out["start_time"]), float(out["end_time"])
     out["threads"] = int(out["threads"])
