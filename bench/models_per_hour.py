@@ -8,8 +8,8 @@ Each repeat runs the same ``--rows`` rows (the mini sweep's rows 0.., their own 
 runner: ``TrainedRows.run`` row after row (today's runner: one source model, then its transfers), and
 ``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then each
 transferred). The order of the runners rotates from repeat to repeat, since a shared machine's speed drifts. A CPU-hour
-is an hour of ``--threads`` cores: models per CPU-hour = rows / (wall seconds x threads / 3600); on CUDA, per
-GPU-hour. Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
+is the CPU time this process used (``time.process_time``: robust to other processes on a shared machine, which
+wall time is not): models per CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time. Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
 to today's runner with its min..max; also how each runner's time splits between source training and the rest
 (transfers, evaluation). With ``$OUT`` set, writes ``$OUT/models_per_hour.json``; ``--save`` writes the result where
 ``launch.dry_run`` reads its seconds per row (``bench/results/models_per_hour-<device>.json``).
@@ -36,9 +36,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_once(rows_runner: TrainedRows, masks, rows, k: int) -> tuple:
-    """(wall seconds, source-training seconds summed over rows) for ``rows`` in groups of ``k`` (k=1: today's
-    runner, ``run`` row after row)."""
-    start = time.perf_counter()
+    """(CPU seconds of this process, wall seconds, source-training wall seconds summed over rows) for ``rows`` in
+    groups of ``k`` (k=1: today's runner, ``run`` row after row)."""
+    cpu, start = time.process_time(), time.perf_counter()
     train = 0.0
     if k == 1:
         for r in rows:
@@ -48,7 +48,7 @@ def run_once(rows_runner: TrainedRows, masks, rows, k: int) -> tuple:
             group = rows[i:i + k]
             for _, row in rows_runner.run_group(group, [masks[r] for r in group], [None] * len(group)):
                 train += row.stats["train_seconds"]
-    return time.perf_counter() - start, train
+    return time.process_time() - cpu, time.perf_counter() - start, train
 
 
 def main() -> None:
@@ -73,32 +73,34 @@ def main() -> None:
     print(f"models per {unit}-hour, experiment=mini {' '.join(args.override)}: {args.rows} rows per runner, "
           f"{args.repeats} repeats, torch threads {rt.threads}, device {rt.device}, K = {ks}", flush=True)
     run_once(runner, masks, rows[:1], 1)  # warm-up (first-call allocations, oneDNN primitive caches)
-    walls = {k: [] for k in ks}
-    trains = {k: [] for k in ks}
+    cpus, walls, trains = ({k: [] for k in ks} for _ in range(3))
     for rep in range(args.repeats):
         order = ks[rep % len(ks):] + ks[:rep % len(ks)]
         for k in order:
-            wall, train = run_once(runner, masks, rows, k)
+            cpu, wall, train = run_once(runner, masks, rows, k)
+            cpus[k].append(cpu)
             walls[k].append(wall)
             trains[k].append(train)
-        print(f"  repeat {rep + 1}: " + ", ".join(f"K={k} {walls[k][-1] / args.rows:.2f} s/row" for k in ks),
-              flush=True)
-    hours = {k: [w * (rt.threads if unit == "CPU" else 1) / 3600 for w in walls[k]] for k in ks}
+        print(f"  repeat {rep + 1}: " + ", ".join(f"K={k} {cpus[k][-1] / args.rows:.2f} CPU-s/row "
+                                                  f"({walls[k][-1] / args.rows:.2f} s wall)" for k in ks), flush=True)
+    # CPU-hours: the CPU time this process used (robust to other processes on a shared machine); GPU-hours: wall
+    hours = {k: [c / 3600 for c in cpus[k]] if unit == "CPU" else [w / 3600 for w in walls[k]] for k in ks}
     per_hour = {k: [args.rows / h for h in hours[k]] for k in ks}
     result = {"device": str(rt.device), "device_type": rt.device.type, "threads": rt.threads, "unit": unit,
               "host": platform.node(), "overrides": args.override, "rows": args.rows, "repeats": args.repeats,
               "time": time.time(), "runners": {}}
     for k in ks:
         ratios = [per_hour[k][i] / per_hour[1][i] for i in range(args.repeats)]
-        seconds_per_row = statistics.median(walls[k]) / args.rows
+        seconds_per_row = statistics.median(hours[k]) * 3600 / args.rows
         share = statistics.median(t / w for t, w in zip(trains[k], walls[k]))
         result["runners"][str(k)] = {"seconds_per_row": seconds_per_row,
+                                     "wall_seconds_per_row": statistics.median(walls[k]) / args.rows,
                                      "models_per_hour": statistics.median(per_hour[k]),
                                      "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                                      "ratio_max": max(ratios), "source_training_share": share}
         name = "today's runner (K=1)" if k == 1 else f"batched K={k}"
-        print(f"{name:>22}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour ({seconds_per_row:.2f} s/row, "
-              f"source training {share:.0%} of it); ratio to today's {statistics.median(ratios):.2f} "
+        print(f"{name:>22}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour ({seconds_per_row:.2f} {unit}-s/row, "
+              f"source training {share:.0%} of the wall time); ratio to today's {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} repeats)")
     out = [Path(os.environ["OUT"]) / "models_per_hour.json"] if os.environ.get("OUT") else []
     if args.save:
