@@ -9,7 +9,8 @@ runner: ``TrainedRows.run`` row after row (today's runner: one source model, the
 ``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then each
 transferred). The order of the runners rotates from repeat to repeat, since a shared machine's speed drifts. A CPU-hour
 is the CPU time this process used (``time.process_time``: robust to other processes on a shared machine, which
-wall time is not): models per CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time. Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
+wall time is not): models per CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time.
+Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
 to today's runner with its min..max; also how each runner's time splits between source training and the rest
 (transfers, evaluation). With ``$OUT`` set, writes ``$OUT/models_per_hour.json``; ``--save`` writes the result where
 ``launch.dry_run`` reads its seconds per row (``bench/results/models_per_hour-<device>.json``).
@@ -99,7 +100,8 @@ def main() -> None:
                                      "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                                      "ratio_max": max(ratios), "source_training_share": share}
         name = "today's runner (K=1)" if k == 1 else f"batched K={k}"
-        print(f"{name:>22}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour ({seconds_per_row:.2f} {unit}-s/row, "
+        print(f"{name:>22}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour "
+              f"({seconds_per_row:.2f} {unit}-s/row, "
               f"source training {share:.0%} of the wall time); ratio to today's {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} repeats)")
     out = [Path(os.environ["OUT"]) / "models_per_hour.json"] if os.environ.get("OUT") else []
