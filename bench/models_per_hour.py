@@ -26,6 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from datatransfer.config import compose
@@ -40,16 +41,25 @@ def run_once(rows_runner: TrainedRows, masks, rows, k: int) -> tuple:
     """(CPU seconds of this process, wall seconds, source-training wall seconds summed over rows) for ``rows`` in
     groups of ``k`` (k=1: today's runner, ``run`` row after row)."""
     cpu, start = time.process_time(), time.perf_counter()
-    train = 0.0
+    done = {}
     if k == 1:
         for r in rows:
-            train += rows_runner.run(r, masks[r]).stats["train_seconds"]
+            done[r] = rows_runner.run(r, masks[r])
     else:
         for i in range(0, len(rows), k):
             group = rows[i:i + k]
-            for _, row in rows_runner.run_group(group, [masks[r] for r in group], [None] * len(group)):
-                train += row.stats["train_seconds"]
-    return time.process_time() - cpu, time.perf_counter() - start, train
+            done.update(rows_runner.run_group(group, [masks[r] for r in group], [None] * len(group)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+    run_once.accuracies = {r: accuracies(rows_runner, row) for r, row in done.items()}
+    return cpu, wall, sum(row.stats["train_seconds"] for row in done.values())
+
+
+def accuracies(rows_runner: TrainedRows, row) -> list:
+    """[source accuracy, then each target's test accuracy per mode] of a computed row."""
+    out = [row.stats["source_accuracy"]]
+    for key, target in rows_runner.transfer.datasets.items():
+        out.extend((row.predictions[key] == target.labels("test")[None, :]).mean(axis=1).tolist())
+    return out
 
 
 def main() -> None:
@@ -74,7 +84,7 @@ def main() -> None:
     print(f"models per {unit}-hour, experiment=mini {' '.join(args.override)}: {args.rows} rows per runner, "
           f"{args.repeats} repeats, torch threads {rt.threads}, device {rt.device}, K = {ks}", flush=True)
     run_once(runner, masks, rows[:1], 1)  # warm-up (first-call allocations, oneDNN primitive caches)
-    cpus, walls, trains = ({k: [] for k in ks} for _ in range(3))
+    cpus, walls, trains, accs = ({k: [] for k in ks} for _ in range(4))
     for rep in range(args.repeats):
         order = ks[rep % len(ks):] + ks[:rep % len(ks)]
         for k in order:
@@ -82,6 +92,7 @@ def main() -> None:
             cpus[k].append(cpu)
             walls[k].append(wall)
             trains[k].append(train)
+            accs[k].extend(run_once.accuracies[r] for r in rows)
         print(f"  repeat {rep + 1}: " + ", ".join(f"K={k} {cpus[k][-1] / args.rows:.2f} CPU-s/row "
                                                   f"({walls[k][-1] / args.rows:.2f} s wall)" for k in ks), flush=True)
     # CPU-hours: the CPU time this process used (robust to other processes on a shared machine); GPU-hours: wall
@@ -104,6 +115,16 @@ def main() -> None:
               f"({seconds_per_row:.2f} {unit}-s/row, "
               f"source training {share:.0%} of the wall time); ratio to today's {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} repeats)")
+    names = ["source"] + [f"{t} {m}" for t in runner.transfer.datasets for m in runner.transfer.modes]
+    base = np.array(accs[1])
+    for k in ks[1:]:  # same rows, same seeds: paired differences of accuracy, batched - today's
+        diff = np.array(accs[k]) - base
+        result["runners"][str(k)]["accuracy_difference"] = {
+            n: {"mean": float(diff[:, i].mean()), "sd": float(diff[:, i].std(ddof=1)) if len(diff) > 1 else 0.0}
+            for i, n in enumerate(names)}
+        print(f"  accuracy, batched K={k} - today's, same rows (mean +- sd over {len(diff)} row runs): " +
+              ", ".join(f"{n} {diff[:, i].mean():+.4f} +- {diff[:, i].std(ddof=1) if len(diff) > 1 else 0:.4f}"
+                        for i, n in enumerate(names)))
     out = [Path(os.environ["OUT"]) / "models_per_hour.json"] if os.environ.get("OUT") else []
     if args.save:
         out.append(RESULTS / f"models_per_hour-{rt.device.type}.json")
