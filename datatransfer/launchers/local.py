@@ -312,7 +312,7 @@ def run_local(cfg, store: Store, plan: Optional[Tuple[List[int], Dict[int, Optio
             failed = _run_here(cfg, store, rows, threads, tick, meanwhile)
         else:
             args = (cfg, str(store.path), threads, _logging_setup(), store.scope)
-            supervisor = _Supervisor(args, workers, models_per_process(cfg))
+            supervisor = _Supervisor(args, workers, models_per_process(cfg, store.scope))
             failed = supervisor.run(rows, tick)
             meanwhile = supervisor.held
     finally:

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from datatransfer.config.sweep import row_kind
 from datatransfer.errors import InjectedFault
 from datatransfer.rows import make_rows
 from datatransfer.store import layout
@@ -36,9 +37,13 @@ def cpus_allotted() -> int:
 AUTO_MODELS_PER_PROCESS = {"cpu": 4, "cuda": 8}
 
 
-def models_per_process(cfg) -> int:
+def models_per_process(cfg, added_targets: Optional[Sequence[str]] = None) -> int:
     """How many rows a worker trains at once: ``compute.models_per_process``, or for 0 the measured default of the
-    device (``AUTO_MODELS_PER_PROCESS``)."""
+    device (``AUTO_MODELS_PER_PROCESS``); 1 for rows that do not batch (planted rows, targets added later,
+    architectures other than the small CNN). A group is K consecutive rows of those to run, whatever the number of
+    workers, so a row's group (and so its bits) does not depend on how many workers share the sweep."""
+    if added_targets or row_kind(cfg) != "trained" or cfg.model.arch != "small_cnn":
+        return 1
     k = int(cfg.compute.get("models_per_process", 0) or 0)
     if k > 0:
         return k
@@ -69,7 +74,7 @@ class Worker:
         self.fail_rows = set(cfg.launch.get("fail_rows") or [])  # fault injection (tests), in every launcher
         self.claims = Claims.of(cfg, store.path, store.scope)
         self.held: Dict[int, Optional[Found]] = {}  # rows skipped because another live writer holds them -> its claim
-        self.models_per_process = models_per_process(cfg)
+        self.models_per_process = models_per_process(cfg, added_targets)
 
     def run_row(self, row: int) -> Optional[dict]:
         """Run and write ``row`` unless it is already completed, is being computed by another live writer (see
