@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
+import pathlib
+
 import numpy as np
-import psutil
 from conftest import REPO, TINY, run_app
 
 from datatransfer.errors import StoreError
@@ -17,10 +18,16 @@ from datatransfer.store.sweep_store import Store
 
 
 def _workers(pid):
+    """The worker processes (multiprocessing spawn children) of process ``pid``, from /proc."""
+    found = []
     try:
-        return [c.pid for c in psutil.Process(pid).children() if "spawn_main" in " ".join(c.cmdline())]
-    except psutil.Error:
+        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if b"spawn_main" in pathlib.Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    except OSError:  # the process or a child just exited
         return []
+    return found
 
 
 def test_batched_rows_are_committed_one_by_one_with_their_group_size(tmp_path):
@@ -80,7 +87,8 @@ def test_dry_run_and_status_print_the_cost(tmp_path):
     store_path = tmp_path / "store.zarr"
     r = run_app("launch", "launch.dry_run=true", f"store.path={store_path}", "compute.device=cpu")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert re.search(r"cost: 128 rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)", r.stdout)
+    assert re.search(r"cost: 128 rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)",
+                     r.stdout)
     assert "CPU-hours" in r.stdout and "wall time" in r.stdout and not store_path.exists()
     r = run_app("launch", *TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}")
     assert r.returncode == 0, r.stderr[-3000:]
