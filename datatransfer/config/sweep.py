@@ -244,6 +244,10 @@ class ComputeConfig:
     # FFCV: read betons through the OS page cache in random order (data that fits in RAM); false: process cache,
     # quasi-random order (data larger than RAM, as FFCV advises).
     os_cache: bool = True
+    # Rows whose source models one worker process trains at once (the batched row runner, docs/performance.md):
+    # 0 = auto (measured per device: AUTO_MODELS_PER_PROCESS in rows/worker.py); 1 = one row at a time. Only the
+    # small CNN stacks; other architectures run one row at a time whatever this says.
+    models_per_process: int = 0
 
 
 @dataclass
