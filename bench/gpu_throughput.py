@@ -17,6 +17,14 @@ Each measurement runs one untimed epoch first (numba compiles the loader, cuDNN 
 ``--timed-epochs`` timed ones. From the rates it projects one row of experiment=imagenet_transfer (16 source epochs
 over half of ImageNet: 12 at 160 px, 4 at 192; the 11 targets' transfers in both modes with their epochs and sizes)
 and the 7,540-row sweep. With ``$OUT`` set, also writes ``$OUT/gpu_throughput.json``.
+
+``--batched 1,2,4,8,16`` measures the batched row runner instead (compute.models_per_process=K): models per
+GPU-hour of whole mini rows (K small CNNs trained at once as grouped convolutions, then each transferred), with AMP
+(``train.amp=true``) and channels-last on CUDA, each K on the same rows, repeated ``--repeats`` times with the K's
+order rotating; the ratio to K=1 (today's runner) picks the default K for CUDA (docs/performance.md). On a CPU it
+runs as a smoke test of itself:
+
+    python bench/gpu_throughput.py --batched 1,2,4 --device cpu --repeats 1 --override train.epochs=1
 """
 
 from __future__ import annotations
@@ -88,7 +96,52 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--timed-epochs", type=int, default=2)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="FFCV decoding threads")
     p.add_argument("--data", default="", help="folder to write the synthetic beton in (default: a temp dir)")
+    p.add_argument("--batched", default="", help="K list, e.g. 1,2,4,8,16: the batched runner on mini rows instead")
+    p.add_argument("--repeats", type=int, default=3, help="--batched: repeats of each K")
+    p.add_argument("--override", nargs="*", default=[], help="--batched: mini config overrides")
     return p.parse_args()
+
+
+def batched(args: argparse.Namespace) -> Dict[str, dict]:
+    """Models per device-hour of whole mini rows at each K of ``--batched`` (see the module doc)."""
+    import statistics
+
+    from bench.models_per_hour import run_once
+    from datatransfer.config import compose
+    from datatransfer.masks import row_mask
+    from datatransfer.rows.trained import TrainedRows
+    from datatransfer.train.loop import make_runtime
+
+    ks = [int(k) for k in args.batched.split(",")]
+    amp = ["train.amp=true"] if str(args.device).startswith("cuda") else []
+    cfg = compose([f"compute.device={args.device}", *amp, *args.override])
+    rt = make_runtime(cfg.compute.device, cfg.train.amp, 1 if rt_is_cpu(args) else args.workers)
+    runner = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
+    rows = list(range(max(ks)))
+    masks = {r: row_mask(int(cfg.sweep.seed), r, runner.source.num_classes, float(cfg.sweep.alpha)) for r in rows}
+    name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu"
+    print(f"batched runner, mini rows, device {name}, AMP {rt.amp}, K = {ks}, {len(rows)} rows per K, "
+          f"{args.repeats} repeats", flush=True)
+    run_once(runner, masks, rows[:1], 1)  # warm-up: cuDNN autotuning, allocations
+    walls: Dict[int, list] = {k: [] for k in ks}
+    for rep in range(args.repeats):
+        for k in ks[rep % len(ks):] + ks[:rep % len(ks)]:
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize()
+            walls[k].append(run_once(runner, masks, rows, k)[1])
+    out = {}
+    base = statistics.median(walls[ks[0]])
+    for k in ks:
+        wall = statistics.median(walls[k])
+        out[str(k)] = {"seconds_per_row": wall / len(rows), "models_per_hour": len(rows) * 3600 / wall,
+                       "ratio_to_first": base / wall}
+        print(f"  K={k:>2}: {len(rows) * 3600 / wall:8.0f} models/{'GPU' if rt.device.type == 'cuda' else 'CPU'}-hour"
+              f" ({wall / len(rows):.2f} s/row wall), x{base / wall:.2f} vs K={ks[0]}", flush=True)
+    return out
+
+
+def rt_is_cpu(args: argparse.Namespace) -> bool:
+    return not str(args.device).startswith("cuda")
 
 
 def setup(args: argparse.Namespace, root: Path):
@@ -182,6 +235,12 @@ def project(args: argparse.Namespace, cfg, rates: Dict[str, float], gpu: str) ->
 
 def main() -> None:
     args = parse_args()
+    if args.batched:
+        torch.set_num_threads(1 if rt_is_cpu(args) else args.workers)
+        result = batched(args)
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], "gpu_throughput_batched.json").write_text(json.dumps(result, indent=1))
+        return
     torch.set_num_threads(args.workers)
     with tempfile.TemporaryDirectory(dir=args.data or None) as tmp:
         cfg, rt, source, gpu = setup(args, Path(tmp))

@@ -46,10 +46,12 @@ def test_mini_sweep_end_to_end_and_rerun(tmp_path):
     assert r2.returncode == 0 and "3 of 3 rows already complete, 0 to run" in r2.stdout
     np.testing.assert_array_equal(Store.open(store_path).outputs("digits")[:], before)
 
-    # rerunning a row reproduces it (same seed from (sweep seed, row), same thread count)
+    # rerunning a row reproduces it (same seed from (sweep seed, row), same thread count, same group: the CPU's
+    # auto compute.models_per_process=4 trained rows 0-2 together, docs/configuration.md "Determinism")
     cfg = compose(TINY + [f"store.path={store_path}"])
+    assert all(store.provenance(i)["models_per_process"] == 3 for i in range(3))
     rows = TrainedRows(cfg, make_runtime("cpu", False, threads=1), {"digits": 0, "coarse": 1})
-    row = rows.run(1, store.masks[1])
+    row = dict(rows.run_group([0, 1, 2], [store.masks[i] for i in range(3)], [None] * 3))[1]
     np.testing.assert_allclose(row.outputs["digits"], before[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(row.predictions["coarse"], store.predictions("coarse")[1])
 

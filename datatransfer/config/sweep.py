@@ -176,6 +176,44 @@ class ExampleSubsetsSweepConfig:
     select_seed: int = 0
 
 
+@dataclass
+class CounterfactualSweepConfig:
+    """sweep=counterfactual: keep-lists derived from an influence store (settings in the top-level
+    ``counterfactual`` section, CounterfactualConfig; datatransfer/masks/counterfactual.py). The rows follow from
+    that section; row i's training seed is a function of (seed, i), as in every sweep kind."""
+
+    kind: str = "counterfactual"
+    unit: str = "class"
+    seed: int = 0  # training seeds of the rows (the random removal order draws from counterfactual.seed)
+    outputs: List[str] = field(default_factory=lambda: list(OUTPUT_KINDS))
+
+
+COUNTERFACTUAL_ORDERS = ("bottom", "top", "random")
+COUNTERFACTUAL_BASELINES = ("full", "handpicked")
+
+
+@dataclass
+class CounterfactualConfig:
+    """What a ``sweep=counterfactual`` store removes and why (docs/counterfactual.md). Read only by that sweep kind
+    (and then part of the store's fingerprint); with any other kind it must stay at its defaults."""
+
+    influence: str = ""  # path of an influence.zarr (python -m aggregate) computed on the same source units
+    target: str = ""  # the target whose influences rank the units; must be among `targets`
+    mode: str = ""  # fixed | full: the transfer mode of those influences
+    kind: str = "softmax_gt"  # the output kind of those influences
+    orders: List[str] = field(default_factory=lambda: list(COUNTERFACTUAL_ORDERS))  # subset of bottom, top, random
+    k: List[int] = field(default_factory=lambda: [1, 2, 4])  # numbers of units removed; each in [0, U)
+    runs: int = 5  # rows per (order, k) point, per baseline, per example (they differ only in training seed)
+    baselines: List[str] = field(default_factory=lambda: list(COUNTERFACTUAL_BASELINES))  # subset of full, handpicked
+    seed: int = 0  # draws the random order's removed units, per (k, run)
+    # Target test examples whose most negative influencer is removed (runs rows each; full-source rows compare)
+    examples: List[int] = field(default_factory=list)
+    # Also pick this many examples automatically: those whose most negative influencer stands out most from the
+    # example's other influences (robust z-score); 0 = only `examples`.
+    auto_examples: int = 0
+    handpicked_file: str = ""  # ImageNet source: the class lists; "" = datatransfer/masks/handpicked_imagenet.json
+
+
 # ---- row kinds (group `row`, conf/row/): what a row is ------------------------------------------------------------
 @dataclass
 class TrainedRowConfig:
@@ -224,6 +262,10 @@ class ComputeConfig:
     # FFCV: read betons through the OS page cache in random order (data that fits in RAM); false: process cache,
     # quasi-random order (data larger than RAM, as FFCV advises).
     os_cache: bool = True
+    # Rows whose source models one worker process trains at once (the batched row runner, docs/performance.md):
+    # 0 = auto (measured per device: AUTO_MODELS_PER_PROCESS in rows/worker.py); 1 = one row at a time. Only the
+    # small CNN stacks; other architectures run one row at a time whatever this says.
+    models_per_process: int = 0
 
 
 @dataclass
@@ -254,6 +296,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    # sweep=counterfactual's settings; a top-level section so that its keys read `counterfactual.k=[...]`
+    counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
 
 
 # ---- what defines a row: the one place that says which sections make a store's fingerprint -----------------------
@@ -262,7 +306,8 @@ SWEEP_DEFINING = ("source", "targets", "model", "train", "transfer", "sweep", "r
 # What a trained row's source model is: targets can be added to a store whose rows agree on these.
 SOURCE_DEFINING = ("source", "model", "train", "sweep", "row")
 
-SWEEP_KINDS = {"random_subsets": RandomSubsetsSweepConfig, "example_subsets": ExampleSubsetsSweepConfig}
+SWEEP_KINDS = {"random_subsets": RandomSubsetsSweepConfig, "example_subsets": ExampleSubsetsSweepConfig,
+               "counterfactual": CounterfactualSweepConfig}
 # row kind -> (its schema, the sections that define such a row: a planted row reads no data and trains nothing)
 ROW_KINDS = {
     "trained": (TrainedRowConfig, SWEEP_DEFINING),
@@ -283,9 +328,17 @@ def row_kind(cfg: Any) -> str:
     return _kind(cfg, "row", "trained", ROW_KINDS)
 
 
+def sweep_kind(cfg: Any) -> str:
+    """``sweep.kind`` of a config or of a plain dict (a store's config attrs)."""
+    return _kind(cfg, "sweep", "random_subsets", SWEEP_KINDS)
+
+
 def row_defining(cfg: Any) -> Tuple[str, ...]:
-    """The sections that define ``cfg``'s rows (a config or a plain dict): what its store's fingerprint covers."""
-    return ROW_KINDS[row_kind(cfg)][1]
+    """The sections that define ``cfg``'s rows (a config or a plain dict): what its store's fingerprint covers.
+    A counterfactual sweep adds its ``counterfactual`` section (other kinds leave it out, so their fingerprints
+    are what they were before the section existed)."""
+    extra = ("counterfactual",) if sweep_kind(cfg) == "counterfactual" else ()
+    return ROW_KINDS[row_kind(cfg)][1] + extra
 
 
 def structured(values: Mapping[str, Any]) -> DictConfig:

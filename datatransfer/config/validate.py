@@ -9,8 +9,9 @@ from omegaconf import OmegaConf
 
 from datatransfer.config.launchers import validate_launcher
 from datatransfer.config.recipe import OPTIMIZERS, SCHEDULES
-from datatransfer.config.sweep import (EVAL_DECODERS, OUTPUT_KINDS, TRAIN_DECODERS, TRANSFER_MODES, LaunchConfig,
-                                       row_kind)
+from datatransfer.config.sweep import (COUNTERFACTUAL_BASELINES, COUNTERFACTUAL_ORDERS, EVAL_DECODERS, OUTPUT_KINDS,
+                                       TRAIN_DECODERS, TRANSFER_MODES, CounterfactualConfig, LaunchConfig, row_kind,
+                                       sweep_kind)
 from datatransfer.errors import ConfigError
 
 TRAIN_SCHEDULES = ("constant", "cyclic", "onecycle")  # the source recipe's (no step schedule)
@@ -24,6 +25,7 @@ def need(ok: bool, key: str, msg: str) -> None:
 def validate(cfg: Any) -> None:
     """Check the launch config's values. Raises ConfigError naming the key."""
     _validate_sweep(cfg.sweep)
+    _validate_counterfactual(cfg)
     bad = [m for m in cfg.transfer.modes if m not in TRANSFER_MODES]
     need(not bad and len(cfg.transfer.modes) > 0, "transfer.modes",
          f"unknown modes {bad}; choose from {list(TRANSFER_MODES)}")
@@ -49,23 +51,65 @@ def validate(cfg: Any) -> None:
 
 
 def _validate_sweep(sw: Any) -> None:
-    need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
-    need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
-    need(sw.get("repeats", 0) == 0 or sw.get("repeats", 0) >= 2, "sweep.repeats",
-         f"must be 0 (no repeated rows) or at least 2 (every k-th row repeats a mask), got {sw.get('repeats')}")
+    if sw.kind == "random_subsets":
+        need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
+        need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
+        need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
+             f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
+        need(sw.get("repeats", 0) == 0 or sw.get("repeats", 0) >= 2, "sweep.repeats",
+             f"must be 0 (no repeated rows) or at least 2 (every k-th row repeats a mask), got {sw.get('repeats')}")
     need(0 <= sw.seed < 2 ** 63, "sweep.seed", f"must be a non-negative integer below 2**63, got {sw.seed}")
     unit = "example" if sw.kind == "example_subsets" else "class"
     need(sw.unit == unit, "sweep.unit", f"sweep={sw.kind} has unit {unit!r}, got {sw.unit!r}"
          + (" (example units: sweep=example_subsets)" if sw.unit == "example" else ""))
     if sw.kind == "example_subsets":
+        need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
+        need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
+        need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
+             f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
         need(sw.select in ("all", "classes"), "sweep.select", f"must be 'all' or 'classes', got {sw.select!r}")
         need(sw.select != "classes" or len(sw.classes) > 0, "sweep.classes", "select=classes needs class names")
         need(sw.count >= 0, "sweep.count", f"must be >= 0, got {sw.count}")
-    need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
-         f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
     bad = [k for k in sw.outputs if k not in OUTPUT_KINDS]
     need(not bad and len(sw.outputs) > 0, "sweep.outputs",
          f"unknown output kinds {bad}; choose from {list(OUTPUT_KINDS)}")
+
+
+def _validate_counterfactual(cfg: Any) -> None:
+    """The ``counterfactual`` section: checked values under sweep=counterfactual, its defaults under any other kind
+    (a key set there would silently do nothing). What needs the influence store is checked when the store is
+    created (datatransfer/counterfactual/plan.py)."""
+    cf = cfg.get("counterfactual")
+    if cf is None:
+        return
+    if sweep_kind(cfg) != "counterfactual":
+        changed = [k for k, v in OmegaConf.to_container(cf).items() if v != getattr(CounterfactualConfig(), k)]
+        need(not changed, f"counterfactual.{changed[0] if changed else ''}",
+             f"is read only by sweep=counterfactual (this sweep is {cfg.sweep.kind!r}); add sweep=counterfactual")
+        return
+    need(bool(cf.influence), "counterfactual.influence",
+         "set it to an influence store (python -m aggregate writes <store parent>/influence.zarr)")
+    need(bool(cf.target), "counterfactual.target", "set it to the target whose influences rank the units")
+    need(cf.mode in TRANSFER_MODES, "counterfactual.mode", f"must be one of {list(TRANSFER_MODES)}, got {cf.mode!r}")
+    need(cf.kind in OUTPUT_KINDS, "counterfactual.kind", f"must be one of {list(OUTPUT_KINDS)}, got {cf.kind!r}")
+    for key, allowed in (("orders", COUNTERFACTUAL_ORDERS), ("baselines", COUNTERFACTUAL_BASELINES)):
+        values = list(cf[key])
+        bad = [v for v in values if v not in allowed]
+        need(not bad and len(set(values)) == len(values), f"counterfactual.{key}",
+             f"must be distinct values of {list(allowed)}, got {values}")
+    need(len(cf.orders) + len(cf.baselines) + len(cf.examples) + cf.auto_examples > 0, "counterfactual.orders",
+         "nothing to run: orders, baselines and examples are all empty")
+    need(not cf.orders or len(cf.k) > 0, "counterfactual.k", "needs at least one number of units to remove")
+    need(all(k >= 0 for k in cf.k) and len(set(cf.k)) == len(cf.k), "counterfactual.k",
+         f"must be distinct numbers >= 0, got {list(cf.k)}")
+    need(cf.runs >= 1, "counterfactual.runs", f"must be at least 1, got {cf.runs}")
+    need(0 <= cf.seed < 2 ** 63, "counterfactual.seed", f"must be a non-negative integer below 2**63, got {cf.seed}")
+    need(all(e >= 0 for e in cf.examples) and len(set(cf.examples)) == len(cf.examples), "counterfactual.examples",
+         f"must be distinct target test indices >= 0, got {list(cf.examples)}")
+    need(cf.auto_examples >= 0, "counterfactual.auto_examples", f"must be >= 0, got {cf.auto_examples}")
+    modes = list(cfg.row.modes) if row_kind(cfg) == "planted" else list(cfg.transfer.modes)
+    need(cf.mode in modes, "counterfactual.mode", f"{cf.mode!r} is not among the sweep's transfer modes {modes}")
+    need(cf.kind in cfg.sweep.outputs, "counterfactual.kind", f"{cf.kind!r} is not among sweep.outputs")
 
 
 def _validate_planted(p: Any) -> None:

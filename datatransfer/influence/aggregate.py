@@ -24,10 +24,11 @@ import numpy as np
 import zarr
 
 from datatransfer.config import DiagnosticsConfig
+from datatransfer.config.aggregate import AggregateConfig
 from datatransfer.errors import AggregationError
 from datatransfer.influence import diagnostics as diag
 from datatransfer.influence import fanout, full, refresh
-from datatransfer.influence.blocks import completed_rows, plan, rows_used
+from datatransfer.influence.blocks import completed_rows, completed_since, plan, rows_used
 from datatransfer.influence.estimators import make
 from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence
 from datatransfer.influence.write import Job, write_counts
@@ -36,7 +37,7 @@ from datatransfer.store.sweep_store import Store
 log = logging.getLogger(__name__)
 
 # Names at the root of the influence store that a target may not take.
-RESERVED = {"rows", "n_in", "n_out", "diagnostics", "sums"}
+RESERVED = {"rows", "n_in", "n_out", "diagnostics", "sums", "completed_stamp", "completed_flag"}
 
 
 def default_out(store_path: str | os.PathLike) -> Path:
@@ -68,7 +69,7 @@ def aggregate(
     memory_mb: int = 1024,
     progress: bool = True,
     incremental: bool = True,
-    sums_block_rows: int = 1024,
+    sums_block_rows: int = AggregateConfig.sums_block_rows,
     launcher: Any = None,
     run_tasks: Any = None,
     fanout_tasks: Any = None,
@@ -95,7 +96,8 @@ def aggregate(
     if fanout_tasks is not None and estimator == "lasso":
         settings["run_tasks"] = fanout_tasks
     full_settings = make(estimator, **settings).settings()  # also fails on bad settings before reading anything
-    rows = completed_rows(store)
+    previous = out if incremental and (out / "zarr.json").is_file() else None
+    rows, flags, stamps = completed_since(store, zarr.open_group(str(previous), mode="r") if previous else None)
     if len(rows) == 0:
         raise AggregationError(f"{store.path} has no completed rows yet ({store.num_rows} rows planned)")
     target_rows = _target_rows(store, rows)
@@ -107,7 +109,6 @@ def aggregate(
     notes: Dict[str, str] = {}
     used: Dict[str, np.ndarray] = {}  # each target's rows used: its completed rows whose outputs could be read
     by_sums = estimator == "dim" and not settings.get("bootstrap")
-    previous = out if incremental and (out / "zarr.json").is_file() else None
     rows_read = 0
     with _writing(out) as root:
         job.bar = _progress_bar(progress, total=0 if by_sums else sum(
@@ -127,6 +128,9 @@ def aggregate(
         root.attrs.update({**_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme),
                            "rows_unreadable": unreadable})
         write_counts(root, rows, store.masks[rows], store.unit_names)
+        # What the next run needs to decode only the completion flags that were written since (blocks.py).
+        root.create_array("completed_stamp", data=stamps, dimension_names=("store_row", "stat"))
+        root.create_array("completed_flag", data=flags, dimension_names=("store_row",))
         if diagnostics:
             root.require_group("diagnostics").create_array(
                 "knockoff_masks", data=knock, chunks=(min(len(knock), 4096), knock.shape[1]),

@@ -29,6 +29,56 @@ def completed_rows(store: Store, target: Optional[str] = None) -> np.ndarray:
         return np.flatnonzero(store.completed() if target is None else store.target_completed(target))
 
 
+def completion_stamps(store: Store) -> np.ndarray:
+    """(M, 2) int64: modification time (ns) and inode of each row's ``completed`` chunk file, (0, 0) when absent.
+    zarr writes a chunk as a new file, so any write of a row's flag changes its stamp; a stat is ~30x cheaper
+    than decoding the chunk."""
+    arr = store.group["completed"]
+    folder, encode = f"{store.path}/{arr.path}", arr.metadata.encode_chunk_key
+    out = np.zeros((arr.shape[0], 2), dtype=np.int64)
+    for r in range(arr.shape[0]):  # plain strings: pathlib per row costs more than the stat
+        try:
+            st = os.stat(f"{folder}/{encode((r,))}")
+            out[r] = st.st_mtime_ns, st.st_ino
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def completed_since(store: Store, previous: Optional[zarr.Group]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(completed rows, their flags (M,) bool, the stamps of :func:`completion_stamps`) of the original targets:
+    the flags of ``previous`` (an influence store of this sweep store, or None) where a row's stamp is the one it
+    recorded, and the chunk read only for the other rows. A refresh after 1% new rows decodes 1% of the flags."""
+    stamps = completion_stamps(store)
+    try:
+        old_stamps, flags = np.asarray(previous["completed_stamp"][:]), np.asarray(previous["completed_flag"][:])
+        usable = previous.attrs.get("store_fingerprint") == store.fingerprint and old_stamps.shape == stamps.shape
+    except Exception:  # none, an older format, unreadable: read every flag
+        usable = False
+    if not usable:
+        flags = completed_rows(store)
+        flags = np.isin(np.arange(store.num_rows), flags)
+        return np.flatnonzero(flags), flags, stamps
+    changed = np.flatnonzero((old_stamps != stamps).any(axis=1))
+    if len(changed):
+        arr = store.group["completed"]
+        with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):
+            for r0, r1 in _runs(changed):  # slices: zarr reads a slice much faster than single rows
+                try:
+                    flags[r0:r1] = arr[r0:r1]
+                except Exception:  # a damaged chunk: row by row, a damaged one is not completed (a warning)
+                    for r in range(r0, r1):
+                        got = store._row("completed", r)
+                        flags[r] = bool(got) if got is not None else False
+    return np.flatnonzero(flags), flags, stamps
+
+
+def _runs(rows: np.ndarray):
+    """(start, stop) of each run of consecutive ``rows``."""
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [(int(a[0]), int(a[-1]) + 1) for a in np.split(rows, cut)]
+
+
 def rows_used(store: Store, rows: np.ndarray, target_rows: Dict[str, np.ndarray],
               used: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Dict[str, List[int]]]:
     """The completed ``rows`` every original target could read (of ``used``: each aggregated target's rows used),

@@ -20,15 +20,17 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
+from datatransfer import masks
 from datatransfer.errors import AppError, WorkerError
-from datatransfer.rows.worker import Worker, cpus_allotted
+from datatransfer.launchers import cost
+from datatransfer.rows.worker import Worker, cpus_allotted, groups, models_per_process
 from datatransfer.store.claims import Claims, Found, describe_holders
 from datatransfer.store.integrity import brief
 from datatransfer.store.sweep_store import Store
@@ -50,24 +52,38 @@ def _logging_setup() -> dict:
     return {"root": root.level, "format": fmt, "levels": levels}
 
 
-def _run_row(worker: Worker, row: int) -> Tuple[str, object]:
-    """Run ``row``: ("done", whether it was computed here: False if it was complete already), ("held", the claim
-    of the live writer computing it), or ("failed", why: the traceback logged, unless it is an AppError)."""
-    try:
-        ran = worker.run_row(row) is not None
-    except AppError as e:
-        return "failed", brief(e)
-    except Exception as e:
-        log.exception("row %d failed", row)
-        return "failed", brief(e)
+def _outcome(worker: Worker, row: int, result) -> Tuple[str, object]:
+    """What a worker's result for ``row`` is: ("done", whether it was computed here: False if it was complete
+    already), ("held", the claim of the live writer computing it), or ("failed", why: the traceback logged, unless
+    it is an AppError)."""
+    if isinstance(result, BaseException):
+        if not isinstance(result, AppError):
+            log.error("row %d failed", row, exc_info=result)
+        return "failed", brief(result)
     if row in worker.held:
         return "held", worker.held.pop(row)
-    return "done", ran
+    return "done", result is not None
+
+
+def _run_group(worker: Worker, rows: List[int]) -> Iterator[Tuple[int, str, object]]:
+    """Run ``rows`` (together where the row kind can: compute.models_per_process): (row, kind, value) for each as it
+    is committed or skipped (:func:`_outcome`). Should the group's shared training fail, every row not yet answered
+    failed with it."""
+    pending = [int(r) for r in rows]
+    try:
+        for row, result in worker.run_group(pending):
+            pending.remove(row)
+            yield (row, *_outcome(worker, row, result))
+    except Exception as e:
+        if not isinstance(e, AppError):
+            log.exception("rows %s failed", pending)
+        for row in pending:
+            yield row, "failed", brief(e)
 
 
 def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, added_targets) -> None:
-    """A worker process: builds its Worker once (datasets loaded once, not once per row), then runs each row it is
-    sent until it is sent None (or the launcher is gone), answering on ``conn`` after each."""
+    """A worker process: builds its Worker once (datasets loaded once, not once per row), then runs each group of
+    rows it is sent until it is sent None (or the launcher is gone), answering on ``conn`` after each row."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's: it stops the workers
     logging.basicConfig(level=log_setup["root"], format=log_setup["format"], stream=sys.stdout)
     for name, level in log_setup["levels"].items():
@@ -82,17 +98,17 @@ def _serve(conn: Connection, cfg, path: str, threads: int, log_setup: dict, adde
     conn.send(("ready", None))
     while True:
         try:
-            row = conn.recv()
+            rows = conn.recv()
         except (EOFError, OSError):  # the launcher is gone
             return
-        if row is None:
+        if rows is None:
             worker.close()
             return
-        kind, value = _run_row(worker, row)
-        try:
-            conn.send((kind, (row, value)))
-        except OSError:  # the launcher is gone
-            return
+        for row, kind, value in _run_group(worker, rows):
+            try:
+                conn.send((kind, (row, value)))
+            except OSError:  # the launcher is gone
+                return
 
 
 def _exit_reason(code: int) -> str:
@@ -110,7 +126,7 @@ def _exit_reason(code: int) -> str:
 class _Proc:
     process: mp.Process
     conn: Connection
-    row: Optional[int] = None  # the row it was given and has not answered for
+    rows: List[int] = field(default_factory=list)  # the rows it was given and has not answered for
     ready: bool = False  # its Worker was built
     stopping: bool = False  # it was told to exit
     closed: bool = False  # its pipe is closed (it exited)
@@ -119,7 +135,8 @@ class _Proc:
 class _Supervisor:
     """``size`` worker processes running ``rows``; :meth:`run` returns the failed rows (row -> why)."""
 
-    def __init__(self, args: tuple, size: int):
+    def __init__(self, args: tuple, size: int, group: int = 1):
+        self.group = group  # rows sent to a worker at once (compute.models_per_process)
         self.ctx = mp.get_context("spawn")  # a fresh interpreter per worker, no torch state forked from the parent
         self.args, self.size = args, size
         self.procs: List[_Proc] = []
@@ -162,17 +179,16 @@ class _Supervisor:
 
     def _assign(self, todo: List[int]) -> None:
         for w in self.procs:  # rows go to workers ready for them: a slow start holds none up
-            if not w.ready or w.row is not None or w.stopping or w.closed:
+            if not w.ready or w.rows or w.stopping or w.closed:
                 continue
-            row = todo.pop() if todo else None
+            rows = [todo.pop() for _ in range(min(self.group, len(todo)))]
             try:
-                w.conn.send(row)
+                w.conn.send(rows or None)
             except OSError:  # it is gone: its exit is handled below
-                if row is not None:
-                    todo.append(row)
+                todo.extend(reversed(rows))
                 w.closed = True
                 continue
-            w.row, w.stopping = row, row is None
+            w.rows, w.stopping = rows, not rows
 
     def _read(self, w: _Proc, on_done: Callable[[int, bool], None]) -> None:
         """Every answer ``w`` has sent."""
@@ -181,15 +197,16 @@ class _Supervisor:
                 kind, value = w.conn.recv()
                 if kind == "ready":
                     w.ready = True
-                elif kind == "done":
-                    w.row = None
-                    on_done(int(value[0]), bool(value[1]))
-                elif kind == "held":
-                    w.row = None
-                    self.held[int(value[0])] = value[1]
-                elif kind == "failed":
-                    w.row = None
-                    self._fail(int(value[0]), value[1])
+                elif kind in ("done", "held", "failed"):
+                    row = int(value[0])
+                    if row in w.rows:
+                        w.rows.remove(row)
+                    if kind == "done":
+                        on_done(row, bool(value[1]))
+                    elif kind == "held":
+                        self.held[row] = value[1]
+                    else:
+                        self._fail(row, value[1])
                 elif kind == "init_failed":
                     error, text = value
                     self.init_error = error or WorkerError(f"a worker process could not start: {text}")
@@ -205,9 +222,9 @@ class _Supervisor:
         self.procs.remove(w)
         w.conn.close()
         code = w.process.exitcode
-        if w.row is not None:
-            self._fail(w.row, f"its worker process {w.process.pid} {_exit_reason(code)} while running it")
-        elif not w.stopping:
+        for row in w.rows:
+            self._fail(row, f"its worker process {w.process.pid} {_exit_reason(code)} while running it")
+        if not w.rows and not w.stopping:
             log.error("worker process %d %s%s", w.process.pid, _exit_reason(code),
                       "" if w.ready else " before it was ready")
         if todo and w.ready and self.starts < self.limit and self.init_error is None:
@@ -236,15 +253,15 @@ def _run_here(cfg, store: Store, rows: List[int], threads: int, on_done: Callabl
     worker = Worker(cfg, str(store.path), threads, store.scope)
     failed: Dict[int, str] = {}
     try:
-        for row in rows:
-            kind, value = _run_row(worker, row)
-            if kind == "done":
-                on_done(row, bool(value))
-            elif kind == "held":
-                held[row] = value
-            else:
-                failed[row] = str(value)
-                log.error("row %d failed: %s", row, value)
+        for group in groups(rows, worker.models_per_process):
+            for row, kind, value in _run_group(worker, group):
+                if kind == "done":
+                    on_done(row, bool(value))
+                elif kind == "held":
+                    held[row] = value
+                else:
+                    failed[row] = str(value)
+                    log.error("row %d failed: %s", row, value)
     finally:
         worker.close()
     return failed
@@ -296,7 +313,7 @@ def run_local(cfg, store: Store, plan: Optional[Tuple[List[int], Dict[int, Optio
             failed = _run_here(cfg, store, rows, threads, tick, meanwhile)
         else:
             args = (cfg, str(store.path), threads, _logging_setup(), store.scope)
-            supervisor = _Supervisor(args, workers)
+            supervisor = _Supervisor(args, workers, models_per_process(cfg, store.scope))
             failed = supervisor.run(rows, tick)
             meanwhile = supervisor.held
     finally:
@@ -332,13 +349,21 @@ def summary(store: Store) -> str:
     return "\n".join(lines)
 
 
+def _log_cost(cfg, store: Optional[Store], rows: int) -> None:
+    """The dry run's cost lines (launchers/cost.py) for ``rows`` rows in this launcher's worker processes."""
+    workers = local_workers(cfg)
+    for line in cost.estimate(cfg, store, rows, max(1, cpus_allotted() // workers), workers).lines():
+        log.info("%s", line)
+
+
 class LocalLauncher:
     """``launcher=local``: the store's missing rows, here, in ``launcher.workers`` processes (progress bar)."""
 
     def run(self, cfg, store: Store | None, overrides=()) -> None:
         if store is None:
             log.info("dry run: would create %s and run its %d rows here in %d worker process(es)", cfg.store.path,
-                     cfg.sweep.num_models, local_workers(cfg))
+                     masks.num_rows(cfg), local_workers(cfg))
+            _log_cost(cfg, None, masks.num_rows(cfg))
             return
         plan = rows_to_run(cfg, store)
         todo, held = len(plan[0]), plan[1]
@@ -348,6 +373,7 @@ class LocalLauncher:
             log.info("%s", describe_holders(held))
         if cfg.launch.dry_run:
             log.info("dry run: would run %d rows here in %d worker process(es)", todo, local_workers(cfg))
+            _log_cost(cfg, store, todo)
             return
         start = time.perf_counter()
         try:

@@ -3,6 +3,8 @@
 
 - ``random_subsets`` (``random_subsets.py``): a random subset of the classes per row, as in the paper;
 - ``example_subsets`` (``examples.py``): the units are source images (which: ``select``), random subsets as above;
+- ``counterfactual`` (``counterfactual.py``): keep-lists that remove the units an influence store ranks lowest,
+  highest or at random, baselines (``handpicked.py``), and single influencers of debugged examples;
 - ``seeds.py``: the per-row random streams (masks, training seeds) every kind shares.
 
 A new sweep kind: a module with ``masks(sweep_cfg, num_units) -> bool (rows, units)``, listed in ``GENERATORS``.
@@ -12,15 +14,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from datatransfer.masks import examples, random_subsets
+from datatransfer.masks import counterfactual, examples, random_subsets
 from datatransfer.masks.random_subsets import mask_matrix, row_mask
 from datatransfer.masks.seeds import row_seed
 
-GENERATORS = {"random_subsets": random_subsets.masks, "example_subsets": examples.masks}
+GENERATORS = {"random_subsets": random_subsets.masks, "example_subsets": examples.masks,
+              "counterfactual": counterfactual.masks}
 
-__all__ = ["GENERATORS", "mask_matrix", "matrix", "row_mask", "row_seed"]
+__all__ = ["GENERATORS", "mask_matrix", "matrix", "num_rows", "row_mask", "row_seed"]
 
 
 def matrix(sweep, num_units: int) -> np.ndarray:
     """Bool (rows, units): the masks of the sweep that ``sweep`` (the config section) describes."""
     return GENERATORS[str(sweep.get("kind", "random_subsets"))](sweep, num_units)
+
+
+def num_rows(cfg) -> int:
+    """Rows of the sweep that ``cfg`` (the whole launch config) describes, from the config alone."""
+    if str(cfg.sweep.get("kind", "random_subsets")) == "counterfactual":
+        return counterfactual.num_rows(cfg.counterfactual)
+    return int(cfg.sweep.num_models)

@@ -4,7 +4,7 @@ models got each example wrong (from the influence store, or the sweep store's pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -76,3 +76,21 @@ def _prediction_counts(inf: Influence, store: Store, t: str, mode: str) -> np.nd
         p = np.clip(data[:, m, :], -1, n_classes - 1)  # -1: fill value of an unwritten row
         np.add.at(counts, (np.broadcast_to(np.arange(len(labels)), p.shape), p), 1)
     return counts[:, :n_classes]  # drop the -1 column
+
+
+def counterfactual_results(store_path: Optional[str]) -> List[Tuple[Path, Dict[str, Any], List[Dict[str, str]]]]:
+    """(folder, about.json, best_k.csv rows) of each counterfactual result folder beside the sweep store
+    ``store_path``: ``<parent>/counterfactual/`` and ``<parent>/*/counterfactual/``, in name order."""
+    import csv
+    import json
+
+    if not store_path:
+        return []
+    parent = Path(store_path).parent
+    out = []
+    for folder in sorted([parent / "counterfactual", *parent.glob("*/counterfactual")]):
+        if (folder / "about.json").is_file() and (folder / "best_k.csv").is_file():
+            with open(folder / "best_k.csv", newline="") as f:
+                best = list(csv.DictReader(f))
+            out.append((folder, json.loads((folder / "about.json").read_text()), best))
+    return out

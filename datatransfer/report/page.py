@@ -19,7 +19,7 @@ from datatransfer.config import ReportConfig
 from datatransfer.influence.reader import Influence
 from datatransfer.report.headline import headline, headline_lines
 from datatransfer.report.markup import KIND_TEXT, esc
-from datatransfer.report.sections import Sections, target_section
+from datatransfer.report.sections import Sections, counterfactual_section, target_section
 from datatransfer.store.sweep_store import Store
 
 
@@ -49,6 +49,7 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
     summary.headline_lines = headline_lines(summary.headline)
     r = Sections(inf, store, kind, settings, out)
     sections = [target_section(r, t) for t in inf.targets]
+    sections.append(counterfactual_section(r, inf.attrs.get("store")))  # "" when there are none
     summary.figures, summary.csvs = r.figures, r.csvs
     (out / "headline.txt").write_text("\n".join(summary.headline_lines) + "\n")
     summary.index.write_text(_page(inf, kind, summary, sections))

@@ -284,3 +284,57 @@ def _examples(r: Sections, t: str, mode: str, images, captions) -> str:
         f"with the highest positive weights (including them raises the {r.what}: near-copies of the target image "
         f"are leaks) and the most negative ones (including them lowers it: images labelled against what they show "
         f"are misleading); above each, its weight and its source label.")
+
+
+def counterfactual_section(r: Sections, store_path: Optional[str]) -> str:
+    """Counterfactual results found beside the sweep store (``<store parent>/counterfactual/`` and
+    ``<store parent>/*/counterfactual/``, written by ``python -m aggregate.counterfactual``): their figures and
+    tables copied into the report, with the best-k table (paper Fig. 2a, Table 2b, Fig. 6 right); "" when none."""
+    import shutil
+
+    from datatransfer.report.inputs import counterfactual_results
+
+    found = counterfactual_results(store_path)
+    if not found:
+        return ""
+    parts = ['<h2 id="counterfactual">Counterfactual experiments: removing source classes</h2>']
+    for i, (folder, about, best) in enumerate(found):
+        tag = f"counterfactual{i + 1}"
+        copied = {}
+        for name in ("accuracy_vs_k.png", "example_predictions.png", "accuracy.csv", "summary.csv", "best_k.csv",
+                     "examples.csv", "example_shares.csv"):
+            if (folder / name).is_file():
+                copied[name] = shutil.copyfile(folder / name, r.out / f"{tag}_{name}")
+        r.csvs += [p for n, p in copied.items() if n.endswith(".csv")]
+        r.figures += [p for n, p in copied.items() if n.endswith(".png")]
+        inf = about.get("influence") or {}
+        parts.append(f"<h3>Target <code>{esc(about.get('target'))}</code>, classes ranked by {esc(about.get('mode'))}"
+                     f"-mode influences ({esc(about.get('kind'))})</h3><p>Store <code>{esc(about.get('store'))}"
+                     f"</code>, {about.get('rows_completed')} of {about.get('rows_planned')} models; influences from "
+                     f"<code>{esc(inf.get('path'))}</code> ({inf.get('rows_used')} rows, fingerprint "
+                     f"{esc(inf.get('fingerprint'))}).</p>")
+        csvs = [p.name for n, p in copied.items() if n.endswith(".csv")]
+        if "accuracy_vs_k.png" in copied:
+            parts.append(r.figure(copied["accuracy_vs_k.png"], "Accuracy after removing source classes (paper "
+                                  "Fig. 2a)", "Target test accuracy of models pretrained without the k source "
+                                  "classes of most negative (bottom), most positive (top) or random influence; "
+                                  "mean and std band over runs. Lines: the full source and the hand-picked "
+                                  "classes.", csvs))
+        rows = "".join(f"<tr><td>{esc(b['mode'])}</td><td>{esc(b['source'])}</td><td>{esc(b['k'])}</td>"
+                       f"<td>{100 * float(b['mean']):.2f} &plusmn; {100 * float(b['std'] or 'nan'):.2f}</td>"
+                       f"<td>{esc(b['n'])}</td><td>{100 * float(b['diff_to_full']):+.2f} "
+                       f"[{100 * float(b['ci_low']):+.2f}, {100 * float(b['ci_high']):+.2f}]</td></tr>"
+                       for b in best)
+        parts.append("<p><b>Best k (paper Table 2b).</b> Accuracy (%) and difference to the full source (pp, 95% "
+                     "Welch interval). The best k is chosen on the same runs, so its gain is optimistic.</p>"
+                     "<table border=1 cellpadding=3><tr><th>mode</th><th>source</th><th>k removed</th>"
+                     f"<th>accuracy</th><th>n</th><th>vs full</th></tr>{rows}</table>")
+        if "example_predictions.png" in copied:
+            s = about.get("shares") or {}
+            parts.append(r.figure(copied["example_predictions.png"], "Debugging a mistake (paper Fig. 6 right, "
+                                  "Appendix E.4)", f"Per debugged example, the classes predicted by models "
+                                  f"trained without its most negative influencer and by full-source models. Of "
+                                  f"{s.get('n')} examples, {s.get('more_often')} are predicted correctly more "
+                                  f"often without it, {s.get('less_often')} less often, {s.get('equally')} "
+                                  f"equally often.", csvs))
+    return "\n".join(parts)

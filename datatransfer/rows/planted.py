@@ -67,7 +67,7 @@ class PlantedRows:
     def __init__(self, cfg):
         self.cfg = cfg
         self.planted = cfg.row  # PlantedRowConfig
-        self.truth = truth(self.planted, cfg.sweep.alpha)
+        self.truth = truth(self.planted, cfg.sweep.get("alpha", 0.5))  # a counterfactual sweep has no alpha
         self.labels = {t: labels(self.planted, t) for t in self.truth}
 
     def runnable(self, row: int) -> bool:

@@ -4,7 +4,7 @@ every target in every mode, and record every test example's outputs."""
 from __future__ import annotations
 
 import time
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from datatransfer.store import layout
 from datatransfer.train import backbones
 from datatransfer.train.checkpoint import RowCheckpoint
 from datatransfer.train.loop import Runtime
-from datatransfer.train.source import train_source
+from datatransfer.train.source import train_source, train_sources
 
 
 class TrainedRows:
@@ -44,9 +44,25 @@ class TrainedRows:
         seed = row_seed(self.seed, row)
         model, stats = train_source(self.source, mask, seed, self.model_cfg, self.recipe, self.rt, checkpoint,
                                     self.unit_index)
+        return self._finish(row, seed, model, stats, time.perf_counter() - start)
+
+    def run_group(self, rows: Sequence[int], masks: Sequence[np.ndarray],
+                  checkpoints: Sequence[Optional[RowCheckpoint]]) -> Iterator[Tuple[int, Row]]:
+        """The batched runner: the rows' source models train together (``train_sources``), then each is transferred
+        and yielded in turn, so the caller commits it before the next one's transfer starts."""
+        start = time.perf_counter()
+        seeds = [row_seed(self.seed, r) for r in rows]
+        trained = train_sources(self.source, masks, seeds, self.model_cfg, self.recipe, self.rt, checkpoints)
+        shared = (time.perf_counter() - start) / max(1, len(rows))  # each row's share of the group's training
+        for row, seed, (model, stats) in zip(rows, seeds, trained):
+            yield row, self._finish(row, seed, model, stats, shared)
+
+    def _finish(self, row: int, seed: int, model, stats: dict, seconds_so_far: float) -> Row:
+        """Save the source model if asked, transfer it to every target, evaluate."""
+        start = time.perf_counter()
         if self.backbone_store is not None:
             backbones.save(layout.backbone(self.backbone_store, row), model, self.model_cfg, self.source.channels,
                            {"row": int(row), "seed": seed, "source_accuracy": stats["source_accuracy"]})
         outputs, predictions = self.transfer(model, seed)
-        stats["total_seconds"] = time.perf_counter() - start
+        stats["total_seconds"] = seconds_so_far + time.perf_counter() - start
         return Row(outputs, predictions, stats)

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from datatransfer import data, masks
 from datatransfer.config import row_defining, validate
+from datatransfer.errors import ConfigError
 from datatransfer.masks import examples
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import StoreSpec, TargetSpec
@@ -44,6 +45,8 @@ def store_spec(cfg) -> StoreSpec:
     unit_names, targets, modes, unit_index = _units_and_targets(cfg)
     resolved = resolved_config(cfg)
     sw = cfg.sweep
+    if sw.kind == "counterfactual":
+        return _counterfactual_spec(cfg, resolved, unit_names, targets, modes)
     return StoreSpec(
         config=resolved,
         sweep_defining=defining(resolved, row_defining(cfg)),
@@ -56,6 +59,29 @@ def store_spec(cfg) -> StoreSpec:
         code_version=code_version(),
         unit_index=unit_index,
     )
+
+
+def _counterfactual_spec(cfg, resolved, unit_names, targets, modes) -> StoreSpec:
+    """A counterfactual sweep's spec: its keep-masks come from the influence store, read only when the store is
+    created (an existing store keeps the masks it was created with, whatever the influence store holds now).
+    The counterfactual package is imported here, at call time: it reads influence stores, a later stage."""
+    spec = StoreSpec(config=resolved, sweep_defining={k: resolved[k] for k in row_defining(cfg)},
+                     unit_names=unit_names, targets=targets, modes=modes, output_kinds=list(cfg.sweep.outputs),
+                     masks=np.zeros((0, len(unit_names)), dtype=bool), unit=cfg.sweep.unit,
+                     code_version=code_version())
+    if Path(cfg.store.path).exists():
+        return spec  # reopened: only its fingerprint is compared
+    from datatransfer.counterfactual.plan import make_plan, store_extras
+
+    names = [t.name for t in targets]
+    if cfg.counterfactual.target not in names:
+        raise ConfigError(f"counterfactual.target: {cfg.counterfactual.target!r} is not one of this sweep's "
+                          f"targets {names}; add it to targets")
+    t = targets[names.index(cfg.counterfactual.target)]
+    plan = make_plan(cfg, unit_names, t.labels, t.class_names)
+    spec.masks = plan.masks
+    spec.extra_attrs, spec.extra_arrays = store_extras(plan)
+    return spec
 
 
 def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str], Optional[np.ndarray]]:

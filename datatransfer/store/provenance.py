@@ -40,7 +40,7 @@ ARRAYS = {"start_time": ("float64", np.nan), "end_time": ("float64", np.nan), "t
 LIBRARIES = ("torch", "zarr", "numpy", "ffcv")
 SLURM = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
          "slurm_array_task_id": "SLURM_ARRAY_TASK_ID"}
-INFO_KEYS = ("code_version", "host", "device", "libraries", *SLURM)
+INFO_KEYS = ("code_version", "host", "device", "models_per_process", "libraries", *SLURM)
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,6 +81,10 @@ class RowRun:
     start_time: float = math.nan  # unix seconds when the row started (before its training)
     device: str = ""  # e.g. "cuda:0", "cpu"
     threads: int = -1  # torch intra-op threads; -1: this process's count, if torch is imported
+    # rows trained together in one process (compute.models_per_process; a batched row is bitwise reproducible for
+    # the same K and group composition). Rows of a group: start_time is the previous row's commit (the first: the
+    # group's start), so that end - start summed over a group is its wall time.
+    models: int = 1
 
 
 def record(run: Optional[RowRun] = None) -> Dict[str, Any]:
@@ -90,7 +94,8 @@ def record(run: Optional[RowRun] = None) -> Dict[str, Any]:
     if threads < 0 and "torch" in sys.modules:
         threads = sys.modules["torch"].get_num_threads()
     info = {"code_version": code_version(), "host": socket.gethostname(), "device": str(run.device),
-            "libraries": library_versions(), **{k: os.environ.get(v, "") for k, v in SLURM.items()}}
+            "models_per_process": int(run.models), "libraries": library_versions(),
+            **{k: os.environ.get(v, "") for k, v in SLURM.items()}}
     return {"start_time": float(run.start_time), "end_time": time.time(), "threads": int(threads),
             "info": json.dumps(info, sort_keys=True)}
 
@@ -105,7 +110,8 @@ def create_arrays(root: zarr.Group, m: int) -> None:
 def unpack(values: Mapping[str, Any]) -> Dict[str, Any]:
     """A row's provenance as a dict, from the values read of its arrays (absent: unknown). Every key is always
     there: ``start_time``, ``end_time`` (NaN when unknown), ``threads`` (-1), ``code_version``, ``host``,
-    ``device``, ``slurm_job_id``, ``slurm_array_job_id``, ``slurm_array_task_id`` ("") and ``libraries`` ({})."""
+    ``device``, ``models_per_process``, ``slurm_job_id``, ``slurm_array_job_id``, ``slurm_array_task_id`` ("") and
+    ``libraries`` ({})."""
     out: Dict[str, Any] = {name: values.get(name, fill) for name, (_, fill) in ARRAYS.items() if name != "info"}
     out["start_time"], out["end_time"] = float(out["start_time"]), float(out["end_time"])
     out["threads"] = int(out["threads"])

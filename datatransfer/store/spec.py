@@ -8,9 +8,9 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import zarr
@@ -69,6 +69,10 @@ class StoreSpec:
     num_rows: int = -1  # with a mask function: M
     pack_masks: Optional[bool] = None  # None: bit-packed when units >= mask_bits.PACK_MIN_UNITS
     unit_index: Optional[np.ndarray] = None  # example units: each unit's index in the source's train split
+    # What a sweep kind adds (optional parts of the format, docs/store-format.md): root attributes, and arrays by
+    # path ("group/name") -> (data, dimension names, attributes). A counterfactual sweep's metadata goes here.
+    extra_attrs: Dict[str, Any] = field(default_factory=dict)
+    extra_arrays: Dict[str, Tuple[np.ndarray, Tuple[str, ...], Dict[str, Any]]] = field(default_factory=dict)
 
 
 # ---- the layout a spec creates (docs/store-format.md) ---------------------------------------------------------------
@@ -118,8 +122,14 @@ def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
             "output_kinds": kinds,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "code_version": spec.code_version,
+            **spec.extra_attrs,
         }
     )
+    for name, (values, dims, attributes) in spec.extra_arrays.items():
+        group, _, leaf = name.rpartition("/")
+        parent = root.require_group(group) if group else root
+        values = np.asarray(values)
+        parent.create_array(leaf, data=values, chunks=values.shape, dimension_names=dims, attributes=attributes)
     mask_bits.create(root, m, u, masks, spec.pack_masks)
     if spec.unit_index is not None:
         root.create_array("unit_index", data=np.asarray(spec.unit_index, dtype=np.int64), dimension_names=("unit",))

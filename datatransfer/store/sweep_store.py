@@ -25,7 +25,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import zarr
@@ -277,6 +277,18 @@ class Store:
         with os.scandir(folder) as it:
             stats = [e.stat() for e in it if e.is_file()]
         return np.array([st.st_mtime for st in stats if st.st_size > 0], dtype=np.float64)
+
+    def row_times(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(wall seconds, torch threads) of each completed row whose provenance has both times (format version 2;
+        none for version 1): end_time - start_time, as the worker recorded them."""
+        if self.format_version < 2:
+            return np.zeros(0), np.zeros(0, dtype=np.int32)
+        with zarr.config.set({"async.concurrency": 64}):
+            start, end = (np.asarray(self._rows(f"{provenance.GROUP}/{n}"), dtype=np.float64)
+                          for n in ("start_time", "end_time"))
+            threads = np.asarray(self._rows(f"{provenance.GROUP}/threads"))
+        ok = self.completed() & np.isfinite(start) & np.isfinite(end)
+        return (end - start)[ok], threads[ok].astype(np.int32)
 
     def provenance(self, row: int) -> Dict[str, Any]:
         """Where and how row ``row`` was computed (docs/store-format.md, "Row provenance"): ``start_time``,

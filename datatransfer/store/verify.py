@@ -188,12 +188,32 @@ def _expected_masks(store: Store) -> Tuple[Optional[np.ndarray], str]:
     if not isinstance(sweep, dict):
         return None, "masks not compared: the stored config has no sweep section"
     kind = str(sweep.get("kind", "random_subsets"))
+    if kind == "counterfactual":
+        return _recorded_counterfactual(store, sweep)
     if kind not in masks.GENERATORS:
         return None, f"masks not compared: sweep kind {kind!r} is not known to this code"
     try:
         return masks.matrix(structured({"sweep": sweep}).sweep, len(store.unit_names)), ""
     except Exception as e:  # a config this code's schema or generator does not take
         return None, f"masks not compared: the stored sweep config does not give masks here ({brief(e)})"
+
+
+def _recorded_counterfactual(store: Store, sweep: dict) -> Tuple[Optional[np.ndarray], str]:
+    """A counterfactual store's keep-masks, from its config and what it recorded at creation (the ranking, the
+    hand-picked classes, the debugged examples' influencers): the influence store is not read."""
+    from datatransfer.config import structured
+    from datatransfer.masks import counterfactual as cfm
+
+    try:
+        cf = structured({"sweep": sweep, "counterfactual": store.attrs["config"].get("counterfactual") or {}})
+        rec = store.attrs["counterfactual"]
+        influence = np.asarray(store.array("counterfactual/unit_influence")[:], dtype=np.float64)
+        units = list(rec["handpicked"]["units"])
+        picked = np.isin(store.unit_names, units) if units else None
+        pairs = [(int(e["example"]), int(e["unit"])) for e in rec["examples"]]
+        return cfm.keep_masks(cf.counterfactual, influence, picked, pairs)[0], ""
+    except Exception as e:  # a record this code cannot read, damaged arrays
+        return None, f"masks not compared: the counterfactual record does not give masks here ({brief(e)})"
 
 
 def _compare_masks(store: Store, report: Report) -> Optional[np.ndarray]:

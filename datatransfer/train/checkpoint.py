@@ -54,6 +54,10 @@ class RowCheckpoint:
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
+        self.write(state)
+
+    def write(self, state: dict) -> None:
+        """Save ``state`` (as :meth:`save` builds it) atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
         torch.save(state, tmp)

@@ -74,6 +74,7 @@ def fit(
     freeze_bn: bool = False,
     resolution: Optional[Callable[[int], int]] = None,
     tag: str = "",
+    models: int = 1,
 ) -> None:
     """Minibatch training of ``params`` (default: every parameter of ``model``) on ``loader``'s batches with
     ``recipe``'s optimizer and per-iteration LR schedule.
@@ -81,6 +82,8 @@ def fit(
     ``freeze_bn`` keeps batch-norm layers in eval mode; ``resolution(epoch)`` sets the loader's image side each
     epoch (progressive resizing). With a checkpoint, training resumes after its last saved epoch (the loader's
     order continues from that epoch too) and saves after every epoch. ``tag`` names the run in debug logs.
+    ``models``: how many models ``model`` stacks (``stacked.StackedNet``, whose logits and labels come K batches
+    one after the other): the loss is then the sum of their mean losses, so each model gets its own gradient.
     """
     opt = make_optimizer(model.parameters() if params is None else params, recipe)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp)  # disabled: a pass-through
@@ -111,6 +114,8 @@ def fit(
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
                 loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                if models != 1:
+                    loss = loss * models
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

@@ -112,7 +112,8 @@ def test_importing_the_config_package_registers_nothing():
             "assert 'base_config.yaml' not in repo and 'row' not in repo, sorted(repo)\n"
             "config.register()\n"
             "assert 'base_config.yaml' in repo and set(repo['row']) == {'base_trained.yaml', 'base_planted.yaml'}\n"
-            "assert set(repo['sweep']) == {'base_random_subsets.yaml', 'base_example_subsets.yaml'}\n")
+            "assert set(repo['sweep']) == {'base_random_subsets.yaml', 'base_example_subsets.yaml',"
+            " 'base_counterfactual.yaml'}\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 

@@ -101,7 +101,9 @@ def test_a_mini_sweep_on_slurm_equals_the_local_launcher(cluster, tmp_path):
     from datatransfer.store.open import open_store
 
     slurm_store, local_store = tmp_path / "slurm.zarr", tmp_path / "local.zarr"
-    sweep = [*TINY, "sweep.num_models=2", "model.width=8"]
+    # one row a time on both sides: a batched group (compute.models_per_process) sums in another order than a row
+    # alone, so bitwise equality needs the same groups (docs/configuration.md, "Determinism")
+    sweep = [*TINY, "sweep.num_models=2", "model.width=8", "compute.models_per_process=1"]
     cfg = compose([*sweep, f"store.path={local_store}"])
     # the torch threads of the local launcher's workers here (its CPUs split between them) = Slurm's CPUs per task
     threads = max(1, cpus_allotted() // min(local_workers(cfg), 2))

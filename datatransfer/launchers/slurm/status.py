@@ -165,6 +165,24 @@ def added_target_lines(store: Store) -> List[str]:
     return lines
 
 
+def _cost_lines(store: Store, c: RowCounts) -> List[str]:
+    """What the completed rows cost (their provenance times) and what the others will at the same rate."""
+    from datatransfer.launchers import cost
+
+    done = cost.spent(store)
+    if done is None:
+        size = cost.disk_bytes(store.path)
+        return [f"cost: no completed row with provenance times yet; store size on disk: {size / 1e6:.1f} MB"]
+    lines = done.lines(what="completed")
+    left = c.total - c.completed
+    if left:
+        rest = cost.Cost(left, done.seconds_per_row, "at the completed rows' mean", done.device_type, done.threads, 1)
+        unit = "CPU" if rest.device_type == "cpu" else "GPU"
+        lines.append(f"cost of the {left} rows left: {rest.device_hours:.2f} {unit}-hours "
+                     f"({cost.duration(rest.wall_seconds)} in one process)")
+    return lines
+
+
 def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCounts]:
     """The text of ``python -m launch.status`` (and the counts behind it)."""
     view = QueueView.poll(store_path)  # the queue first, then the store (see the module doc)
@@ -211,6 +229,7 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         lines.append(f"throughput: {rate * 60:.1f} rows/min over the last {_duration(window)}{eta}")
     elif todo:
         lines.append(f"throughput: no row completed in the last {_duration(window)}; ETA unknown")
+    lines.extend(_cost_lines(store, c))
     if c.failed or c.unsubmitted:
         lines.append(f"to rerun the {c.failed + c.unsubmitted} rows neither completed nor queued: "
                      f"python -m launch.resume store.path={store.path}")

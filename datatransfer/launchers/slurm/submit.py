@@ -17,7 +17,9 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from datatransfer import masks
 from datatransfer.config.launchers import job_name, validate_launcher
+from datatransfer.launchers import cost
 from datatransfer.launchers.slurm import queue as slurm_queue
 from datatransfer.launchers.slurm import resources
 from datatransfer.launchers.slurm.manifest import Manifest, SubmittedArray, new_id
@@ -64,7 +66,7 @@ def plan_rows(cfg: Any, store: Optional[Store]) -> tuple[Plan, dict, dict, str]:
     launcher = cfg.launcher
     validate_launcher(launcher, cfg)  # job name, a GPU for a CUDA recipe (the config may not come from validate())
     if store is None:
-        rows, skipped = list(range(int(cfg.sweep.num_models))), {}
+        rows, skipped = list(range(masks.num_rows(cfg))), {}
     else:
         view = QueueView.poll(store.path, accounting=False)  # the queue first, then the store (see slurm_status)
         live = view.live_rows()
@@ -104,6 +106,9 @@ def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str])
         resources.check(cfg.launcher)  # one sinfo call: refuses a request no node of the partition can ever run
     log.info("%s", text)
     if cfg.launch.dry_run or store is None:
+        parallel = min(int(cfg.launcher.array_parallelism) or plan.num_tasks, plan.num_tasks)
+        for line in cost.estimate(cfg, store, plan.num_rows, int(cfg.launcher.cpus_per_task) or 1, parallel).lines():
+            log.info("%s", line)
         log.info("dry run: nothing submitted")
         return None
 

@@ -1,0 +1,139 @@
+"""Models per CPU-hour (or GPU-hour) of the mini recipe: the batched row runner against today's one-row-at-a-time
+runner, side by side in one process (same data, recipe, rows and thread count), interleaved.
+
+    python bench/models_per_hour.py [--ks 2,4] [--rows 4] [--repeats 5] [--threads 1] [--device cpu]
+                                    [--override train.epochs=1 ...]
+
+Each repeat runs the same ``--rows`` rows (the mini sweep's rows 0.., their own masks and seeds) once with each
+runner: ``TrainedRows.run`` row after row (today's runner: one source model, then its transfers), and
+``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then each
+transferred). The order of the runners rotates from repeat to repeat, since a shared machine's speed drifts. A CPU-hour
+is the CPU time this process used (``time.process_time``: robust to other processes on a shared machine, which
+wall time is not): models per CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time.
+Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
+to today's runner with its min..max; also how each runner's time splits between source training and the rest
+(transfers, evaluation). With ``$OUT`` set, writes ``$OUT/models_per_hour.json``; ``--save`` writes the result where
+``launch.dry_run`` reads its seconds per row (``bench/results/models_per_hour-<device>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datatransfer.config import compose
+from datatransfer.masks import row_mask
+from datatransfer.rows.trained import TrainedRows
+from datatransfer.train.loop import make_runtime
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_once(rows_runner: TrainedRows, masks, rows, k: int) -> tuple:
+    """(CPU seconds of this process, wall seconds, source-training wall seconds summed over rows) for ``rows`` in
+    groups of ``k`` (k=1: today's runner, ``run`` row after row)."""
+    cpu, start = time.process_time(), time.perf_counter()
+    done = {}
+    if k == 1:
+        for r in rows:
+            done[r] = rows_runner.run(r, masks[r])
+    else:
+        for i in range(0, len(rows), k):
+            group = rows[i:i + k]
+            done.update(rows_runner.run_group(group, [masks[r] for r in group], [None] * len(group)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+    run_once.accuracies = {r: accuracies(rows_runner, row) for r, row in done.items()}
+    return cpu, wall, sum(row.stats["train_seconds"] for row in done.values())
+
+
+def accuracies(rows_runner: TrainedRows, row) -> list:
+    """[source accuracy, then each target's test accuracy per mode] of a computed row."""
+    out = [row.stats["source_accuracy"]]
+    for key, target in rows_runner.transfer.datasets.items():
+        out.extend((row.predictions[key] == target.labels("test")[None, :]).mean(axis=1).tolist())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", default="2,4", help="group sizes of the batched runner (today's runner is K=1)")
+    ap.add_argument("--rows", type=int, default=4, help="rows per runner per repeat (a multiple of every K)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--override", nargs="*", default=[], help="config overrides, e.g. train.epochs=1")
+    ap.add_argument("--save", action="store_true", help=f"write the result to {RESULTS}/ for launch.dry_run")
+    args = ap.parse_args()
+    ks = [1] + [int(k) for k in args.ks.split(",") if k.strip() and int(k) > 1]
+    cfg = compose([f"compute.device={args.device}", *args.override])
+    rt = make_runtime(cfg.compute.device, cfg.train.amp, args.threads)
+    runner = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
+
+    masks = {r: row_mask(int(cfg.sweep.seed), r, runner.source.num_classes, float(cfg.sweep.alpha))
+             for r in range(args.rows)}
+    rows = list(range(args.rows))
+    unit = "GPU" if rt.device.type == "cuda" else "CPU"
+    print(f"models per {unit}-hour, experiment=mini {' '.join(args.override)}: {args.rows} rows per runner, "
+          f"{args.repeats} repeats, torch threads {rt.threads}, device {rt.device}, K = {ks}", flush=True)
+    run_once(runner, masks, rows[:1], 1)  # warm-up (first-call allocations, oneDNN primitive caches)
+    cpus, walls, trains, accs = ({k: [] for k in ks} for _ in range(4))
+    for rep in range(args.repeats):
+        order = ks[rep % len(ks):] + ks[:rep % len(ks)]
+        for k in order:
+            cpu, wall, train = run_once(runner, masks, rows, k)
+            cpus[k].append(cpu)
+            walls[k].append(wall)
+            trains[k].append(train)
+            accs[k].extend(run_once.accuracies[r] for r in rows)
+        print(f"  repeat {rep + 1}: " + ", ".join(f"K={k} {cpus[k][-1] / args.rows:.2f} CPU-s/row "
+                                                  f"({walls[k][-1] / args.rows:.2f} s wall)" for k in ks), flush=True)
+    # CPU-hours: the CPU time this process used (robust to other processes on a shared machine); GPU-hours: wall
+    hours = {k: [c / 3600 for c in cpus[k]] if unit == "CPU" else [w / 3600 for w in walls[k]] for k in ks}
+    per_hour = {k: [args.rows / h for h in hours[k]] for k in ks}
+    result = {"device": str(rt.device), "device_type": rt.device.type, "threads": rt.threads, "unit": unit,
+              "host": platform.node(), "overrides": args.override, "rows": args.rows, "repeats": args.repeats,
+              "time": time.time(), "runners": {}}
+    for k in ks:
+        ratios = [per_hour[k][i] / per_hour[1][i] for i in range(args.repeats)]
+        seconds_per_row = statistics.median(hours[k]) * 3600 / args.rows
+        share = statistics.median(t / w for t, w in zip(trains[k], walls[k]))
+        result["runners"][str(k)] = {"seconds_per_row": seconds_per_row,
+                                     "wall_seconds_per_row": statistics.median(walls[k]) / args.rows,
+                                     "models_per_hour": statistics.median(per_hour[k]),
+                                     "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                                     "ratio_max": max(ratios), "source_training_share": share}
+        name = "today's runner (K=1)" if k == 1 else f"batched K={k}"
+        print(f"{name:>22}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour "
+              f"({seconds_per_row:.2f} {unit}-s/row, "
+              f"source training {share:.0%} of the wall time); ratio to today's {statistics.median(ratios):.2f} "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} repeats)")
+    names = ["source"] + [f"{t} {m}" for t in runner.transfer.datasets for m in runner.transfer.modes]
+    base = np.array(accs[1])
+    for k in ks[1:]:  # same rows, same seeds: paired differences of accuracy, batched - today's
+        diff = np.array(accs[k]) - base
+        result["runners"][str(k)]["accuracy_difference"] = {
+            n: {"mean": float(diff[:, i].mean()), "sd": float(diff[:, i].std(ddof=1)) if len(diff) > 1 else 0.0}
+            for i, n in enumerate(names)}
+        print(f"  accuracy, batched K={k} - today's, same rows (mean +- sd over {len(diff)} row runs): " +
+              ", ".join(f"{n} {diff[:, i].mean():+.4f} +- {diff[:, i].std(ddof=1) if len(diff) > 1 else 0:.4f}"
+                        for i, n in enumerate(names)))
+    out = [Path(os.environ["OUT"]) / "models_per_hour.json"] if os.environ.get("OUT") else []
+    if args.save:
+        out.append(RESULTS / f"models_per_hour-{rt.device.type}.json")
+    for path in out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"written {path}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

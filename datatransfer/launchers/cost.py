@@ -1,0 +1,149 @@
+"""What a sweep will cost before it runs (``launch.dry_run=true``) and what it has cost so far (``launch.status``):
+rows x seconds per row, in CPU- or GPU-hours and in wall time at the requested parallelism, and the store's size.
+
+Seconds per row come from the best source there is, named in the output:
+
+1. *measured, this store*: the mean wall time of its completed rows (provenance start/end times; rows of a batched
+   group are timed so that their times add up to the group's), with the thread count they ran with;
+2. *measured, bench*: the last ``python bench/models_per_hour.py --save`` on this device kind
+   (``bench/results/models_per_hour-<cpu|cuda>.json``), for the group size the sweep will use;
+3. *estimate*: ``ESTIMATES`` below, per experiment and device kind, labelled as such (docs/performance.md says where
+   each comes from); otherwise the cost is unknown, and the output says how to measure it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+# (experiment name, device type) -> (seconds per row in one process, threads of that process, where it comes from)
+ESTIMATES = {
+    ("mini", "cpu"): (4.1, 1, "make demo on 2026-12-02: 4.1 s a row per 1-thread worker (README; machines differ 2x)"),
+    ("imagenet_transfer", "cuda"): (2160.0, 8, "~0.6 A100-hours a row, arithmetic from published timings "
+                                              "(docs/paper-scale.md, section 5), not measured"),
+}
+
+
+@dataclass
+class Cost:
+    rows: int  # rows to run (or done, for the status)
+    seconds_per_row: float  # wall seconds of one row in one process (NaN: unknown)
+    source: str  # where seconds_per_row comes from
+    device_type: str  # cpu | cuda
+    threads: int  # CPU threads of one process (CPU-hours count them)
+    parallel: int  # processes running at once
+    store_bytes: Optional[int] = None
+
+    @property
+    def device_hours(self) -> float:
+        per_process = self.threads if self.device_type == "cpu" else 1
+        return self.rows * self.seconds_per_row * per_process / 3600
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.rows * self.seconds_per_row / max(1, min(self.parallel, self.rows or 1))
+
+    def lines(self, what: str = "to run") -> List[str]:
+        unit = "CPU" if self.device_type == "cpu" else "GPU"
+        if math.isnan(self.seconds_per_row):
+            out = [f"cost: {self.rows} rows {what}; seconds per row unknown ({self.source})"]
+        else:
+            out = [f"cost: {self.rows} rows {what} x {self.seconds_per_row:.1f} s/row ({self.source}) = "
+                   f"{self.device_hours:.2f} {unit}-hours ({self.threads} thread(s) a process); wall time "
+                   f"{duration(self.wall_seconds)} at {self.parallel} process(es) in parallel"]
+        if self.store_bytes is not None:
+            out.append(f"store size on disk: {self.store_bytes / 1e6:.1f} MB")
+        return out
+
+
+def duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def disk_bytes(path) -> Optional[int]:
+    """Bytes of the files under ``path`` (None if it does not exist)."""
+    root = Path(path)
+    if not root.exists():
+        return None
+    total = 0
+    for folder, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(folder, f)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def from_store(store) -> Optional[tuple]:
+    """(mean seconds per row, median threads, how many rows) from a store's completed rows, or None."""
+    if store is None:
+        return None
+    seconds, threads = store.row_times()
+    if len(seconds) == 0:
+        return None
+    return float(np.mean(seconds)), int(np.median(threads)) if len(threads) else 1, len(seconds)
+
+
+def from_bench(device_type: str, k: int, folder: Path = BENCH_RESULTS) -> Optional[tuple]:
+    """(seconds per row, threads, label) from the last saved bench/models_per_hour.py run on this device kind, for
+    the group size nearest to ``k`` that it measured, or None."""
+    path = folder / f"models_per_hour-{device_type}.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    runners = {int(key): v for key, v in result.get("runners", {}).items()}
+    if not runners:
+        return None
+    nearest = min(runners, key=lambda m: (abs(m - k), m))
+    label = f"measured by bench/models_per_hour.py at K={nearest} on {result.get('host', '?')}"
+    return float(runners[nearest]["seconds_per_row"]), int(result.get("threads", 1)), label
+
+
+def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
+    """The cost of running ``rows`` more rows of ``cfg`` with ``parallel`` processes of ``threads`` threads."""
+    from datatransfer.rows.worker import models_per_process  # torch: not imported by launch.status
+    from datatransfer.train.loop import resolve_device
+
+    device_type = resolve_device(cfg.compute.device).type
+    size = disk_bytes(store.path) if store is not None else None
+    measured = from_store(store)
+    if measured is not None:
+        spr, used, n = measured
+        source = f"measured: mean of this store's {n} completed rows, {used} thread(s) each"
+    elif (bench := from_bench(device_type, models_per_process(cfg))) is not None:
+        spr, used, source = bench
+        source += f", {used} thread(s)"
+    elif (key := (str(cfg.name), device_type)) in ESTIMATES:
+        spr, used, why = ESTIMATES[key]
+        source = f"ESTIMATE, not measured here: {why}"
+    else:
+        spr, source = float("nan"), (f"no completed rows, no saved bench run for {device_type} and no estimate for "
+                                     f"experiment {cfg.name}: run bench/models_per_hour.py --save, or a few rows")
+    return Cost(rows, spr, source, device_type, threads, parallel, size)
+
+
+def spent(store, parallel: int = 1) -> Optional[Cost]:
+    """What the completed rows of ``store`` cost (``launch.status``), from their provenance; None if none has
+    times."""
+    measured = from_store(store)
+    if measured is None:
+        return None
+    spr, threads, n = measured
+    info = store.provenance(int(np.flatnonzero(store.completed())[0]))
+    device_type = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
+    return Cost(n, spr, f"mean of the completed rows' provenance times, {threads} thread(s) each", device_type,
+                threads, parallel, disk_bytes(store.path))
