@@ -12,6 +12,7 @@ from conftest import run_app
 
 from datatransfer.config import compose
 from datatransfer.rows.planted import truth
+from datatransfer.store.spec import FORMAT_VERSION
 from datatransfer.store.sweep_store import Store
 
 UNITS, EXAMPLES = 20, 40
@@ -94,7 +95,7 @@ def test_keep_masks_equal_an_independent_ranking_and_the_store_records_its_input
     assert a["influence"]["store_fingerprint"] == inf.attrs["store_fingerprint"]
     assert (a["target"], a["mode"], a["kind"]) == ("t0", "fixed", "softmax_gt")
     assert [e["example"] for e in a["examples"]][0] == 5 and len(a["examples"]) == 2
-    assert g.attrs["format_version"] == 2
+    assert g.attrs["format_version"] == FORMAT_VERSION
     # launch.verify recomputes the keep-masks from what the store recorded, and repairs them
     w = zarr.open_group(str(store), mode="r+")
     w["masks"][0] = ~masks[0]
