@@ -42,7 +42,10 @@ def models_per_process(cfg, added_targets: Optional[Sequence[str]] = None) -> in
     device (``AUTO_MODELS_PER_PROCESS``); 1 for rows that do not batch (planted rows, targets added later,
     architectures other than the small CNN). A group is K consecutive rows of those to run, whatever the number of
     workers, so a row's group (and so its bits) does not depend on how many workers share the sweep."""
-    if added_targets or row_kind(cfg) != "trained" or cfg.model.arch != "small_cnn" or cfg.sweep.unit != "class":
+    # FFCV loaders are not stacked: zipping K of them gave one model of a group far lower source accuracy
+    # (tests/data/test_ffcv_sweeps.py); the paper-scale FFCV path trains ResNets, which do not stack anyway.
+    if (added_targets or row_kind(cfg) != "trained" or cfg.model.arch != "small_cnn" or cfg.sweep.unit != "class"
+            or cfg.source.get("loader", "memory") == "ffcv"):
         return 1
     k = int(cfg.compute.get("models_per_process", 0) or 0)
     if k > 0:
