@@ -51,11 +51,12 @@ def validate(cfg: Any) -> None:
 
 
 def _validate_sweep(sw: Any) -> None:
-    if sw.kind == "random_subsets":
+    if sw.kind in ("random_subsets", "example_subsets"):  # random masks (a counterfactual's come from influences)
         need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
         need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
         need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
              f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
+    if sw.kind == "random_subsets":
         need(sw.get("repeats", 0) == 0 or sw.get("repeats", 0) >= 2, "sweep.repeats",
              f"must be 0 (no repeated rows) or at least 2 (every k-th row repeats a mask), got {sw.get('repeats')}")
     need(0 <= sw.seed < 2 ** 63, "sweep.seed", f"must be a non-negative integer below 2**63, got {sw.seed}")
@@ -63,10 +64,6 @@ def _validate_sweep(sw: Any) -> None:
     need(sw.unit == unit, "sweep.unit", f"sweep={sw.kind} has unit {unit!r}, got {sw.unit!r}"
          + (" (example units: sweep=example_subsets)" if sw.unit == "example" else ""))
     if sw.kind == "example_subsets":
-        need(0.0 < sw.alpha < 1.0, "sweep.alpha", f"must lie strictly between 0 and 1, got {sw.alpha}")
-        need(sw.num_models >= 1, "sweep.num_models", f"must be at least 1, got {sw.num_models}")
-        need(sw.scheme in ("fixed_size", "bernoulli"), "sweep.scheme",
-             f"must be 'fixed_size' or 'bernoulli', got {sw.scheme!r}")
         need(sw.select in ("all", "classes"), "sweep.select", f"must be 'all' or 'classes', got {sw.select!r}")
         need(sw.select != "classes" or len(sw.classes) > 0, "sweep.classes", "select=classes needs class names")
         need(sw.count >= 0, "sweep.count", f"must be >= 0, got {sw.count}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -213,6 +213,23 @@ class _Moments:
 DEFAULT_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
+def accumulate_split(fit: Optional[_Moments], held: Optional[_Moments], rows: np.ndarray, masks: np.ndarray,
+                     y: np.ndarray, fraction: float, salt: int, hold_out: bool = True) -> Tuple[_Moments, _Moments]:
+    """Add a block to the moments of the fit rows and of the held-out rows (a hash of the row index picks them;
+    none when ``hold_out`` is false), creating both on the first block: ridge and LASSO choose lambda this way."""
+    masks, y = np.asarray(masks, dtype=bool), _as_2d(y)
+    _check_blocks(masks, y)
+    if fit is None:
+        fit, held = _Moments(masks.shape[1], y.shape[1]), _Moments(masks.shape[1], y.shape[1])
+    x, y64 = masks.astype(np.float64), y.astype(np.float64, copy=False)
+    out = holdout_rows(rows, fraction, salt) if hold_out else np.zeros(len(rows), dtype=bool)
+    if out.any():
+        held.add(x[out], y64[out])
+    if (~out).any():
+        fit.add(x[~out], y64[~out])
+    return fit, held
+
+
 class Ridge(Estimator):
     """Datamodels variant (Appendix B): per output column k, minimise over (b, w)
 
@@ -241,17 +258,8 @@ class Ridge(Estimator):
                 "objective": "(1/N) sum (y - b - x.w)^2 + lambda |w|^2, lambda per output column"}
 
     def update(self, rows: np.ndarray, masks: np.ndarray, y: np.ndarray) -> None:
-        masks, y = np.asarray(masks, dtype=bool), _as_2d(y)
-        _check_blocks(masks, y)
-        if self._fit is None:
-            self._fit, self._held = _Moments(masks.shape[1], y.shape[1]), _Moments(masks.shape[1], y.shape[1])
-        x, y64 = masks.astype(np.float64), y.astype(np.float64, copy=False)
-        held = holdout_rows(rows, self.holdout_fraction, self.salt) if len(self.lambdas) > 1 \
-            else np.zeros(len(rows), dtype=bool)
-        if held.any():
-            self._held.add(x[held], y64[held])
-        if (~held).any():
-            self._fit.add(x[~held], y64[~held])
+        self._fit, self._held = accumulate_split(self._fit, self._held, rows, masks, y, self.holdout_fraction,
+                                                 self.salt, hold_out=len(self.lambdas) > 1)
 
     @staticmethod
     def _solve(m: _Moments):

@@ -31,11 +31,9 @@ from datatransfer.errors import EstimatorError
 from datatransfer.influence.estimators import (
     Estimate,
     Estimator,
-    _as_2d,
-    _check_blocks,
     _Moments,
+    accumulate_split,
     check_coverage,
-    holdout_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -147,16 +145,8 @@ class Lasso(Estimator):
                              "rows, then refitted on all rows"}
 
     def update(self, rows: np.ndarray, masks: np.ndarray, y: np.ndarray) -> None:
-        masks, y = np.asarray(masks, dtype=bool), _as_2d(y)
-        _check_blocks(masks, y)
-        if self._fit is None:
-            self._fit, self._held = _Moments(masks.shape[1], y.shape[1]), _Moments(masks.shape[1], y.shape[1])
-        x, y64 = masks.astype(np.float64), y.astype(np.float64, copy=False)
-        held = holdout_rows(rows, self.holdout_fraction, self.salt)
-        if held.any():
-            self._held.add(x[held], y64[held])
-        if (~held).any():
-            self._fit.add(x[~held], y64[~held])
+        self._fit, self._held = accumulate_split(self._fit, self._held, rows, masks, y, self.holdout_fraction,
+                                                 self.salt)
 
     def problem(self, unit_names: Optional[Sequence[str]] = None) -> Problem:
         """The statistics the solver needs (after every row was added)."""
