@@ -99,15 +99,25 @@ class Influence:
         return out
 
     def top_lines(self, kind: str = "softmax_gt", k: int = 3) -> List[str]:
-        """One line per target and mode: the k most helpful and k most harmful units by overall influence."""
+        """One line per target and mode: the k most helpful and k most harmful units by overall influence, each
+        with z (distance from the null level in standard errors, as the report judges it) and "noise" where its
+        95% interval covers the null level or it lies inside the knockoff band."""
+        from datatransfer.report import noise
+
         kind = kind if kind in self.output_kinds else self.output_kinds[0]
         lines = []
         for t in self.targets:
             for mode in self.modes:
                 overall = self.array(t, mode, kind, "overall")
+                j = noise.overall(self, t, mode, kind)
                 order = np.argsort(-overall, kind="stable")
-                best, worst = (", ".join(f"{self.unit_names[u]} {overall[u]:+.4f}" for u in idx)
-                               for idx in (order[:k], order[::-1][:k]))
+
+                def show(u: int) -> str:
+                    z = "" if not np.isfinite(j.z[u]) or j.se is None else f" (z {j.z[u]:+.1f}" + (
+                        ", noise)" if j.noise[u] else ")")
+                    return f"{self.unit_names[u]} {overall[u]:+.4f}{z}"
+
+                best, worst = (", ".join(show(u) for u in idx) for idx in (order[:k], order[::-1][:k]))
                 lines.append(f"{t} ({mode}, {kind}): most helpful {best}; most harmful {worst}")
         return lines
 

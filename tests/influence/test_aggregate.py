@@ -231,3 +231,19 @@ def test_target_added_later_uses_its_own_completed_rows(tmp_path):
     assert inf.is_current(p.store)
     late.write_row(4, {"late": y[4]}, {"late": np.zeros((1, 4), np.int32)}, {})
     assert not inf.is_current(p.store)
+
+
+def test_summary_lines_carry_z_and_flag_noise(tmp_path):
+    """The app's first-look lines judge each influence as the report does: z from the null level, "noise" where
+    the interval covers it. One unit helps every example strongly; the others are null."""
+    units, n = 30, (30,)
+    effects = {"t0": np.zeros((units, n[0]))}
+    effects["t0"][2] = 0.2
+    p = make_planted_store(tmp_path / "s.zarr", rows=200, units=units, n=n, noise=0.1, effects=effects,
+                           modes=("fixed",), kinds=("softmax_gt",))
+    run(p.store.path)
+    (line,) = Influence(tmp_path / "influence.zarr").top_lines("softmax_gt")
+    helpful, harmful = line.split("; most harmful ")
+    first = helpful.split("most helpful ")[1].split("), ")[0]
+    assert first.startswith("u2 +") and "(z +" in first and "noise" not in first
+    assert harmful.count("noise") == 3, line  # null units: inside their intervals (or the knockoff band)
