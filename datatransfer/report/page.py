@@ -76,7 +76,10 @@ def _page(inf: Influence, kind: str, summary: ReportSummary, sections: List[str]
     est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)",
                 "lasso": "LASSO datamodels (Sec. 4.3, Appendix D)"}.get(est.get("name"), est.get("name"))
     head = "".join(f"<li>{esc(x)}</li>" for x in summary.headline_lines) or "<li>(no digits/coarse target)</li>"
-    toc = " &middot; ".join(f'<a href="#{esc(t)}_{esc(m)}">{esc(t)}, {esc(m)}</a>' for t in inf.targets for m in inf.modes)
+    links = [f'<a href="#{esc(t)}_{esc(m)}">{esc(t)}, {esc(m)}</a>' for t in inf.targets for m in inf.modes]
+    if any('<h2 id="counterfactual">' in s for s in sections):
+        links.append('<a href="#counterfactual">counterfactual experiments</a>')
+    toc = " &middot; ".join(links)
     csv_links = " ".join(f'<a href="{esc(p.name)}">{esc(p.name)}</a>' for p in summary.csvs)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Source-class influence report</title>

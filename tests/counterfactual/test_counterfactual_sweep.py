@@ -184,6 +184,7 @@ def test_aggregate_counterfactual_writes_the_tables_and_figures_and_the_report_s
     assert r.returncode == 0, r.stderr[-2000:]
     page = (influence.parent / "report" / "index.html").read_text()
     assert "Counterfactual experiments" in page and "Table 2b" in page and "Fig. 6 right" in page
+    assert '<a href="#counterfactual">' in page  # listed in the contents
     assert (influence.parent / "report" / "counterfactual1_accuracy_vs_k.png").is_file()
 
 
