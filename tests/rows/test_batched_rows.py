@@ -87,7 +87,7 @@ def test_dry_run_and_status_print_the_cost(tmp_path):
     store_path = tmp_path / "store.zarr"
     r = run_app("launch", "launch.dry_run=true", f"store.path={store_path}", "compute.device=cpu")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert re.search(r"cost: 128 rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)",
+    assert re.search(r"cost: 256 rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)",
                      r.stdout)
     assert "CPU-hours" in r.stdout and "wall time" in r.stdout and not store_path.exists()
     r = run_app("launch", *TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}")
