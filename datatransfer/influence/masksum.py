@@ -1,0 +1,157 @@
+"""Sums of outputs over the rows whose mask contains each unit, for 0/1 masks: ``out[:, :K] += M^T Y`` and
+``out[:, K:] += M^T Y**2`` in float64, by the method of four Russians instead of a dense matrix product.
+
+Units go in groups of 8: each row's 8 mask bits of a group form a pattern p in 0..255. Rows are sorted by pattern
+(a counting sort per group, shared by every column), the outputs of each pattern's rows are summed in registers into
+a table T[p] (and T2[p] of squares), and unit j of the group gets the sum of T over the 128 patterns with bit j set
+(folding the table bit by bit: ~2 x 256 adds for the 8 units). Per group that is (rows + ~512) additions per column
+instead of 8 x rows multiply-adds, all exact float64 additions of the same values as the product (only their order
+differs, so results agree with it to float64 rounding). Measured on this project's 2-core machine (1 thread, CPU
+time, 2,048 rows x 1,000 units): the product runs at ~35 GFMA/s (AVX-512), this kernel at ~2.5x that equivalent
+rate; fewer rows than :data:`MIN_ROWS` go to the product (the table's fixed cost per group is not amortised).
+
+The inner loop is generated unrolled over a tile of :data:`TILE` columns so that the accumulators stay in registers,
+and compiled with LLVM's SLP vectoriser (off by default in numba) so that they become vector registers; the source
+is compiled under this file's name, so numba's cache (keyed by this file's modification time) keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numba
+import numpy as np
+from numba.core import config as numba_config
+
+TILE = 32  # columns per task: 2 x 32 float64 accumulators fill the vector registers (measured 16: 3.5, 32: 5.9,
+# 64: 5.4 G elements/s)
+MIN_ROWS = 512  # below this, BLAS's float64 product is as fast (the per-group table costs ~512 adds per column)
+
+_lines = "\n".join
+
+
+def _source(tile: int) -> str:
+    """The kernel, unrolled over ``tile`` columns (see the module's docstring)."""
+    acc = [f"a{c}" for c in range(tile)]
+    sq = [f"q{c}" for c in range(tile)]
+    return f'''
+def _group_sums(perm, off, yb, t1, t2, g):
+    for p in range(256):
+{_lines(f"        {a} = 0.0" for a in acc + sq)}
+        for i in range(off[g, p], off[g, p + 1]):
+            r = perm[g, i]
+{_lines(f"            v{c} = yb[r, {c}]" for c in range(tile))}
+{_lines(f"            a{c} += v{c}" for c in range(tile))}
+{_lines(f"            q{c} += v{c} * v{c}" for c in range(tile))}
+{_lines(f"        t1[p, {c}] = a{c}" for c in range(tile))}
+{_lines(f"        t2[p, {c}] = q{c}" for c in range(tile))}
+
+
+def _tiles(perm, off, y, out):
+    b, cols = y.shape
+    units, groups = out.shape[0], perm.shape[0]
+    for ti in numba.prange((cols + {tile} - 1) // {tile}):  # column tiles in parallel
+        c0 = ti * {tile}
+        width = min({tile}, cols - c0)
+        yb = np.zeros((b, {tile}))  # the tile's columns, contiguous (zeros beyond the last column)
+        for r in range(b):
+            for c in range(width):
+                yb[r, c] = y[r, c0 + c]
+        t1 = np.empty((256, {tile}))
+        t2 = np.empty((256, {tile}))
+        for g in range(groups):
+            _group_sums(perm, off, yb, t1, t2, g)
+            _fold_into(t1, t2, out, 8 * g, units, c0, width, cols)
+'''
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_patterns(pat):
+    """Per group g: ``perm[g]`` the rows ordered by their pattern, ``off[g, p]:off[g, p + 1]`` those of pattern p."""
+    b, groups = pat.shape
+    perm = np.empty((groups, b), dtype=np.int32)
+    off = np.zeros((groups, 257), dtype=np.int64)
+    for g in range(groups):
+        for r in range(b):
+            off[g, pat[r, g] + 1] += 1
+        for p in range(256):
+            off[g, p + 1] += off[g, p]
+        fill = off[g, :256].copy()
+        for r in range(b):
+            p = pat[r, g]
+            perm[g, fill[p]] = r
+            fill[p] += 1
+    return perm, off
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_into(t1, t2, out, u0, units, c0, width, cols):
+    """Unit u0 + j (j < 8, u0 + j < units) gets the sum of the table's rows whose pattern has bit j set, added into
+    out[u, c0:c0 + width] (and the squares' into out[u, cols + c0:...]). Highest bit first: its sum is that of the
+    upper half; then the upper half is added onto the lower one, which is the table of the remaining bits."""
+    size = 256
+    for j in range(7, -1, -1):
+        half = size // 2
+        u = u0 + j
+        if u < units:
+            for c in range(width):
+                s1 = 0.0
+                s2 = 0.0
+                for q in range(half, size):
+                    s1 += t1[q, c]
+                    s2 += t2[q, c]
+                out[u, c0 + c] += s1
+                out[u, cols + c0 + c] += s2
+        for q in range(half):
+            for c in range(t1.shape[1]):
+                t1[q, c] += t1[q + half, c]
+                t2[q, c] += t2[q + half, c]
+        size = half
+
+
+_compiled = {}
+_lock = threading.Lock()
+
+
+def _kernel():
+    """The compiled kernel (numba compiles it on first use, with the SLP vectoriser; later processes load it from
+    numba's cache)."""
+    with _lock:
+        if "kernel" not in _compiled:
+            # Into this module's globals: numba's cache rebuilds a function's globals from its module.
+            ns = globals()
+            exec(compile(_source(TILE), __file__, "exec"), ns)  # noqa: S102 - our own generated source
+            ns["_group_sums"] = numba.njit(cache=True, nogil=True, boundscheck=False)(ns["_group_sums"])
+            _compiled["kernel"] = numba.njit(cache=True, nogil=True, parallel=True, boundscheck=False)(ns["_tiles"])
+        return _compiled["kernel"]
+
+
+@contextlib.contextmanager
+def _slp():
+    old = numba_config.SLP_VECTORIZE
+    numba_config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba_config.SLP_VECTORIZE = old
+
+
+def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, :K] += masks.T @ y`` and ``out[:, K:] += masks.T @ y**2`` in float64: ``masks`` (b, U) bool, ``y``
+    (b, K) float64, ``out`` (U, 2K) float64 C-contiguous. The kernel above from :data:`MIN_ROWS` rows on, BLAS below."""
+    b, units = masks.shape
+    cols = y.shape[1]
+    if out.shape != (units, 2 * cols) or y.shape[0] != b:
+        raise ValueError(f"mask_sums: masks {masks.shape}, y {y.shape}, out {out.shape} do not match")
+    if b < MIN_ROWS:
+        x = masks.T.astype(np.float64)
+        out[:, :cols] += x @ y
+        out[:, cols:] += x @ (y * y)
+        return
+    pat = np.packbits(masks, axis=1, bitorder="little")  # (b, ceil(U / 8)): bit j of byte g = unit 8g + j
+    perm, off = _sort_patterns(pat)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    kernel = _kernel()
+    with _slp():  # compiles on the first call of a process (or loads numba's cache)
+        kernel(perm, off, y, out)
