@@ -137,9 +137,10 @@ def _slp():
         numba_config.SLP_VECTORIZE = old
 
 
-def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray, threads: int = 0) -> None:
     """``out[:, :K] += masks.T @ y`` and ``out[:, K:] += masks.T @ y**2`` in float64: ``masks`` (b, U) bool, ``y``
-    (b, K) float64, ``out`` (U, 2K) float64 C-contiguous. The kernel above from :data:`MIN_ROWS` rows on, BLAS below."""
+    (b, K) float64, ``out`` (U, 2K) float64 C-contiguous. The kernel above from :data:`MIN_ROWS` rows on (on
+    ``threads`` threads, 0: numba's default; it releases the GIL), BLAS below."""
     b, units = masks.shape
     cols = y.shape[1]
     if out.shape != (units, 2 * cols) or y.shape[0] != b:
@@ -153,5 +154,10 @@ def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     perm, off = _sort_patterns(pat)
     y = np.ascontiguousarray(y, dtype=np.float64)
     kernel = _kernel()
-    with _slp():  # compiles on the first call of a process (or loads numba's cache)
-        kernel(perm, off, y, out)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS) if threads > 0 else before)
+    try:
+        with _slp():  # compiles on the first call of a process (or loads numba's cache)
+            kernel(perm, off, y, out)
+    finally:
+        numba.set_num_threads(before)

@@ -20,8 +20,9 @@ from typing import Callable, Optional, Set
 
 import numpy as np
 
-from datatransfer.influence.blocks import read_blocks
+from datatransfer.influence.blocks import compute_threads, read_blocks
 from datatransfer.influence.estimators import Estimate, check_coverage, welch
+from datatransfer.influence.masksum import mask_sums
 
 
 def averaging(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -55,13 +56,13 @@ class Sums:
     def __sub__(self, o: "Sums") -> "Sums":
         return Sums(self.s_in - o.s_in, self.total - o.total, self.n_in - o.n_in, self.count - o.count)
 
-    def add(self, masks: np.ndarray, y: np.ndarray) -> None:
-        """Add a read block: ``masks`` (b, U) bool, ``y`` (b, P, K) float64 augmented outputs."""
-        yy = np.concatenate([y, y * y], axis=2)  # (b, P, 2K)
-        x = masks.T.astype(np.float64)
-        for p in range(yy.shape[1]):
-            self.s_in[p] += x @ yy[:, p, :]  # BLAS dgemm (U, b) @ (b, 2K)
-        self.total += yy.sum(axis=0)
+    def add(self, masks: np.ndarray, y: np.ndarray, threads: int = 0) -> None:
+        """Add a block of rows: ``masks`` (b, U) bool, ``y`` (b, P, K) float64 augmented outputs (masksum.py: the
+        four-Russians kernel for many rows, a BLAS product for few)."""
+        for p in range(y.shape[1]):
+            mask_sums(masks, y[:, p, :], self.s_in[p], threads)
+        self.total[:, :self.total.shape[1] // 2] += y.sum(axis=0)
+        self.total[:, self.total.shape[1] // 2:] += (y * y).sum(axis=0)
         self.n_in += masks.sum(axis=0)
         self.count += len(masks)
 
@@ -85,22 +86,38 @@ class RowData:
 
 def read_sums(outputs, masks: np.ndarray, rows: np.ndarray, mi: np.ndarray, ki: np.ndarray, avg: np.ndarray,
               sample: np.ndarray, block_rows: int, skipped: Optional[Set[int]],
-              check: Callable[[np.ndarray, np.ndarray], None], progress: Callable[[int], None]):
+              check: Callable[[np.ndarray, np.ndarray], None], progress: Callable[[int], None],
+              batch_mb: int = 256):
     """(Sums, RowData) of ``rows`` (those that can be read; the others go to ``skipped``) of a target's ``outputs``
-    array, for the pairs (mi[p], ki[p]); read ``block_rows`` at a time, one block ahead. ``check(block, y)`` refuses
-    bad values; ``progress(rows)`` is called after each read block."""
-    sums = Sums.zeros(len(mi), masks.shape[1], avg.shape[0] + avg.shape[1])
-    got, agg, smp = [], [], []
-    for block, data in read_blocks(outputs, rows, block_rows, skipped):
+    array, for the pairs (mi[p], ki[p]); read ``block_rows`` at a time by a reading thread that runs up to a batch
+    ahead. Read blocks are gathered into batches of at least :data:`masksum.MIN_ROWS` rows (at most ``batch_mb`` of
+    float64 outputs, at most 2,048 rows) for the kernel, which runs while the next batch is read. ``check(block,
+    y)`` refuses bad values; ``progress(rows)`` is called after each read block."""
+    k = avg.shape[0] + avg.shape[1]
+    sums = Sums.zeros(len(mi), masks.shape[1], k)
+    batch = int(np.clip(batch_mb * 2 ** 20 // (8 * k * len(mi)), block_rows, 2048))
+    threads = compute_threads()
+    got, agg, smp, pending = [], [], [], []
+
+    def flush():
+        y = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        sums.add(masks[np.concatenate(got[len(got) - len(pending):])], y, threads)
+        pending.clear()
+
+    for block, data in read_blocks(outputs, rows, block_rows, skipped, ahead=max(1, -(-batch // block_rows))):
         y = data[:, mi, ki, :]  # (b, P, n)
         check(block, y)
         y64 = y.astype(np.float64)
         y64 = np.concatenate([y64, y64 @ avg], axis=2)
-        sums.add(masks[block], y64)
         got.append(block)
+        pending.append(y64)
         agg.append(y64[:, :, -1])
         smp.append(y64[:, :, sample].astype(np.float32))
         progress(len(block))
+        if sum(len(p) for p in pending) >= batch:
+            flush()
+    if pending:
+        flush()
     if not got:
         return sums, RowData(np.zeros(0, np.int64), np.zeros((0, len(mi))), np.zeros((0, len(mi), len(sample)),
                                                                                      np.float32))

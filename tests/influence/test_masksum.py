@@ -1,0 +1,74 @@
+"""The four-Russians kernel for M^T [Y, Y^2] with 0/1 masks equals the float64 BLAS product to float64 rounding,
+on both of its paths (many rows: the kernel; few: BLAS), and a refresh through it equals a full recomputation."""
+
+import numpy as np
+import pytest
+from planted import make_planted_store
+
+from datatransfer.influence import masksum
+from datatransfer.influence.aggregate import aggregate
+from datatransfer.influence.reader import Influence
+
+
+def product(masks, y):
+    x = masks.T.astype(np.float64)
+    return np.hstack([x @ y, x @ (y * y)])
+
+
+@pytest.mark.parametrize("rows,units,cols", [
+    (masksum.MIN_ROWS, 8, masksum.TILE),  # the smallest kernel call: one group, one tile
+    (700, 13, 45),  # units not a multiple of 8, columns not of the tile
+    (1100, 67, 3 * masksum.TILE + 1),  # several groups and tiles, a last tile of one column
+    (40, 13, 45),  # few rows: the BLAS path
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_equals_the_float64_product(rows, units, cols, threads):
+    rng = np.random.default_rng(rows + units)
+    masks = rng.random((rows, units)) < rng.uniform(0.1, 0.9, size=units)
+    masks[0], masks[1] = True, False  # a row with every unit, one with none
+    masks[:, 0] = True  # a unit in every row
+    masks[:, -1] = False  # a unit in none
+    y = np.concatenate([rng.random((rows, cols - 3)).astype(np.float32).astype(np.float64),  # outputs
+                        rng.normal(0, 100, size=(rows, 3))], axis=1)  # averaged columns: any float64, signs mixed
+    out = rng.normal(size=(units, 2 * cols))  # it adds into what is there
+    want = out + product(masks, y)
+    masksum.mask_sums(masks, y, out, threads=threads)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    assert (out[-1] == want[-1]).all()  # a unit in no row: exactly what was there
+
+
+def test_kernel_and_product_paths_agree_on_the_same_rows():
+    """The same rows through the kernel (all at once) and through BLAS (in small blocks, as a refresh adds them)."""
+    rng = np.random.default_rng(3)
+    masks = rng.random((masksum.MIN_ROWS + 88, 21)) < 0.5
+    y = rng.random((len(masks), 50))
+    a, b = np.zeros((21, 100)), np.zeros((21, 100))
+    masksum.mask_sums(masks, y, a)
+    for i in range(0, len(masks), 75):
+        masksum.mask_sums(masks[i:i + 75], y[i:i + 75], b)
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match="do not match"):
+        masksum.mask_sums(np.ones((600, 8), bool), np.ones((600, 4)), np.zeros((8, 6)))
+
+
+def test_refresh_through_the_kernel_equals_full_recomputation(tmp_path):
+    """Blocks of 640 rows: the full run sums them with the kernel, the refresh adds its new rows with BLAS."""
+    rows = 2 * 640
+    p = make_planted_store(tmp_path / "s.zarr", rows=rows, units=11, n=(9,), modes=("fixed",),
+                           kinds=("softmax_gt",), noise=1.0, scheme="bernoulli")
+    kw = {"progress": False, "diagnostics": None, "sums_block_rows": 640, "block_rows": 128}
+    out = tmp_path / "i.zarr"
+    p.store.group["completed"][rows - 12:] = False
+    aggregate(p.store.path, out=out, **kw)
+    p.store.group["completed"][rows - 12:] = True  # 12 new rows in the second block
+    s = aggregate(p.store.path, out=out, **kw)
+    assert s.rows_read == 12
+    ref = aggregate(p.store.path, out=tmp_path / "ref.zarr", incremental=False, **kw).out
+    a, b = Influence(out), Influence(ref)
+    np.testing.assert_allclose(a.group["sums/t0/total_s_in"][:], b.group["sums/t0/total_s_in"][:], rtol=1e-12)
+    for name in ("per_example", "per_example_se", "overall", "overall_se"):
+        np.testing.assert_allclose(a.array("t0", "fixed", "softmax_gt", name),
+                                   b.array("t0", "fixed", "softmax_gt", name), rtol=1e-6)
