@@ -17,6 +17,7 @@ is compiled under this file's name, so numba's cache (keyed by this file's modif
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import threading
 
@@ -48,21 +49,21 @@ def _group_sums(perm, off, yb, t1, t2, g):
 {_lines(f"        t2[p, {c}] = q{c}" for c in range(tile))}
 
 
-def _tiles(perm, off, y, out):
+def _tiles(perm, off, y, out, total, col0, sq0, first, last):
     b, cols = y.shape
     units, groups = out.shape[0], perm.shape[0]
-    for ti in numba.prange((cols + {tile} - 1) // {tile}):  # column tiles in parallel
+    yb = np.zeros((b, {tile}))
+    t1 = np.empty((256, {tile}))
+    t2 = np.empty((256, {tile}))
+    for ti in range(first, last):
         c0 = ti * {tile}
         width = min({tile}, cols - c0)
-        yb = np.zeros((b, {tile}))  # the tile's columns, contiguous (zeros beyond the last column)
-        for r in range(b):
+        for r in range(b):  # the tile's columns, contiguous, in float64 (zeros beyond the last column)
             for c in range(width):
                 yb[r, c] = y[r, c0 + c]
-        t1 = np.empty((256, {tile}))
-        t2 = np.empty((256, {tile}))
         for g in range(groups):
             _group_sums(perm, off, yb, t1, t2, g)
-            _fold_into(t1, t2, out, 8 * g, units, c0, width, cols)
+            _fold_into(t1, t2, out, total, g, units, col0 + c0, sq0 + c0, width)
 '''
 
 
@@ -86,14 +87,15 @@ def _sort_patterns(pat):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fold_into(t1, t2, out, u0, units, c0, width, cols):
-    """Unit u0 + j (j < 8, u0 + j < units) gets the sum of the table's rows whose pattern has bit j set, added into
-    out[u, c0:c0 + width] (and the squares' into out[u, cols + c0:...]). Highest bit first: its sum is that of the
-    upper half; then the upper half is added onto the lower one, which is the table of the remaining bits."""
+def _fold_into(t1, t2, out, total, g, units, c_y, c_sq, width):
+    """Unit 8g + j (j < 8, 8g + j < units) gets the sum of the table's rows whose pattern has bit j set, added into
+    out[u, c_y:c_y + width] (the squares' into out[u, c_sq:...]). Highest bit first: its sum is that of the upper
+    half; then the upper half is added onto the lower one, which is the table of the remaining bits. Once every bit
+    is folded, row 0 is the sum over all rows: group 0 adds it to ``total``."""
     size = 256
     for j in range(7, -1, -1):
         half = size // 2
-        u = u0 + j
+        u = 8 * g + j
         if u < units:
             for c in range(width):
                 s1 = 0.0
@@ -101,13 +103,17 @@ def _fold_into(t1, t2, out, u0, units, c0, width, cols):
                 for q in range(half, size):
                     s1 += t1[q, c]
                     s2 += t2[q, c]
-                out[u, c0 + c] += s1
-                out[u, cols + c0 + c] += s2
+                out[u, c_y + c] += s1
+                out[u, c_sq + c] += s2
         for q in range(half):
             for c in range(t1.shape[1]):
                 t1[q, c] += t1[q + half, c]
                 t2[q, c] += t2[q + half, c]
         size = half
+    if g == 0:
+        for c in range(width):
+            total[c_y + c] += t1[0, c]
+            total[c_sq + c] += t2[0, c]
 
 
 _compiled = {}
@@ -123,7 +129,7 @@ def _kernel():
             ns = globals()
             exec(compile(_source(TILE), __file__, "exec"), ns)  # noqa: S102 - our own generated source
             ns["_group_sums"] = numba.njit(cache=True, nogil=True, boundscheck=False)(ns["_group_sums"])
-            _compiled["kernel"] = numba.njit(cache=True, nogil=True, parallel=True, boundscheck=False)(ns["_tiles"])
+            _compiled["kernel"] = numba.njit(cache=True, nogil=True, boundscheck=False)(ns["_tiles"])
         return _compiled["kernel"]
 
 
@@ -137,27 +143,36 @@ def _slp():
         numba_config.SLP_VECTORIZE = old
 
 
-def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray, threads: int = 0) -> None:
-    """``out[:, :K] += masks.T @ y`` and ``out[:, K:] += masks.T @ y**2`` in float64: ``masks`` (b, U) bool, ``y``
-    (b, K) float64, ``out`` (U, 2K) float64 C-contiguous. The kernel above from :data:`MIN_ROWS` rows on (on
-    ``threads`` threads, 0: numba's default; it releases the GIL), BLAS below."""
+def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray, total: np.ndarray, col0: int, sq0: int,
+              threads: int = 1) -> None:
+    """Over the b rows: ``out[u, col0 + k] += sum of y[:, k] over the rows with unit u``, ``out[u, sq0 + k]`` the
+    same of ``y[:, k]**2``, and ``total[col0 + k]``, ``total[sq0 + k]`` the sums over all rows; in float64.
+
+    ``masks`` (b, U) bool; ``y`` (b, k) float32 or float64; ``out`` (U, cols) and ``total`` (cols,) float64,
+    C-contiguous. The kernel above from :data:`MIN_ROWS` rows on (its column tiles split between ``threads`` threads:
+    it releases the GIL), a BLAS product below."""
     b, units = masks.shape
-    cols = y.shape[1]
-    if out.shape != (units, 2 * cols) or y.shape[0] != b:
-        raise ValueError(f"mask_sums: masks {masks.shape}, y {y.shape}, out {out.shape} do not match")
+    k = y.shape[1]
+    if y.shape[0] != b or out.shape[0] != units or max(col0, sq0) + k > min(out.shape[1], total.shape[0]):
+        raise ValueError(f"mask_sums: masks {masks.shape}, y {y.shape}, out {out.shape}, total {total.shape}, "
+                         f"columns {col0} and {sq0} do not match")
     if b < MIN_ROWS:
         x = masks.T.astype(np.float64)
-        out[:, :cols] += x @ y
-        out[:, cols:] += x @ (y * y)
+        y64 = y.astype(np.float64)
+        out[:, col0:col0 + k] += x @ y64
+        out[:, sq0:sq0 + k] += x @ (y64 * y64)
+        total[col0:col0 + k] += y64.sum(axis=0)
+        total[sq0:sq0 + k] += (y64 * y64).sum(axis=0)
         return
     pat = np.packbits(masks, axis=1, bitorder="little")  # (b, ceil(U / 8)): bit j of byte g = unit 8g + j
     perm, off = _sort_patterns(pat)
-    y = np.ascontiguousarray(y, dtype=np.float64)
+    y = np.ascontiguousarray(y)
     kernel = _kernel()
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS) if threads > 0 else before)
-    try:
-        with _slp():  # compiles on the first call of a process (or loads numba's cache)
-            kernel(perm, off, y, out)
-    finally:
-        numba.set_num_threads(before)
+    tiles = -(-k // TILE)
+    cuts = np.linspace(0, tiles, min(max(threads, 1), tiles) + 1).astype(int)
+    with _slp():  # compiles on the first call of a process (or loads numba's cache)
+        kernel(perm, off, y, out, total, col0, sq0, cuts[0], cuts[1])  # compiled before other threads call it
+        if len(cuts) > 2:
+            with cf.ThreadPoolExecutor(len(cuts) - 2) as pool:
+                list(pool.map(lambda i: kernel(perm, off, y, out, total, col0, sq0, cuts[i], cuts[i + 1]),
+                              range(1, len(cuts) - 1)))

@@ -11,8 +11,8 @@ from datatransfer.influence.reader import Influence
 
 
 def product(masks, y):
-    x = masks.T.astype(np.float64)
-    return np.hstack([x @ y, x @ (y * y)])
+    x, y = masks.T.astype(np.float64), y.astype(np.float64)
+    return np.hstack([x @ y, x @ (y * y)]), np.concatenate([y.sum(axis=0), (y * y).sum(axis=0)])
 
 
 @pytest.mark.parametrize("rows,units,cols", [
@@ -22,36 +22,45 @@ def product(masks, y):
     (40, 13, 45),  # few rows: the BLAS path
 ])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_kernel_equals_the_float64_product(rows, units, cols, threads):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_equals_the_float64_product(rows, units, cols, threads, dtype):
     rng = np.random.default_rng(rows + units)
     masks = rng.random((rows, units)) < rng.uniform(0.1, 0.9, size=units)
     masks[0], masks[1] = True, False  # a row with every unit, one with none
     masks[:, 0] = True  # a unit in every row
     masks[:, -1] = False  # a unit in none
-    y = np.concatenate([rng.random((rows, cols - 3)).astype(np.float32).astype(np.float64),  # outputs
-                        rng.normal(0, 100, size=(rows, 3))], axis=1)  # averaged columns: any float64, signs mixed
-    out = rng.normal(size=(units, 2 * cols))  # it adds into what is there
-    want = out + product(masks, y)
-    masksum.mask_sums(masks, y, out, threads=threads)
+    y = (rng.random((rows, cols)) if dtype == np.float32 else rng.normal(0, 100, (rows, cols))).astype(dtype)
+    # it adds into what is there, at the given columns: sums at 2..2+cols, squares at 3+cols..3+2cols
+    out, total = rng.normal(size=(units, 2 * cols + 5)), rng.normal(size=2 * cols + 5)
+    want, want_total = out.copy(), total.copy()
+    s, t = product(masks, y)
+    want[:, 2:2 + cols] += s[:, :cols]
+    want[:, 3 + cols:3 + 2 * cols] += s[:, cols:]
+    want_total[2:2 + cols] += t[:cols]
+    want_total[3 + cols:3 + 2 * cols] += t[cols:]
+    masksum.mask_sums(masks, y, out, total, 2, 3 + cols, threads=threads)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_allclose(total, want_total, rtol=1e-12, atol=1e-12 * np.abs(want_total).max())
     assert (out[-1] == want[-1]).all()  # a unit in no row: exactly what was there
+    assert (out[:, [0, 1, 2 + cols, -2, -1]] == want[:, [0, 1, 2 + cols, -2, -1]]).all()  # other columns untouched
 
 
 def test_kernel_and_product_paths_agree_on_the_same_rows():
     """The same rows through the kernel (all at once) and through BLAS (in small blocks, as a refresh adds them)."""
     rng = np.random.default_rng(3)
     masks = rng.random((masksum.MIN_ROWS + 88, 21)) < 0.5
-    y = rng.random((len(masks), 50))
-    a, b = np.zeros((21, 100)), np.zeros((21, 100))
-    masksum.mask_sums(masks, y, a)
+    y = rng.random((len(masks), 50)).astype(np.float32)
+    a, b, ta, tb = np.zeros((21, 100)), np.zeros((21, 100)), np.zeros(100), np.zeros(100)
+    masksum.mask_sums(masks, y, a, ta, 0, 50)
     for i in range(0, len(masks), 75):
-        masksum.mask_sums(masks[i:i + 75], y[i:i + 75], b)
+        masksum.mask_sums(masks[i:i + 75], y[i:i + 75], b, tb, 0, 50)
     np.testing.assert_allclose(a, b, rtol=1e-13)
+    np.testing.assert_allclose(ta, tb, rtol=1e-13)
 
 
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="do not match"):
-        masksum.mask_sums(np.ones((600, 8), bool), np.ones((600, 4)), np.zeros((8, 6)))
+        masksum.mask_sums(np.ones((600, 8), bool), np.ones((600, 4)), np.zeros((8, 6)), np.zeros(6), 0, 4)
 
 
 def test_refresh_through_the_kernel_equals_full_recomputation(tmp_path):
