@@ -89,6 +89,47 @@ secs = time.perf_counter() - t0
 print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+# Read + the sums of the aggregation (M^T [Y, Y^2] by the kernel of influence/masksum.py, and the totals), nothing
+# written: what the aggregation costs beyond the read before anything is stored.
+SUMS_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from datatransfer.influence.blocks import blas_limit, completed_rows
+from datatransfer.influence.sums import averaging, read_sums
+from datatransfer.store.sweep_store import Store
+path, block = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
+store = Store.open(path)
+rows = completed_rows(store)
+avg = averaging(store.labels("target"), len(store.class_names("target")))
+with blas_limit():
+    s, _ = read_sums(store.outputs("target"), store.masks, rows, np.array([0]), np.array([0]), avg,
+                     np.zeros(0, np.int64), block, None, lambda b, y: None, lambda n: None)
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# What any refresh does whatever the number of new rows, with this layout: read the previous totals (U x 2K float64),
+# the Welch influences and errors of all U x K entries, and writing the per-example, per-class and overall arrays.
+FLOOR_CHILD = r"""
+import json, resource, shutil, sys, time
+import numpy as np, zarr
+from datatransfer.influence import sums_store as ss
+from datatransfer.influence.write import write_influences
+from datatransfer.store.sweep_store import Store
+path, out = sys.argv[1], sys.argv[2]
+store = Store.open(path)
+labels, names = store.labels("target"), store.class_names("target")
+t0 = time.perf_counter()
+tot = ss.read_total(zarr.open_group(out + "/sums/target", mode="r"), 0)
+res = tot.estimate(0, store.unit_names)
+g = zarr.open_group(out + ".floor", mode="w")
+write_influences(g, res, labels, names, store.unit_names)
+secs = time.perf_counter() - t0
+shutil.rmtree(out + ".floor")
+print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 BASELINE_CHILD = r"""
 import json, resource
 import numpy as np, zarr
@@ -162,7 +203,7 @@ def main() -> None:
     out = folder / "influence.zarr"
 
     child(READ_CHILD, str(store), str(a.block))  # warm the page cache: both sides then read from memory
-    reads, aggs, diags, refreshes, refs = [], [], [], [], []
+    reads, aggs, diags, refreshes, refs, sums, floors = [], [], [], [], [], [], []
     sb = str(a.sums_block)
     completed = zarr.open_array(str(store / "completed"), mode="r+")
     new = max(1, int(round(a.rows * a.new)))
@@ -171,12 +212,14 @@ def main() -> None:
             reads.append(child(READ_CHILD, str(store), str(a.block)))
             aggs.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0", "0", sb))
             refs.append(child(REF_CHILD, str(store), str(a.block)))
+            sums.append(child(SUMS_CHILD, str(store), str(a.block)))
             if a.diagnostics:
                 diags.append(child(AGG_CHILD, str(store), str(out), str(a.block), "1", "0", sb))
             completed[a.rows - new:] = False
             child(AGG_CHILD, str(store), str(out), str(a.block), "0", "0", sb)  # the state before the new rows
             completed[a.rows - new:] = True
             refreshes.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0", "1", sb))
+            floors.append(child(FLOOR_CHILD, str(store), str(out)))
     finally:
         completed[:] = True
     base = child(BASELINE_CHILD)["maxrss_mb"]
@@ -189,20 +232,28 @@ def main() -> None:
     print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB   (+ Welch SEs, "
           f"row-block sums written)")
     (tp, mp) = best(refs)
-    print(f"reference: read + M^T Y only (before): {tp:7.2f} s   peak memory {mp:7.0f} MB")
+    print(f"reference: read + M^T Y only (before): {tp:7.2f} s   peak memory {mp:7.0f} MB   (float64 BLAS, "
+          f"nothing written)")
+    (tk, mk) = best(sums)
+    print(f"read + sums M^T [Y, Y^2] (kernel)    : {tk:7.2f} s   peak memory {mk:7.0f} MB   (nothing written)")
     if diags:
         td, md = best(diags)
         print(f"aggregation + diagnostics (defaults) : {td:7.2f} s   peak memory {md:7.0f} MB")
     tf, mf = best(refreshes)
     print(f"refresh after {new} new rows ({100 * new / a.rows:.1f}%)  : {tf:7.2f} s   peak memory {mf:7.0f} MB   "
           f"(rows read: {refreshes[0]['rows_read']})")
-    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25); reference / read: {tp / tr:.2f}")
-    print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05)")
+    (tl, _) = best(floors)
+    print(f"refresh floor: totals read, Welch, influences written: {tl:7.2f} s   (what any refresh does)")
+    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25); reference / read: {tp / tr:.2f}; read + "
+          f"sums / read: {tk / tr:.2f}")
+    print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05); its floor / full aggregation: "
+          f"{tl / ta:.3f}")
     print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
           f"{base:.0f} MB)")
     print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "
           f"{[round(x['seconds'], 2) for x in aggs]}, reference {[round(x['seconds'], 2) for x in refs]}, "
-          f"refresh {[round(x['seconds'], 2) for x in refreshes]}"
+          f"read + sums {[round(x['seconds'], 2) for x in sums]}, refresh "
+          f"{[round(x['seconds'], 2) for x in refreshes]}, refresh floor {[round(x['seconds'], 2) for x in floors]}"
           + (f", with diagnostics {[round(x['seconds'], 2) for x in diags]}" if diags else ""))
     infl = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2 ** 20
     print(f"influence store on disk: {infl:.0f} MB (row-block sums of {a.sums_block} rows included)")
