@@ -49,12 +49,53 @@ def _group_sums(perm, off, yb, t1, t2, g):
 {_lines(f"        t2[p, {c}] = q{c}" for c in range(tile))}
 
 
+
+def _upper_sums(t1, t2, lo, hi, s1, s2):
+{_lines(f"    {a} = 0.0" for a in acc + sq)}
+    for q in range(lo, hi):
+{_lines(f"        a{c} += t1[q, {c}]" for c in range(tile))}
+{_lines(f"        q{c} += t2[q, {c}]" for c in range(tile))}
+{_lines(f"    s1[{c}] = a{c}" for c in range(tile))}
+{_lines(f"    s2[{c}] = q{c}" for c in range(tile))}
+
+
+def _fold_half(t, half):
+    for q in range(half):
+{_lines(f"        a{c} = t[q, {c}] + t[q + half, {c}]" for c in range(tile))}
+{_lines(f"        t[q, {c}] = a{c}" for c in range(tile))}
+
+
+def _fold_into(t1, t2, s1, s2, out, total, g, units, c_y, c_sq, width):
+    """Unit 8g + j (j < 8, 8g + j < units) gets the sum of the table's rows whose pattern has bit j set, added into
+    out[u, c_y:c_y + width] (the squares' into out[u, c_sq:...]). Highest bit first: its sum is that of the upper
+    half; then the upper half is added onto the lower one, which is the table of the remaining bits. Once every bit
+    is folded, row 0 is the sum over all rows: group 0 adds it to ``total``."""
+    size = 256
+    for j in range(7, -1, -1):
+        half = size // 2
+        u = 8 * g + j
+        if u < units:
+            _upper_sums(t1, t2, half, size, s1, s2)
+            for c in range(width):
+                out[u, c_y + c] += s1[c]
+                out[u, c_sq + c] += s2[c]
+        _fold_half(t1, half)
+        _fold_half(t2, half)
+        size = half
+    if g == 0:
+        for c in range(width):
+            total[c_y + c] += t1[0, c]
+            total[c_sq + c] += t2[0, c]
+
+
 def _tiles(perm, off, y, out, total, col0, sq0, first, last):
     b, cols = y.shape
     units, groups = out.shape[0], perm.shape[0]
     yb = np.zeros((b, {tile}))
     t1 = np.empty((256, {tile}))
     t2 = np.empty((256, {tile}))
+    s1 = np.empty({tile})
+    s2 = np.empty({tile})
     for ti in range(first, last):
         c0 = ti * {tile}
         width = min({tile}, cols - c0)
@@ -63,7 +104,7 @@ def _tiles(perm, off, y, out, total, col0, sq0, first, last):
                 yb[r, c] = y[r, c0 + c]
         for g in range(groups):
             _group_sums(perm, off, yb, t1, t2, g)
-            _fold_into(t1, t2, out, total, g, units, col0 + c0, sq0 + c0, width)
+            _fold_into(t1, t2, s1, s2, out, total, g, units, col0 + c0, sq0 + c0, width)
 '''
 
 
@@ -86,36 +127,6 @@ def _sort_patterns(pat):
     return perm, off
 
 
-@numba.njit(cache=True, nogil=True)
-def _fold_into(t1, t2, out, total, g, units, c_y, c_sq, width):
-    """Unit 8g + j (j < 8, 8g + j < units) gets the sum of the table's rows whose pattern has bit j set, added into
-    out[u, c_y:c_y + width] (the squares' into out[u, c_sq:...]). Highest bit first: its sum is that of the upper
-    half; then the upper half is added onto the lower one, which is the table of the remaining bits. Once every bit
-    is folded, row 0 is the sum over all rows: group 0 adds it to ``total``."""
-    size = 256
-    for j in range(7, -1, -1):
-        half = size // 2
-        u = 8 * g + j
-        if u < units:
-            for c in range(width):
-                s1 = 0.0
-                s2 = 0.0
-                for q in range(half, size):
-                    s1 += t1[q, c]
-                    s2 += t2[q, c]
-                out[u, c_y + c] += s1
-                out[u, c_sq + c] += s2
-        for q in range(half):
-            for c in range(t1.shape[1]):
-                t1[q, c] += t1[q + half, c]
-                t2[q, c] += t2[q + half, c]
-        size = half
-    if g == 0:
-        for c in range(width):
-            total[c_y + c] += t1[0, c]
-            total[c_sq + c] += t2[0, c]
-
-
 _compiled = {}
 _lock = threading.Lock()
 
@@ -128,7 +139,8 @@ def _kernel():
             # Into this module's globals: numba's cache rebuilds a function's globals from its module.
             ns = globals()
             exec(compile(_source(TILE), __file__, "exec"), ns)  # noqa: S102 - our own generated source
-            ns["_group_sums"] = numba.njit(cache=True, nogil=True, boundscheck=False)(ns["_group_sums"])
+            for name in ("_group_sums", "_upper_sums", "_fold_half", "_fold_into"):
+                ns[name] = numba.njit(cache=True, nogil=True, boundscheck=False)(ns[name])
             _compiled["kernel"] = numba.njit(cache=True, nogil=True, boundscheck=False)(ns["_tiles"])
         return _compiled["kernel"]
 
