@@ -13,8 +13,11 @@ The synthetic store is generated once (about 300 MB at full size) into --dir (de
 dir named after the sizes) and reused by later runs. Each measurement runs in its own subprocess, which reports its
 wall time and its peak resident memory (ru_maxrss), so one measurement's memory does not leak into another's.
 Targets (issue 12): aggregation time <= 1.25x the plain read, refresh <= 0.05x a full run, peak memory <= 2 GB.
-The plain read and the reference (the aggregation before issue 12) run interleaved with it, so the printed ratios
-hold for the load of the moment. Not a test: timings on a shared machine are noisy, so each side runs --repeat
+The plain read and the reference (the aggregation before issue 12: read + one float64 BLAS product M^T Y) run
+interleaved with it, so the printed ratios hold for the load of the moment; so do two sides that split the
+aggregation's cost: "read + sums" (the read and M^T [Y, Y^2] by the four-Russians kernel of influence/masksum.py,
+nothing written) and the "refresh floor" (what a refresh does whatever the number of new rows: read the totals,
+Welch influences and errors of all U x K entries, write the influence arrays). Not a test: timings on a shared machine are noisy, so each side runs --repeat
 times, interleaved, and the best time counts.
 """
 
