@@ -41,7 +41,7 @@ import json, resource, sys, time
 import numpy as np, zarr
 from datatransfer.influence.blocks import READ_CONCURRENCY
 path, block = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 total = 0.0
 with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):   # the same setting the aggregation uses
     g = zarr.open_group(path, mode="r")
@@ -52,7 +52,7 @@ with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):   # the same sett
         r = completed[i:i + block]
         total += float(arr[int(r[0]):int(r[-1]) + 1].sum(dtype=np.float64))  # touch the data
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 AGG_CHILD = r"""
@@ -61,11 +61,11 @@ from datatransfer.influence.aggregate import aggregate
 from datatransfer.config import DiagnosticsConfig
 path, out, block, diag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 incremental, sums_block = sys.argv[5] == "1", int(sys.argv[6])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 s = aggregate(path, out=out, diagnostics=DiagnosticsConfig() if diag else None, block_rows=block,
               progress=sys.stderr.isatty(), incremental=incremental, sums_block_rows=sums_block)
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rows_read": s.rows_read}))
 """
 
@@ -78,7 +78,7 @@ import numpy as np, zarr
 from datatransfer.influence.blocks import blas_limit, read_blocks
 from datatransfer.store.sweep_store import Store
 path, block = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 store = Store.open(path)
 rows = np.flatnonzero(store.completed())
 masks = store.masks
@@ -89,7 +89,7 @@ with blas_limit():
         p = masks[b].T.astype(np.float64) @ y
         s = p if s is None else s + p
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 # Read + the sums of the aggregation (M^T [Y, Y^2] by the kernel of influence/masksum.py, and the totals), nothing
@@ -101,7 +101,7 @@ from datatransfer.influence.blocks import blas_limit, completed_rows
 from datatransfer.influence.sums import averaging, read_sums
 from datatransfer.store.sweep_store import Store
 path, block = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 store = Store.open(path)
 rows = completed_rows(store)
 avg = averaging(store.labels("target"), len(store.class_names("target")))
@@ -109,7 +109,7 @@ with blas_limit():
     s, _ = read_sums(store.outputs("target"), store.masks, rows, np.array([0]), np.array([0]), avg,
                      np.zeros(0, np.int64), block, None, lambda b, y: None, lambda n: None)
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 # What any refresh does whatever the number of new rows, with this layout: read the previous totals (U x 2K float64),
@@ -123,14 +123,14 @@ from datatransfer.store.sweep_store import Store
 path, out = sys.argv[1], sys.argv[2]
 store = Store.open(path)
 labels, names = store.labels("target"), store.class_names("target")
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 tot = ss.read_total(zarr.open_group(out + "/sums/target", mode="r"), 0)
 res = tot.estimate(0, store.unit_names)
 g = zarr.open_group(out + ".floor", mode="w")
 write_influences(g, res, labels, names, store.unit_names)
 secs = time.perf_counter() - t0
 shutil.rmtree(out + ".floor")
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 BASELINE_CHILD = r"""
@@ -230,6 +230,9 @@ def main() -> None:
     def best(xs):
         return min(x["seconds"] for x in xs), max(x["maxrss_mb"] for x in xs)
 
+    def cpu(xs):  # CPU seconds (all threads) of the fastest run: the work, whatever the load
+        return min(xs, key=lambda x: x["seconds"])["cpu"]
+
     (tr, mr), (ta, ma) = best(reads), best(aggs)
     print(f"plain zarr read of masks + outputs   : {tr:7.2f} s   peak memory {mr:7.0f} MB")
     print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB   (+ Welch SEs, "
@@ -251,6 +254,10 @@ def main() -> None:
           f"sums / read: {tk / tr:.2f}")
     print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05); its floor / full aggregation: "
           f"{tl / ta:.3f}")
+    print(f"CPU seconds (all threads; the work, whatever the load): read {cpu(reads):.2f}, aggregation "
+          f"{cpu(aggs):.2f} ({cpu(aggs) / cpu(reads):.2f}x), reference {cpu(refs):.2f}, read + sums {cpu(sums):.2f}, "
+          f"refresh {cpu(refreshes):.2f} ({cpu(refreshes) / cpu(aggs):.3f}x the aggregation), refresh floor "
+          f"{cpu(floors):.2f}")
     print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
           f"{base:.0f} MB)")
     print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "

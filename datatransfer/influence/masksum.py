@@ -161,14 +161,14 @@ def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray, total: np.ndarr
     same of ``y[:, k]**2``, and ``total[col0 + k]``, ``total[sq0 + k]`` the sums over all rows; in float64.
 
     ``masks`` (b, U) bool; ``y`` (b, k) float32 or float64; ``out`` (U, cols) and ``total`` (cols,) float64,
-    C-contiguous. The kernel above from :data:`MIN_ROWS` rows on (its column tiles split between ``threads`` threads:
-    it releases the GIL), a BLAS product below."""
+    C-contiguous. The kernel above from :data:`MIN_ROWS` rows and :data:`TILE` columns on (its column tiles split
+    between ``threads`` threads: it releases the GIL), else a BLAS product."""
     b, units = masks.shape
     k = y.shape[1]
     if y.shape[0] != b or out.shape[0] != units or max(col0, sq0) + k > min(out.shape[1], total.shape[0]):
         raise ValueError(f"mask_sums: masks {masks.shape}, y {y.shape}, out {out.shape}, total {total.shape}, "
                          f"columns {col0} and {sq0} do not match")
-    if b < MIN_ROWS:
+    if b < MIN_ROWS or k < TILE:  # a few rows, or a few columns (e.g. the class averages): one small product
         x = masks.T.astype(np.float64)
         y64 = y.astype(np.float64)
         out[:, col0:col0 + k] += x @ y64

@@ -20,6 +20,7 @@ def product(masks, y):
     (700, 13, 45),  # units not a multiple of 8, columns not of the tile
     (1100, 67, 3 * masksum.TILE + 1),  # several groups and tiles, a last tile of one column
     (40, 13, 45),  # few rows: the BLAS path
+    (700, 13, masksum.TILE - 1),  # few columns: the BLAS path
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
