@@ -97,7 +97,8 @@ def welch(s_in: np.ndarray, s_in_sq: np.ndarray, total: np.ndarray, total_sq: np
         influence = mean_in - mean_out,    se = sqrt(s1^2 / n1 + s0^2 / n0)
 
     (NaN where n1 or n0 is below 2). Returns (influence, se), float64 (U, K)."""
-    from datatransfer.influence.welch_kernel import welch_into  # numba: imported where it is used
+    # numba: imported where it is used
+    from datatransfer.influence.welch_kernel import welch_into
 
     infl, se = np.empty(s_in.shape), np.empty(s_in.shape)
     welch_into(s_in, s_in_sq, np.ascontiguousarray(total, dtype=np.float64),

@@ -99,7 +99,7 @@ def _tiles(perm, off, y, out, total, col0, sq0, first, last):
     for ti in range(first, last):
         c0 = ti * {tile}
         width = min({tile}, cols - c0)
-        for r in range(b):  # the tile's columns, contiguous, in float64 (zeros beyond the last column)
+        for r in range(b):  # the tile's columns, contiguous, in float64 (a last, narrower tile leaves the rest unused)
             for c in range(width):
                 yb[r, c] = y[r, c0 + c]
         for g in range(groups):

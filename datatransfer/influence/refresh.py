@@ -25,8 +25,8 @@ import zarr
 
 from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence import sums_store as ss
-from datatransfer.influence.fanout import serial_map
 from datatransfer.influence.blocks import blas_limit, plan
+from datatransfer.influence.fanout import serial_map
 from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
 from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
     write_influences

@@ -91,9 +91,9 @@ def read_sums(outputs, masks: np.ndarray, rows: np.ndarray, mi: np.ndarray, ki: 
               batch_mb: int = 256):
     """(Sums, RowData) of ``rows`` (those that can be read; the others go to ``skipped``) of a target's ``outputs``
     array, for the pairs (mi[p], ki[p]); read ``block_rows`` at a time by a reading thread that runs up to a batch
-    ahead. Read blocks are gathered into batches (up to ``batch_mb`` of outputs and 2,048 rows: the kernel needs
-    more than :data:`masksum.MIN_ROWS`), each summed while the next one is read. ``check(block,
-    y)`` refuses bad values; ``progress(rows)`` is called after each read block."""
+    ahead (at most ``batch_mb`` of read blocks). Read blocks are gathered into batches (up to ``batch_mb`` of outputs
+    and 2,048 rows: the kernel needs more than :data:`masksum.MIN_ROWS`), each summed while the next one is read.
+    ``check(block, y)`` refuses bad values; ``progress(rows)`` is called after each read block."""
     n, k, pairs = avg.shape[0], avg.shape[0] + avg.shape[1], len(mi)
     sums = Sums.zeros(pairs, masks.shape[1], k)
     batch = int(np.clip(batch_mb * 2 ** 20 // (4 * k * pairs), block_rows, 2048))
@@ -101,7 +101,10 @@ def read_sums(outputs, masks: np.ndarray, rows: np.ndarray, mi: np.ndarray, ki: 
     ybuf = np.empty((batch + block_rows, pairs, n), dtype=outputs.dtype)  # a batch, as stored (float32)
     abuf = np.empty((batch + block_rows, pairs, k - n))
     got, agg, smp, filled = [], [], [], 0
-    for block, data in read_blocks(outputs, rows, block_rows, skipped, ahead=max(1, -(-batch // block_rows))):
+    # read up to a batch ahead, and at most batch_mb of raw blocks (they hold every mode and kind, not only this pass's)
+    block_mb = block_rows * int(np.prod(outputs.shape[1:])) * outputs.dtype.itemsize / 2 ** 20
+    ahead = max(1, min(-(-batch // block_rows), int(batch_mb // max(block_mb, 1e-9))))
+    for block, data in read_blocks(outputs, rows, block_rows, skipped, ahead=ahead):
         y = data[:, mi, ki, :]  # (b, P, n)
         check(block, y)
         at = slice(filled, filled + len(block))
