@@ -13,8 +13,11 @@ The synthetic store is generated once (about 300 MB at full size) into --dir (de
 dir named after the sizes) and reused by later runs. Each measurement runs in its own subprocess, which reports its
 wall time and its peak resident memory (ru_maxrss), so one measurement's memory does not leak into another's.
 Targets (issue 12): aggregation time <= 1.25x the plain read, refresh <= 0.05x a full run, peak memory <= 2 GB.
-The plain read and the reference (the aggregation before issue 12) run interleaved with it, so the printed ratios
-hold for the load of the moment. Not a test: timings on a shared machine are noisy, so each side runs --repeat
+The plain read and the reference (the aggregation before issue 12: read + one float64 BLAS product M^T Y) run
+interleaved with it, so the printed ratios hold for the load of the moment; so do two sides that split the
+aggregation's cost: "read + sums" (the read and M^T [Y, Y^2] by the four-Russians kernel of influence/masksum.py,
+nothing written) and the "refresh floor" (what a refresh does whatever the number of new rows: read the totals,
+Welch influences and errors of all U x K entries, write the influence arrays). Not a test: timings on a shared machine are noisy, so each side runs --repeat
 times, interleaved, and the best time counts.
 """
 
@@ -38,7 +41,7 @@ import json, resource, sys, time
 import numpy as np, zarr
 from datatransfer.influence.blocks import READ_CONCURRENCY
 path, block = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 total = 0.0
 with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):   # the same setting the aggregation uses
     g = zarr.open_group(path, mode="r")
@@ -49,7 +52,7 @@ with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):   # the same sett
         r = completed[i:i + block]
         total += float(arr[int(r[0]):int(r[-1]) + 1].sum(dtype=np.float64))  # touch the data
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 AGG_CHILD = r"""
@@ -58,11 +61,11 @@ from datatransfer.influence.aggregate import aggregate
 from datatransfer.config import DiagnosticsConfig
 path, out, block, diag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 incremental, sums_block = sys.argv[5] == "1", int(sys.argv[6])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 s = aggregate(path, out=out, diagnostics=DiagnosticsConfig() if diag else None, block_rows=block,
               progress=sys.stderr.isatty(), incremental=incremental, sums_block_rows=sums_block)
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rows_read": s.rows_read}))
 """
 
@@ -75,7 +78,7 @@ import numpy as np, zarr
 from datatransfer.influence.blocks import blas_limit, read_blocks
 from datatransfer.store.sweep_store import Store
 path, block = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 store = Store.open(path)
 rows = np.flatnonzero(store.completed())
 masks = store.masks
@@ -86,7 +89,48 @@ with blas_limit():
         p = masks[b].T.astype(np.float64) @ y
         s = p if s is None else s + p
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# Read + the sums of the aggregation (M^T [Y, Y^2] by the kernel of influence/masksum.py, and the totals), nothing
+# written: what the aggregation costs beyond the read before anything is stored.
+SUMS_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from datatransfer.influence.blocks import blas_limit, completed_rows
+from datatransfer.influence.sums import averaging, read_sums
+from datatransfer.store.sweep_store import Store
+path, block = sys.argv[1], int(sys.argv[2])
+t0, c0 = time.perf_counter(), time.process_time()
+store = Store.open(path)
+rows = completed_rows(store)
+avg = averaging(store.labels("target"), len(store.class_names("target")))
+with blas_limit():
+    s, _ = read_sums(store.outputs("target"), store.masks, rows, np.array([0]), np.array([0]), avg,
+                     np.zeros(0, np.int64), block, None, lambda b, y: None, lambda n: None)
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# What any refresh does whatever the number of new rows, with this layout: read the previous totals (U x 2K float64),
+# the Welch influences and errors of all U x K entries, and writing the per-example, per-class and overall arrays.
+FLOOR_CHILD = r"""
+import json, resource, shutil, sys, time
+import numpy as np, zarr
+from datatransfer.influence import sums_store as ss
+from datatransfer.influence.write import write_influences
+from datatransfer.store.sweep_store import Store
+path, out = sys.argv[1], sys.argv[2]
+store = Store.open(path)
+labels, names = store.labels("target"), store.class_names("target")
+t0, c0 = time.perf_counter(), time.process_time()
+tot = ss.read_total(zarr.open_group(out + "/sums/target", mode="r"), 0)
+res = tot.estimate(0, store.unit_names)
+g = zarr.open_group(out + ".floor", mode="w")
+write_influences(g, res, labels, names, store.unit_names)
+secs = time.perf_counter() - t0
+shutil.rmtree(out + ".floor")
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 BASELINE_CHILD = r"""
@@ -162,7 +206,7 @@ def main() -> None:
     out = folder / "influence.zarr"
 
     child(READ_CHILD, str(store), str(a.block))  # warm the page cache: both sides then read from memory
-    reads, aggs, diags, refreshes, refs = [], [], [], [], []
+    reads, aggs, diags, refreshes, refs, sums, floors = [], [], [], [], [], [], []
     sb = str(a.sums_block)
     completed = zarr.open_array(str(store / "completed"), mode="r+")
     new = max(1, int(round(a.rows * a.new)))
@@ -171,12 +215,14 @@ def main() -> None:
             reads.append(child(READ_CHILD, str(store), str(a.block)))
             aggs.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0", "0", sb))
             refs.append(child(REF_CHILD, str(store), str(a.block)))
+            sums.append(child(SUMS_CHILD, str(store), str(a.block)))
             if a.diagnostics:
                 diags.append(child(AGG_CHILD, str(store), str(out), str(a.block), "1", "0", sb))
             completed[a.rows - new:] = False
             child(AGG_CHILD, str(store), str(out), str(a.block), "0", "0", sb)  # the state before the new rows
             completed[a.rows - new:] = True
             refreshes.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0", "1", sb))
+            floors.append(child(FLOOR_CHILD, str(store), str(out)))
     finally:
         completed[:] = True
     base = child(BASELINE_CHILD)["maxrss_mb"]
@@ -184,25 +230,40 @@ def main() -> None:
     def best(xs):
         return min(x["seconds"] for x in xs), max(x["maxrss_mb"] for x in xs)
 
+    def cpu(xs):  # CPU seconds (all threads) of the fastest run: the work, whatever the load
+        return min(xs, key=lambda x: x["seconds"])["cpu"]
+
     (tr, mr), (ta, ma) = best(reads), best(aggs)
     print(f"plain zarr read of masks + outputs   : {tr:7.2f} s   peak memory {mr:7.0f} MB")
     print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB   (+ Welch SEs, "
           f"row-block sums written)")
     (tp, mp) = best(refs)
-    print(f"reference: read + M^T Y only (before): {tp:7.2f} s   peak memory {mp:7.0f} MB")
+    print(f"reference: read + M^T Y only (before): {tp:7.2f} s   peak memory {mp:7.0f} MB   (float64 BLAS, "
+          f"nothing written)")
+    (tk, mk) = best(sums)
+    print(f"read + sums M^T [Y, Y^2] (kernel)    : {tk:7.2f} s   peak memory {mk:7.0f} MB   (nothing written)")
     if diags:
         td, md = best(diags)
         print(f"aggregation + diagnostics (defaults) : {td:7.2f} s   peak memory {md:7.0f} MB")
     tf, mf = best(refreshes)
     print(f"refresh after {new} new rows ({100 * new / a.rows:.1f}%)  : {tf:7.2f} s   peak memory {mf:7.0f} MB   "
           f"(rows read: {refreshes[0]['rows_read']})")
-    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25); reference / read: {tp / tr:.2f}")
-    print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05)")
+    (tl, _) = best(floors)
+    print(f"refresh floor: totals read, Welch, influences written: {tl:7.2f} s   (what any refresh does)")
+    print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25); reference / read: {tp / tr:.2f}; read + "
+          f"sums / read: {tk / tr:.2f}")
+    print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05); its floor / full aggregation: "
+          f"{tl / ta:.3f}")
+    print(f"CPU seconds (all threads; the work, whatever the load): read {cpu(reads):.2f}, aggregation "
+          f"{cpu(aggs):.2f} ({cpu(aggs) / cpu(reads):.2f}x), reference {cpu(refs):.2f}, read + sums {cpu(sums):.2f}, "
+          f"refresh {cpu(refreshes):.2f} ({cpu(refreshes) / cpu(aggs):.3f}x the aggregation), refresh floor "
+          f"{cpu(floors):.2f}")
     print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
           f"{base:.0f} MB)")
     print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "
           f"{[round(x['seconds'], 2) for x in aggs]}, reference {[round(x['seconds'], 2) for x in refs]}, "
-          f"refresh {[round(x['seconds'], 2) for x in refreshes]}"
+          f"read + sums {[round(x['seconds'], 2) for x in sums]}, refresh "
+          f"{[round(x['seconds'], 2) for x in refreshes]}, refresh floor {[round(x['seconds'], 2) for x in floors]}"
           + (f", with diagnostics {[round(x['seconds'], 2) for x in diags]}" if diags else ""))
     infl = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2 ** 20
     print(f"influence store on disk: {infl:.0f} MB (row-block sums of {a.sums_block} rows included)")

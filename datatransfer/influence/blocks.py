@@ -2,6 +2,7 @@
 block ahead, within a memory budget; rows whose chunk cannot be decoded are left out, with a warning."""
 
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import logging
@@ -96,9 +97,10 @@ def _auto_block_rows(row_bytes: int, memory_mb: int) -> int:
     return int(np.clip(memory_mb * 2 ** 20 // 16 // max(row_bytes, 1), 8, 512))
 
 
-def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int,
-                skipped: Optional[Set[int]] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Yield (rows of the block, their data) for ``rows`` (sorted store indices), reading one block ahead.
+def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int, skipped: Optional[Set[int]] = None,
+                ahead: int = 1) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Yield (rows of the block, their data) for ``rows`` (sorted store indices), reading ``ahead`` blocks ahead
+    (one thread, in order).
 
     Each block is one slice ``arr[r0:r1]`` over the span of its rows (rows in between that are not used, e.g. not
     completed yet, are dropped after the read: a slice is much faster in zarr than a point selection). When that read
@@ -118,10 +120,11 @@ def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int,
             return _rows_one_by_one(arr, block)
 
     with zarr.config.set({"async.concurrency": READ_CONCURRENCY}), cf.ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(read, blocks[0]) if blocks else None
+        pending = collections.deque(pool.submit(read, b) for b in blocks[:max(1, ahead)])
         for i in range(len(blocks)):
-            block, data, bad = pending.result()
-            pending = pool.submit(read, blocks[i + 1]) if i + 1 < len(blocks) else None
+            block, data, bad = pending.popleft().result()
+            if i + len(pending) + 1 < len(blocks):
+                pending.append(pool.submit(read, blocks[i + len(pending) + 1]))
             if skipped is not None:
                 skipped.update(bad)
             if len(block):
@@ -163,11 +166,17 @@ def blas_limit(threads: int = 0):
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
-    threads = threads or int(os.environ.get("DATATRANSFER_BLAS_THREADS", "0"))  # set in aggregation workers
-    if threads > 0:  # a worker process of several: its share of the CPUs
-        return threadpool_limits(limits=threads, user_api="blas")
+    return threadpool_limits(limits=threads or compute_threads(), user_api="blas")
+
+
+def compute_threads() -> int:
+    """Threads for the products beside the reading thread: a worker process's share of the CPUs (set in aggregation
+    workers), else all CPUs but one."""
+    threads = int(os.environ.get("DATATRANSFER_BLAS_THREADS", "0"))
+    if threads > 0:
+        return threads
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return threadpool_limits(limits=max(1, cpus - 1), user_api="blas")
+    return max(1, cpus - 1)
 
 
 def plan(store: Store, t: str, estimator: str, block_rows: int, memory_mb: int):

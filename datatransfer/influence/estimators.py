@@ -97,27 +97,13 @@ def welch(s_in: np.ndarray, s_in_sq: np.ndarray, total: np.ndarray, total_sq: np
         influence = mean_in - mean_out,    se = sqrt(s1^2 / n1 + s0^2 / n0)
 
     (NaN where n1 or n0 is below 2). Returns (influence, se), float64 (U, K)."""
-    n1 = n_in.astype(np.float64)[:, None]
-    n0 = rows - n1
+    # numba: imported where it is used
+    from datatransfer.influence.welch_kernel import welch_into
+
     infl, se = np.empty(s_in.shape), np.empty(s_in.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r1, r0 = 1.0 / n1, 1.0 / n0
-        w1, w0 = r1 / (n1 - 1), r0 / (n0 - 1)  # s^2 / n = (sum of squares about the mean) / ((n - 1) n)
-        step = max(1, 2 ** 17 // max(len(n1), 1))  # columns at a time: temporaries stay in cache (~1 MB each)
-        for c in range(0, s_in.shape[1], step):
-            cols = slice(c, c + step)
-            a, a2 = s_in[:, cols], s_in_sq[:, cols]
-            b, b2 = total[None, cols] - a, total_sq[None, cols] - a2  # the rows without the unit
-            infl[:, cols] = a * r1 - b * r0
-            v1 = a2 - a * a * r1  # max below: rounding can make a zero sum of squares slightly negative
-            v0 = b2 - b * b * r0
-            np.maximum(v1, 0.0, out=v1)
-            np.maximum(v0, 0.0, out=v0)
-            v1 *= w1
-            v0 *= w0
-            v1 += v0
-            np.sqrt(v1, out=se[:, cols])
-    se[np.broadcast_to((n1 < 2) | (n0 < 2), se.shape)] = np.nan
+    welch_into(s_in, s_in_sq, np.ascontiguousarray(total, dtype=np.float64),
+               np.ascontiguousarray(total_sq, dtype=np.float64), np.asarray(n_in, dtype=np.int64), float(rows),
+               infl, se)
     return infl, se
 
 

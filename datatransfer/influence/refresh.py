@@ -26,6 +26,7 @@ import zarr
 from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence import sums_store as ss
 from datatransfer.influence.blocks import blas_limit, plan
+from datatransfer.influence.fanout import serial_map
 from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
 from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
     write_influences
@@ -49,12 +50,14 @@ class Task:
     base: Optional[np.ndarray]
     layout: ss.Layout
     read_rows: int
+    keep: bool = False  # return what the block adds to the totals (tasks run in this process, memory permitting)
 
 
 @dataclass
 class Done:
     rows: np.ndarray  # rows the block's sums now hold
     unreadable: List[int]  # rows left out: their chunk cannot be decoded
+    delta: Optional[Sums] = None  # with Task.keep: the block's new sums minus its previous ones (None: not known)
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,7 +76,11 @@ def run_task(task: Task) -> Done:
     with blas_limit():
         sums, data = read_sums(store.outputs(t), store.masks, task.rows, mi, ki, avg, lay.sample, task.read_rows,
                                skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), lambda n: None)
-    if task.base is not None and len(task.base):
+    # What the block adds to the totals: all of it when there is no previous store, its new rows' sums when it grew
+    # (exact: they are summed on their own); a changed block's is left to _total (previous minus new, read back).
+    grown = task.base is not None and len(task.base) > 0
+    delta = sums if task.keep and (grown or task.old is None) else None
+    if grown:
         old = zarr.open_group(str(Path(task.old) / "sums" / t), mode="r")
         base = ss.read_block(old, task.block, task.pairs)
         base.s_in += sums.s_in  # in place: these are U x 2K float64 per pair
@@ -86,10 +93,11 @@ def run_task(task: Task) -> Done:
         data = RowData(np.concatenate([prev.rows, data.rows])[order],
                        np.concatenate([prev.aggregate, data.aggregate])[order],
                        np.concatenate([prev.samples, data.samples])[order])
-    g = zarr.open_group(str(Path(task.new) / "sums" / t), mode="r+")
-    ss.write_block(g, task.block, task.pairs, sums)
-    ss.write_rowdata(g, lay, task.block, task.pairs, data)
-    return Done(data.rows, sorted(skipped))
+    with zarr.config.set({"array.write_empty_chunks": True}):  # no pass comparing 160 MB of sums with zeros
+        g = zarr.open_group(str(Path(task.new) / "sums" / t), mode="r+")
+        ss.write_block(g, task.block, task.pairs, sums)
+        ss.write_rowdata(g, lay, task.block, task.pairs, data)
+    return Done(data.rows, sorted(skipped), delta)
 
 
 @dataclass
@@ -132,15 +140,21 @@ def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_
     return p
 
 
-def _tasks(job: Job, t: str, p: _Plan, new: Path, old: Optional[Path], read_rows: int) -> List[Task]:
+def _tasks(job: Job, t: str, p: _Plan, new: Path, old: Optional[Path], read_rows: int,
+           in_process: bool) -> List[Task]:
+    """The block tasks of target ``t``; run ``in_process``, they return their deltas to the totals when all of
+    them fit half the memory budget (each U x 2K float64 per pair), sparing _reduce reading the blocks back."""
     _, passes = plan(job.store, t, "dim", read_rows, job.memory_mb)
     kinds = len(job.store.output_kinds)
     groups = [[m * kinds + k for m, k in group] for group in passes]
+    todo = [*p.grown.items(), *((j, (None, r)) for j, r in p.changed.items())]
+    lay = p.layout
+    keep = in_process and len(todo) * lay.pairs * lay.units * 2 * lay.cols * 8 <= job.memory_mb * 2 ** 20 // 2
     out = []
-    for j, (base, rows) in [*p.grown.items(), *((j, (None, r)) for j, r in p.changed.items())]:
+    for j, (base, rows) in todo:
         for pairs in groups:
             out.append(Task(str(job.store.path), str(new), str(old) if old else None, t, j, pairs, rows, base,
-                            p.layout, read_rows))
+                            p.layout, read_rows, keep))
     return out
 
 
@@ -158,7 +172,7 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
         ss.create(root.require_group("sums").require_group(t), p.layout)
         for j in p.unchanged:
             ss.link_block(old / "sums" / t, new / "sums" / t, j)
-        tasks += _tasks(job, t, p, new, old, read_rows)
+        tasks += _tasks(job, t, p, new, old, read_rows, run_tasks is serial_map)
         log.info(f"target {t}: {len(p.unchanged)} row blocks unchanged, {len(p.grown)} grown, {len(p.changed)} "
                  f"changed or new, of {p.layout.blocks}")
     bar = job.bar
@@ -167,18 +181,22 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
     done = run_tasks(run_task, tasks, (lambda i: bar.update(len(tasks[i].rows))) if bar is not None else None)
     used, notes = {}, {}
     for t in target_rows:
-        results = {}
+        results, deltas = {}, {}
         for task, d in zip(tasks, done):
             if task.target == t:
                 if task.block in results and not np.array_equal(results[task.block].rows, d.rows):
                     raise AggregationError(f"outputs/{t}: rows of block {task.block} became unreadable while being "
                                            f"aggregated (written right now?); run the command again")
                 results[task.block] = d
-        used[t], notes[t] = _reduce(job, t, plans[t], results, root)
+                if d.delta is not None:
+                    deltas.update({(task.block, q): (d.delta, i) for i, q in enumerate(task.pairs)})
+        used[t], notes[t] = _reduce(job, t, plans[t], results, root, deltas)
+        del deltas
     return used, {t: n for t, n in notes.items() if n}, sum(len(task.rows) for task in tasks)
 
 
-def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Group) -> Tuple[np.ndarray, str]:
+def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Group,
+            deltas: Dict[Tuple[int, int], Tuple[Sums, int]]) -> Tuple[np.ndarray, str]:
     """Stamps of the blocks read, totals, influences, counts and diagnostics of target ``t``."""
     store, lay = job.store, p.layout
     g = root["sums"][t]
@@ -196,8 +214,9 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
     tg = root.require_group(t)
     touched = sorted(set(p.grown) | set(p.changed))
     for q in range(lay.pairs):
-        tot = _total(g, p.prev, q, touched)
-        ss.write_total(g, q, tot)
+        tot = _total(g, p.prev, q, touched, deltas)
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            ss.write_total(g, q, tot)
         try:
             res = tot.estimate(0, store.unit_names)
         except EstimatorError as e:
@@ -215,17 +234,36 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
     return rows, write_diagnostics(job, t, rows, masks[rows], Collected(lay.sample, agg, smp), root)
 
 
-def _total(g: zarr.Group, prev: Optional[zarr.Group], q: int, touched) -> Sums:
-    """Pair ``q``'s sums over all blocks: the previous totals corrected by the blocks read, or the sum of blocks."""
-    if prev is None or "total_s_in" not in prev:
+def _total(g: zarr.Group, prev: Optional[zarr.Group], q: int, touched,
+           deltas: Dict[Tuple[int, int], Tuple[Sums, int]]) -> Sums:
+    """Pair ``q``'s sums over all blocks: the previous totals corrected by the blocks read (by their ``deltas`` when
+    the tasks returned them, else new minus previous sums read back), or the sum of the blocks."""
+    if prev is None:  # every block with rows was read
+        tot = None
+        for j in touched:
+            if (j, q) in deltas:
+                d, i = deltas[j, q]
+                s = Sums(d.s_in[i:i + 1], d.total[i:i + 1], d.n_in, d.count)
+            else:
+                s = ss.read_block(g, j, [q])
+            if tot is None:
+                tot = Sums(s.s_in.copy(), s.total.copy(), s.n_in.copy(), s.count)
+            else:
+                _accumulate(tot, s, 1.0)
+        return tot
+    if "total_s_in" not in prev:
         tot = ss.read_block(g, 0, [q])
         for j in range(1, g["block_count"].shape[0]):
             _accumulate(tot, ss.read_block(g, j, [q]), 1.0)
         return tot
     tot = ss.read_total(prev, q)
     for j in touched:
-        _accumulate(tot, ss.read_block(g, j, [q]), 1.0)
-        _accumulate(tot, ss.read_block(prev, j, [q]), -1.0)
+        if (j, q) in deltas:
+            d, i = deltas[j, q]
+            _accumulate(tot, Sums(d.s_in[i:i + 1], d.total[i:i + 1], d.n_in, d.count), 1.0)
+        else:
+            _accumulate(tot, ss.read_block(g, j, [q]), 1.0)
+            _accumulate(tot, ss.read_block(prev, j, [q]), -1.0)
     return tot
 
 

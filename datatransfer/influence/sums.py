@@ -20,8 +20,9 @@ from typing import Callable, Optional, Set
 
 import numpy as np
 
-from datatransfer.influence.blocks import read_blocks
+from datatransfer.influence.blocks import compute_threads, read_blocks
 from datatransfer.influence.estimators import Estimate, check_coverage, welch
+from datatransfer.influence.masksum import mask_sums
 
 
 def averaging(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -55,13 +56,14 @@ class Sums:
     def __sub__(self, o: "Sums") -> "Sums":
         return Sums(self.s_in - o.s_in, self.total - o.total, self.n_in - o.n_in, self.count - o.count)
 
-    def add(self, masks: np.ndarray, y: np.ndarray) -> None:
-        """Add a read block: ``masks`` (b, U) bool, ``y`` (b, P, K) float64 augmented outputs."""
-        yy = np.concatenate([y, y * y], axis=2)  # (b, P, 2K)
-        x = masks.T.astype(np.float64)
-        for p in range(yy.shape[1]):
-            self.s_in[p] += x @ yy[:, p, :]  # BLAS dgemm (U, b) @ (b, 2K)
-        self.total += yy.sum(axis=0)
+    def add(self, masks: np.ndarray, y: np.ndarray, aug: np.ndarray, threads: int = 1) -> None:
+        """Add a block of rows: ``masks`` (b, U) bool, ``y`` (b, P, n) the outputs (float32 as stored, or float64),
+        ``aug`` (b, P, C + 1) float64 their class and overall averages (masksum.py: the four-Russians kernel for
+        many rows, a BLAS product for few; both in float64)."""
+        n, k = y.shape[2], self.total.shape[1] // 2
+        for p in range(y.shape[1]):
+            mask_sums(masks, y[:, p, :], self.s_in[p], self.total[p], 0, k, threads)
+            mask_sums(masks, aug[:, p, :], self.s_in[p], self.total[p], n, k + n, threads)
         self.n_in += masks.sum(axis=0)
         self.count += len(masks)
 
@@ -85,22 +87,39 @@ class RowData:
 
 def read_sums(outputs, masks: np.ndarray, rows: np.ndarray, mi: np.ndarray, ki: np.ndarray, avg: np.ndarray,
               sample: np.ndarray, block_rows: int, skipped: Optional[Set[int]],
-              check: Callable[[np.ndarray, np.ndarray], None], progress: Callable[[int], None]):
+              check: Callable[[np.ndarray, np.ndarray], None], progress: Callable[[int], None],
+              batch_mb: int = 256):
     """(Sums, RowData) of ``rows`` (those that can be read; the others go to ``skipped``) of a target's ``outputs``
-    array, for the pairs (mi[p], ki[p]); read ``block_rows`` at a time, one block ahead. ``check(block, y)`` refuses
-    bad values; ``progress(rows)`` is called after each read block."""
-    sums = Sums.zeros(len(mi), masks.shape[1], avg.shape[0] + avg.shape[1])
-    got, agg, smp = [], [], []
-    for block, data in read_blocks(outputs, rows, block_rows, skipped):
+    array, for the pairs (mi[p], ki[p]); read ``block_rows`` at a time by a reading thread that runs up to a batch
+    ahead (at most ``batch_mb`` of read blocks). Read blocks are gathered into batches (up to ``batch_mb`` of outputs
+    and 2,048 rows: the kernel needs more than :data:`masksum.MIN_ROWS`), each summed while the next one is read.
+    ``check(block, y)`` refuses bad values; ``progress(rows)`` is called after each read block."""
+    n, k, pairs = avg.shape[0], avg.shape[0] + avg.shape[1], len(mi)
+    sums = Sums.zeros(pairs, masks.shape[1], k)
+    batch = int(np.clip(batch_mb * 2 ** 20 // (4 * k * pairs), block_rows, 2048))
+    threads = compute_threads()
+    ybuf = np.empty((batch + block_rows, pairs, n), dtype=outputs.dtype)  # a batch, as stored (float32)
+    abuf = np.empty((batch + block_rows, pairs, k - n))
+    got, agg, smp, filled = [], [], [], 0
+    # read up to a batch ahead, and at most batch_mb of raw blocks (they hold every mode and kind, not only this pass's)
+    block_mb = block_rows * int(np.prod(outputs.shape[1:])) * outputs.dtype.itemsize / 2 ** 20
+    ahead = max(1, min(-(-batch // block_rows), int(batch_mb // max(block_mb, 1e-9))))
+    for block, data in read_blocks(outputs, rows, block_rows, skipped, ahead=ahead):
         y = data[:, mi, ki, :]  # (b, P, n)
         check(block, y)
-        y64 = y.astype(np.float64)
-        y64 = np.concatenate([y64, y64 @ avg], axis=2)
-        sums.add(masks[block], y64)
+        at = slice(filled, filled + len(block))
+        ybuf[at] = y
+        np.matmul(y, avg, out=abuf[at], dtype=np.float64)
         got.append(block)
-        agg.append(y64[:, :, -1])
-        smp.append(y64[:, :, sample].astype(np.float32))
+        agg.append(abuf[at, :, -1].copy())
+        smp.append(y[:, :, sample])
+        filled += len(block)
         progress(len(block))
+        if filled >= batch:
+            sums.add(masks[np.concatenate(got)[-filled:]], ybuf[:filled], abuf[:filled], threads)
+            filled = 0
+    if filled:
+        sums.add(masks[np.concatenate(got)[-filled:]], ybuf[:filled], abuf[:filled], threads)
     if not got:
         return sums, RowData(np.zeros(0, np.int64), np.zeros((0, len(mi))), np.zeros((0, len(mi), len(sample)),
                                                                                      np.float32))

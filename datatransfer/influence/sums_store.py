@@ -23,7 +23,7 @@ import zarr
 from datatransfer.influence.sums import RowData, Sums
 from datatransfer.store.integrity import chunk_file
 
-SUMS_VERSION = 1
+SUMS_VERSION = 2  # 2: the U x 2K sums in chunks of ~16 MB (1: one chunk per block and pair)
 # Arrays whose first axis is the block or the row; (name, dtype, shape after that axis, chunk after that axis).
 _BLOCK = ("block_s_in", "block_total", "block_n_in", "block_count", "block_mask_hash")
 _ROW = ("row_stamp", "row_aggregate", "row_samples")
@@ -60,7 +60,9 @@ def create(g: zarr.Group, lay: Layout) -> None:
     g.attrs["layout"] = lay.key()
     nb, p, u, k, b, s = lay.blocks, lay.pairs, lay.units, lay.cols, lay.block_rows, len(lay.sample)
     raw = {"compressors": None, "fill_value": 0}  # float sums do not compress; raw keeps reads and writes cheap
-    g.create_array("block_s_in", shape=(nb, p, u, 2 * k), chunks=(1, 1, u, 2 * k), dtype="float64", **raw,
+    # ~16 MB chunks of units: zarr writes one 160 MB chunk ~4x slower than ten of 16 MB (measured, bench size)
+    uc = int(np.clip(2 ** 24 // (16 * k), 1, u))
+    g.create_array("block_s_in", shape=(nb, p, u, 2 * k), chunks=(1, 1, uc, 2 * k), dtype="float64", **raw,
                    dimension_names=("block", "pair", "unit", "column"))
     g.create_array("block_total", shape=(nb, p, 2 * k), chunks=(1, 1, 2 * k), dtype="float64", **raw,
                    dimension_names=("block", "pair", "column"))
@@ -72,7 +74,7 @@ def create(g: zarr.Group, lay: Layout) -> None:
                    dimension_names=("row", "pair"))
     g.create_array("row_samples", shape=(lay.rows, p, max(s, 1)), chunks=(b, 1, max(s, 1)), dtype="float32", **raw,
                    dimension_names=("row", "pair", "sample"))
-    g.create_array("total_s_in", shape=(p, u, 2 * k), chunks=(1, u, 2 * k), dtype="float64", **raw,
+    g.create_array("total_s_in", shape=(p, u, 2 * k), chunks=(1, uc, 2 * k), dtype="float64", **raw,
                    dimension_names=("pair", "unit", "column"))
     g.create_array("total_total", shape=(p, 2 * k), chunks=(1, 2 * k), dtype="float64", **raw,
                    dimension_names=("pair", "column"))

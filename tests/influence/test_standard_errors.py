@@ -88,3 +88,33 @@ def test_ridge_without_bootstrap_has_no_se(tmp_path):
     p = make_planted_store(tmp_path / "s.zarr", rows=60, units=5, n=(6,), scheme="bernoulli")
     inf = Influence(aggregate(p.store.path, estimator="ridge", diagnostics=None, progress=False).out)
     assert inf.se("t0", "fixed", "softmax_gt") is None and inf.interval("t0", "fixed", "softmax_gt") is None
+
+
+def test_compiled_welch_equals_the_numpy_formulas_bitwise():
+    """welch() runs compiled (influence/welch_kernel.py): the same operations in the same order as these numpy ones,
+    so the same bits, including units in fewer than 2 rows (NaN) and in every row."""
+    from datatransfer.influence.estimators import welch
+
+    rng = np.random.default_rng(5)
+    rows = 300
+    masks = rng.random((rows, 40)) < 0.5
+    masks[:, 0], masks[:, 1], masks[:, 2] = False, True, False
+    masks[7, 2] = True  # one row: NaN
+    y = rng.normal(size=(rows, 30))
+    x = masks.T.astype(np.float64)
+    s_in, s_sq, n_in = x @ y, x @ (y * y), masks.sum(axis=0)
+    total, total_sq = y.sum(axis=0), (y * y).sum(axis=0)
+    n1 = n_in.astype(np.float64)[:, None]
+    n0 = rows - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r1, r0 = 1.0 / n1, 1.0 / n0
+        b, b2 = total - s_in, total_sq - s_sq
+        want_infl = s_in * r1 - b * r0
+        v1 = np.maximum(s_sq - s_in * s_in * r1, 0.0) * (r1 / (n1 - 1))
+        v0 = np.maximum(b2 - b * b * r0, 0.0) * (r0 / (n0 - 1))
+        want_se = np.sqrt(v1 + v0)
+    want_se[np.broadcast_to((n1 < 2) | (n0 < 2), want_se.shape)] = np.nan
+    infl, se = welch(s_in, s_sq, total, total_sq, n_in, rows)
+    np.testing.assert_array_equal(infl, want_infl)
+    np.testing.assert_array_equal(se, want_se)
+    assert np.isnan(se[:3]).all() and np.isfinite(se[3:]).all()
