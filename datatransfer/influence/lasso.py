@@ -38,7 +38,7 @@ from datatransfer.influence.estimators import (
 
 log = logging.getLogger(__name__)
 SOLVERS = ("auto", "cd", "torch", "stream")
-GRAM_COPIES = 3  # (U, U) float64 matrices the Gram form holds at once (fit, held-out, all rows)
+GRAM_COPIES = 8  # (U, U) float64 matrices the Gram form holds at its peak (moments, centred copies)
 
 
 def gram_fits(units: int, gram_max_mb: float) -> bool:

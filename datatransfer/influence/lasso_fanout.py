@@ -4,7 +4,8 @@ by another process (``launcher: local``, a process pool) or a Slurm array task (
 runner ``run_tasks(fn, items)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for the
 row blocks of difference of means; this package imports nothing of Slurm). A task memory-maps the shared matrices,
 solves its columns with :func:`datatransfer.influence.lasso.solve` and returns them; the results equal a single
-process's (each column's solve depends only on the statistics and its own data)."""
+process's (each column's solve depends only on the statistics and its own data). With ``solver=stream`` the (U, U)
+matrices are operators (lasso_stream.py), pickled: each task streams the masks from the sweep store itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,10 +43,11 @@ class SolveBlock:
             import numba
 
             numba.set_num_threads(self.threads)
-        a = {f: np.load(Path(self.folder) / f"{f}.npy", mmap_mode="r") for f in _FIELDS}
+        a = {f: _load(Path(self.folder), f) for f in _FIELDS}
         cols = slice(self.start, self.stop)
-        q = Problem(np.asarray(a["s"]), np.asarray(a["c"][cols]), np.asarray(a["syy"][cols]), np.asarray(a["h"]),
-                    np.asarray(a["p"][cols]), np.asarray(a["cyy"][cols]), np.asarray(a["s_all"]),
+        whole = {f: np.asarray(a[f]) if isinstance(a[f], np.ndarray) else a[f] for f in ("s", "h", "s_all")}
+        q = Problem(whole["s"], np.asarray(a["c"][cols]), np.asarray(a["syy"][cols]), whole["h"],
+                    np.asarray(a["p"][cols]), np.asarray(a["cyy"][cols]), whole["s_all"],
                     np.asarray(a["c_all"][cols]), np.asarray(a["syy_all"][cols]),
                     np.asarray(a["lambdas"][:, cols]), int(np.load(Path(self.folder) / "n_held.npy")))
         return self.start, solve(q, self.solver, self.device, self.tol, self.max_iter, self.patience)
@@ -52,8 +55,20 @@ class SolveBlock:
 
 def _save(problem, folder: Path) -> None:
     for f in _FIELDS:
-        np.save(folder / f"{f}.npy", np.ascontiguousarray(getattr(problem, f)))
+        value = getattr(problem, f)
+        if isinstance(value, np.ndarray):
+            np.save(folder / f"{f}.npy", np.ascontiguousarray(value))
+        else:  # solver=stream's operators: the store's path (or packed masks), rows and means; each task streams
+            with open(folder / f"{f}.pkl", "wb") as fh:
+                pickle.dump(value, fh)
     np.save(folder / "n_held.npy", np.asarray(problem.n_held))
+
+
+def _load(folder: Path, f: str):
+    if (folder / f"{f}.pkl").is_file():
+        with open(folder / f"{f}.pkl", "rb") as fh:
+            return pickle.load(fh)
+    return np.load(folder / f"{f}.npy", mmap_mode="r")
 
 
 def _merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
