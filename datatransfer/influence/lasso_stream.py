@@ -74,10 +74,11 @@ class Device:
         import torch
 
         self.passes += 1
-        bits = torch.arange(8, device=self.device, dtype=torch.uint8)  # little bit order (mask_bits.BITORDER)
+        # byte -> its 8 bits as 0/1 in little bit order (mask_bits.BITORDER): one gather per block
+        table = ((torch.arange(256, device=self.device).unsqueeze(-1) >> torch.arange(8, device=self.device)) & 1)
+        table = table.to(self.dtype)
         for s, p in self.cached if self.cached is not None else ((s, self._put(p)) for s, p in self.source.blocks()):
-            x = (p.unsqueeze(-1) >> bits) & 1
-            yield s, x.reshape(p.shape[0], -1)[:, :self.source.units].to(self.dtype)
+            yield s, table[p.long()].reshape(p.shape[0], -1)[:, :self.source.units]
 
 
 class Implicit:
