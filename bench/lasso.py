@@ -241,14 +241,18 @@ def stream(args) -> None:
           f"nonzeros per example {out['cd']['nnz'].mean():.1f} (cd) {out['stream']['nnz'].mean():.1f} (stream)")
     print(f"stream: {passes} passes over the masks ({passes / args.examples:.1f} per example in a block of "
           f"{args.examples}), {t['stream'] / passes * 1e3:.1f} ms per pass here")
-    rate = _pass_rate(args)
+    rates = {"measured here": _pass_rate(args)}
+    if args.assume_tflops:
+        rates[f"assumed {args.assume_tflops:g} TFLOP/s"] = args.assume_tflops * 1e12
     paper_rows, paper_units, paper_examples, block = 71_828, 1_281_167, 10_000, args.paper_block
-    per_pass = 4.0 * paper_rows * paper_units * block / rate
-    hours = -(-paper_examples // block) * passes * per_pass / 3600
-    print(f"projection (an estimate, not a run): {paper_rows} rows x {paper_units} units x {paper_examples} examples "
-          f"in blocks of {block}: one pass {per_pass:.1f} s at the measured {rate / 1e12:.2f} TFLOP/s; assuming "
-          f"{passes} passes per block (as measured here; the real count depends on the path and the conditioning at "
-          f"that scale) -> {hours:.3g} device-hours, {hours / args.devices:.3g} h on {args.devices} devices")
+    for label, rate in rates.items():
+        per_pass = 4.0 * paper_rows * paper_units * block / rate
+        hours = -(-paper_examples // block) * passes * per_pass / 3600
+        print(f"projection (an estimate, not a run), {label}: {paper_rows} rows x {paper_units} units x "
+              f"{paper_examples} examples in blocks of {block}: one pass {per_pass:.3g} s at {rate / 1e12:.3g} "
+              f"TFLOP/s; assuming {passes} passes per block (as measured here; the real count depends on the path "
+              f"and the conditioning at that scale) -> {hours:.3g} device-hours, {hours / args.devices:.3g} h on "
+              f"{args.devices} devices")
 
 
 def _problem(est, x, y):
@@ -310,6 +314,8 @@ def main() -> None:
     ap.add_argument("--pass-examples", type=int, default=64)
     ap.add_argument("--paper-block", type=int, default=256, help="stream: examples per block at the paper's scale")
     ap.add_argument("--devices", type=int, default=8, help="stream: devices the projection divides by")
+    ap.add_argument("--assume-tflops", type=float, default=0.0,
+                    help="stream: also project at this float64 rate (e.g. a GPU's, when none is here to measure)")
     args = ap.parse_args()
     {"solvers": solvers, "regimes": regimes, "project": project, "stream": stream}[args.what](args)
 

@@ -16,7 +16,10 @@ example, docs/influence-format.md). Sufficient statistics are the normal equatio
 held-out rows (as for ridge): the (U+1)^2 Gram is formed once for every column of the (mode, kind), so the solver
 only ever sees (U, U) and (U, K) matrices. Solvers (``solver``): ``cd``, coordinate descent with covariance updates
 in numba on the CPU; ``torch``, FISTA on ``device`` (a GPU) — see lasso_solvers.py and docs/estimators.md for the
-measured choice. ``fanout`` solves blocks of columns in other processes or Slurm tasks (lasso_fanout.py).
+measured choice; ``stream``, the same FISTA with the (U, U) matrices replaced by passes over row blocks of the
+masks (lasso_stream.py: memory ~ U x K, never U^2, for the paper's 1.28 M units); ``auto`` (the default), ``cd``
+while the Gram form fits ``gram_max_mb`` (:func:`gram_fits`), else ``stream``. ``fanout`` solves blocks of columns
+in other processes or Slurm tasks (lasso_fanout.py).
 """
 
 from __future__ import annotations
@@ -221,8 +224,9 @@ class Lasso(Estimator):
                        np.ascontiguousarray((axy / na).T), ayy / na,
                        grid(c, cyy / n, np.diag(cxx / n).max(), self.path_length, self.eps), self._held.n)
 
-    def _stream_problem(self, unit_names: Optional[Sequence[str]]) -> Problem:
-        """solver=stream: the problem with the (U, U) matrices as operators over the masks (lasso_stream.py)."""
+    def stream_job(self, unit_names: Optional[Sequence[str]] = None):
+        """solver=stream: the rows' masks and outputs as a lasso_stream.Job (after every row was added), checked for
+        coverage (one pass counting each unit's rows)."""
         from datatransfer.influence import lasso_stream
         from datatransfer.influence.estimators import holdout_rows
 
@@ -238,28 +242,51 @@ class Lasso(Estimator):
                                  f"{held.sum()} held-out rows")
         packed = np.concatenate(st["packed"])[order] if st["packed"] else None
         source = lasso_stream.MaskRows(st["units"], rows, self.mask_store, packed, self.block_rows)
-        q, n_in = lasso_stream.problem(source, y, held, self.path_length, self.eps, _device(self.device),
-                                       self.cache_mb)
+        n_in = lasso_stream.counts(source)
         check_coverage(n_in, len(rows) - n_in, unit_names)
         self._counts = (len(rows), n_in, y.mean(axis=0))
-        return q
+        return lasso_stream.Job(source, y, held, self.path_length, self.eps, self.cache_mb)
 
-    def result(self, unit_names: Optional[Sequence[str]] = None) -> Estimate:
-        problem = self.problem(unit_names)
-        if self.fanout.get("launcher", "none") != "none":
+    def _stream_problem(self, unit_names: Optional[Sequence[str]]) -> Problem:
+        """solver=stream, every column at once (small K; result() forms the statistics a block at a time)."""
+        from datatransfer.influence import lasso_stream
+
+        job = self.stream_job(unit_names)
+        return lasso_stream.problem(job.source, job.y, job.held, self.path_length, self.eps, _device(self.device),
+                                    self.cache_mb)[0]
+
+    def _solve(self, unit_names: Optional[Sequence[str]]):
+        """(solve's output for every column, held-out sums of squares per column, held-out rows)."""
+        fanned = self.fanout.get("launcher", "none") != "none"
+        if self.used == "stream":
+            from datatransfer.influence import lasso_stream
+
+            problem = self.stream_job(unit_names)
+            ss, n_held = problem.heldout_ss(), int(problem.held.sum())
+        else:
+            problem = self.problem(unit_names)
+            ss, n_held = problem.cyy, problem.n_held
+        if fanned:
             from datatransfer.influence.lasso_fanout import solve_fanned_out
 
             out = solve_fanned_out(problem, self.fanout, self.used, self.device, self.tol, self.max_iter,
                                    self.patience, self.run_tasks)
+        elif self.used == "stream":
+            out = lasso_stream.solve_blocks(problem, int(self.fanout.get("examples_per_task", 256)),
+                                            _device(self.device), self.tol, self.max_iter, self.patience)
         else:
             out = solve(problem, self.used, self.device, self.tol, self.max_iter, self.patience)
+        return out, ss, n_held
+
+    def result(self, unit_names: Optional[Sequence[str]] = None) -> Estimate:
+        out, ss, n_held = self._solve(unit_names)
         if out["not_converged"]:
             log.warning("lasso: %d solve(s) stopped at max_iter=%d before the duality gap reached tol=%g",
                         out["not_converged"], self.max_iter, self.tol)
         every_n, n_in, mean = self._counts
         with np.errstate(invalid="ignore", divide="ignore"):
-            r2 = 1.0 - out["sse"] / problem.cyy
+            r2 = 1.0 - out["sse"] / ss
         w = out["w"]
         return Estimate(w.T, n_in, every_n - n_in, mean, every_n, extras={
-            "lambda": out["lambda"], "heldout_r2": r2, "heldout_mse": out["sse"] / problem.n_held,
+            "lambda": out["lambda"], "heldout_r2": r2, "heldout_mse": out["sse"] / n_held,
             "nnz": out["nnz"].astype(np.int64)}, sparse=True, dense=w.size * 4 <= self.dense_max_mb * 2 ** 20)

@@ -197,3 +197,51 @@ def problem(source: MaskRows, y: np.ndarray, held: np.ndarray, path_length: int,
     q = Problem(ops[0], c, cyy / n, ops[1], np.ascontiguousarray(p.T), cyy_h, ops[2],
                 np.ascontiguousarray((axy / na).T), ayy / na, lambdas, int(ho[0]))
     return q, np.rint(sx_all).astype(np.int64)
+
+
+def counts(source: MaskRows) -> np.ndarray:
+    """Rows that include each unit (U,): a pass without products (the coverage check comes before any solve)."""
+    total = np.zeros(source.units, dtype=np.int64)
+    for _, packed in source.blocks():
+        total += mask_bits.decode(packed, source.units).sum(axis=0)
+    return total
+
+
+@dataclass
+class Job:
+    """The stream solver's work for many target examples: the rows' masks, their outputs ``y`` (rows x K) and the
+    held-out rows. Solved a block of examples at a time (:meth:`solve`), each block forming only its own (block, U)
+    statistics: memory ~ U x block, whatever K (10,000 examples x 1.28 M units would be 100 GB per statistic)."""
+
+    source: MaskRows
+    y: Optional[np.ndarray]  # None in a pickled job: the tasks read their columns from a file
+    held: np.ndarray
+    path_length: int
+    eps: float
+    cache_mb: float
+
+    def solve(self, y: np.ndarray, device: str, tol: float, max_iter: int, patience: int):
+        """lasso.solve's output for the columns ``y`` (rows x block)."""
+        from datatransfer.influence.lasso import solve
+
+        q, _ = problem(self.source, y, self.held, self.path_length, self.eps, device, self.cache_mb)
+        return solve(q, "stream", device, tol, max_iter, patience)
+
+    def heldout_ss(self) -> np.ndarray:
+        """Per example: sum over held-out rows of (y - mean of y over the fit rows)^2 (what R^2 compares with)."""
+        ybar = self.y[~self.held].mean(axis=0)
+        return ((self.y[self.held] - ybar) ** 2).sum(axis=0)
+
+
+def solve_blocks(job: Job, per: int, device: str, tol: float, max_iter: int, patience: int):
+    """Every example of ``job`` in this process, ``per`` at a time (lasso_fanout.py runs the blocks elsewhere)."""
+    import logging
+
+    from datatransfer.influence.lasso_fanout import merge
+
+    k = job.y.shape[1]
+    parts = []
+    for start in range(0, k, per):
+        parts.append((start, job.solve(job.y[:, start:start + per], device, tol, max_iter, patience)))
+        logging.getLogger(__name__).info("lasso stream: %d of %d examples solved", min(start + per, k), k)
+    return merge(parts, k)

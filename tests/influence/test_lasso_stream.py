@@ -84,6 +84,7 @@ def test_bit_packed_store_blocks_round_trip(tmp_path):
     assert [s.start for s, _ in got] == list(range(0, 40, 7))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pack", [True, False])
 def test_store_recovers_planted_support_like_cd(tmp_path, pack):
     rng = np.random.default_rng(3)
@@ -94,8 +95,9 @@ def test_store_recovers_planted_support_like_cd(tmp_path, pack):
     s = dict(tol=1e-8, max_iter=20000)
     cd = Influence(aggregate(p.store.path, tmp_path / "cd.zarr", "lasso", {"solver": "cd", **s}, diagnostics=None,
                              progress=False).out)
+    # packed: every pass reads the masks from the store again (cache_mb=0); plain: kept in memory between passes
     st = Influence(aggregate(p.store.path, tmp_path / "st.zarr", "lasso", {"solver": "stream", "block_rows": 64,
-                                                                          "cache_mb": 0, **s},
+                                                                          "cache_mb": 0 if pack else 64, **s},
                              diagnostics=None, progress=False).out)
     a, b = (x.array("t0", "full", "softmax_gt", "per_example") for x in (cd, st))
     np.testing.assert_allclose(b, a, atol=1e-4)
@@ -107,6 +109,7 @@ def test_store_recovers_planted_support_like_cd(tmp_path, pack):
     np.testing.assert_array_equal(st.array("t0", "full", "softmax_gt", "nnz"), (b != 0).sum(1))
 
 
+@pytest.mark.slow
 def test_local_fanout_equals_single_process(tmp_path):
     rng = np.random.default_rng(5)
     p = make_planted_store(tmp_path / "s.zarr", rows=300, units=30, n=(10,), scheme="bernoulli", noise=0.5,
@@ -117,7 +120,7 @@ def test_local_fanout_equals_single_process(tmp_path):
     fan = {"launcher": "local", "examples_per_task": 3, "workers": 2, "folder": str(tmp_path / "fan")}
     many = Influence(aggregate(p.store.path, tmp_path / "many.zarr", "lasso", {**s, "fanout": fan},
                                diagnostics=None, progress=False).out)
-    assert (tmp_path / "fan" / "s.pkl").is_file()  # the tasks got the operator (the store's path), not a matrix
+    assert (tmp_path / "fan" / "job.pkl").is_file()  # the tasks got the job (the store's path), not matrices
     np.testing.assert_allclose(many.array("t0", "full", "softmax_gt", "lambda"),
                                one.array("t0", "full", "softmax_gt", "lambda"), rtol=1e-12)
     # FISTA iterates a block's examples together until all have converged: equal to the tolerance, not bitwise
@@ -125,6 +128,13 @@ def test_local_fanout_equals_single_process(tmp_path):
                                one.array("t0", "full", "softmax_gt", "per_example"), atol=1e-6)
     np.testing.assert_array_equal(many.array("t0", "full", "softmax_gt", "nnz"),
                                   one.array("t0", "full", "softmax_gt", "nnz"))
+    # in one process the examples are solved a block at a time too (statistics of one block at once): the same
+    blocks = Influence(aggregate(p.store.path, tmp_path / "blocks.zarr", "lasso",
+                                 {**s, "fanout": {"examples_per_task": 4}}, diagnostics=None, progress=False).out)
+    np.testing.assert_allclose(blocks.array("t0", "full", "softmax_gt", "per_example"),
+                               one.array("t0", "full", "softmax_gt", "per_example"), atol=1e-6)
+    np.testing.assert_allclose(blocks.array("t0", "full", "softmax_gt", "heldout_r2"),
+                               one.array("t0", "full", "softmax_gt", "heldout_r2"), rtol=1e-9)
 
 
 def test_auto_picks_stream_when_the_gram_form_does_not_fit(planted_data):
