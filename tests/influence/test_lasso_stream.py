@@ -144,3 +144,28 @@ def test_auto_picks_stream_when_the_gram_form_does_not_fit(planted_data):
     small = fed(Lasso(gram_max_mb=0.1, **TIGHT), x, y)  # 8 x 61^2 x 8 bytes = 0.23 MB > 0.1 MB
     assert small.used == "stream"
     np.testing.assert_allclose(small.result().influence, fed(Lasso(**TIGHT), x, y).result().influence, atol=1e-6)
+
+
+def test_fanout_through_a_runner_passed_in(tmp_path):
+    """launcher=slurm hands the stream blocks to the runner the app passes in (a Slurm array's in the app), here the
+    in-process one: each task reads its columns of y.npy and streams the masks from the store itself."""
+    from datatransfer.influence.fanout import serial_map
+
+    rng = np.random.default_rng(7)
+    p = make_planted_store(tmp_path / "s.zarr", rows=200, units=20, n=(5,), scheme="bernoulli", noise=0.5,
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": sparse_effects(rng, 20, 5, 3)})
+    s = {"solver": "stream", "tol": 1e-10, "max_iter": 100000}
+    one = Influence(aggregate(p.store.path, tmp_path / "one.zarr", "lasso", s, diagnostics=None,
+                              progress=False).out)
+    calls = []
+
+    def runner(fn, items, on_done=None):
+        calls.append(len(items))
+        return serial_map(fn, items, on_done)
+
+    fan = {"launcher": "slurm", "examples_per_task": 2, "folder": str(tmp_path / "fan")}
+    many = Influence(aggregate(p.store.path, tmp_path / "many.zarr", "lasso", {**s, "fanout": fan},
+                               diagnostics=None, progress=False, fanout_tasks=runner).out)
+    assert calls == [3]  # 5 examples in blocks of 2
+    np.testing.assert_allclose(many.array("t0", "full", "softmax_gt", "per_example"),
+                               one.array("t0", "full", "softmax_gt", "per_example"), atol=1e-6)
