@@ -236,8 +236,9 @@ def stream(args) -> None:
     passes = q["stream"].s.passes + q["stream"].h.passes + q["stream"].s_all.passes + 1  # + the statistics' pass
     print(f"data: {args.rows} rows x {args.units} units, {args.examples} examples, path of {args.path_length}, "
           f"tol {args.tol}, patience {args.patience}; torch threads {torch.get_num_threads()}, device {args.device}")
+    diff = np.abs(out["stream"]["w"] - out["cd"]["w"]).max()
     print(f"cd (Gram form, statistics + solve): {t['cd']:.2f} s; stream (on the masks): {t['stream']:.2f} s = "
-          f"{t['stream'] / t['cd']:.2f} x cd; max |w_stream - w_cd| = {np.abs(out['stream']['w'] - out['cd']['w']).max():.2e}; "
+          f"{t['stream'] / t['cd']:.2f} x cd; max |w_stream - w_cd| = {diff:.2e}; "
           f"nonzeros per example {out['cd']['nnz'].mean():.1f} (cd) {out['stream']['nnz'].mean():.1f} (stream)")
     print(f"stream: {passes} passes over the masks ({passes / args.examples:.1f} per example in a block of "
           f"{args.examples}), {t['stream'] / passes * 1e3:.1f} ms per pass here")
