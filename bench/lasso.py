@@ -5,6 +5,9 @@ of means across regimes.
     python bench/lasso.py solvers --rows 4000 --units 2000 --examples 64
     python bench/lasso.py regimes                 # recovery of planted weights: difference of means vs lasso
     python bench/lasso.py project --seconds-per-example S --units U --rows N   # paper-scale hours from a measurement
+    python bench/lasso.py stream [--device cuda] [--pass-rows N --pass-units U --pass-examples K]
+                                                  # solver=stream vs the Gram form on the same data, and its
+                                                  # passes over the masks projected to the paper's scale
 
 ``solvers``: the same data (bernoulli masks, a sparse planted truth plus noise), the same lambda grid (ours), the
 same stopping rule (duality gap <= tol * var(y)) and the same held-out rows; every solver computes the whole path,
@@ -16,6 +19,13 @@ over all cores is printed too. The weights of every solver are compared with our
 ``regimes``: precision of the strongest weights (fraction of the planted strong units among the top-s of each
 example) and rank correlation with the truth, for rows < units, rows >> units, more noise, and a background of many
 small effects; difference of means vs lasso.
+
+``stream``: the same data solved by solver=cd (Gram form, numba, all threads) and solver=stream (FISTA on row blocks
+of the bit-packed masks, torch on --device): the time ratio, max |w difference|, and the passes over the masks the
+stream solver made (its cost at any size is passes x one pass). Then one pass (S @ W) is timed alone at
+--pass-rows x --pass-units x --pass-examples (bigger, e.g. on a GPU) for the rate, and the paper's scale is projected:
+hours = blocks of examples x passes per block x seconds per pass at (71,828 rows x 1,281,167 units x the block), the
+pass time scaled from the measured rate by rows x units x examples (a pass is 4 rows x units x examples flops).
 """
 
 from __future__ import annotations
@@ -208,9 +218,82 @@ def project(args) -> None:
           f"units ({scale:.3g}x): {hours:.3g} core-hours = {hours / args.cores:.3g} h on {args.cores} cores")
 
 
+def stream(args) -> None:
+    import torch
+
+    from datatransfer.influence.lasso import Lasso, solve
+
+    x, _, y = planted(args.rows, args.units, args.examples, args.strong, args.noise, 0.0)
+    est = {name: Lasso(path_length=args.path_length, tol=args.tol, patience=args.patience, solver=name,
+                       device=args.device, block_rows=args.block_rows) for name in ("cd", "stream")}
+    solve(_problem(Lasso(solver="cd"), x[:50, :8], y[:50, :2]), "cd")  # numba compile, not timed
+    t, out, q = {}, {}, {}
+    for name, e in est.items():
+        start = time.perf_counter()
+        q[name] = _problem(e, x, y)
+        out[name] = solve(q[name], name, args.device, args.tol, 1000, args.patience)
+        t[name] = time.perf_counter() - start
+    passes = q["stream"].s.passes + q["stream"].h.passes + q["stream"].s_all.passes + 1  # + the statistics' pass
+    print(f"data: {args.rows} rows x {args.units} units, {args.examples} examples, path of {args.path_length}, "
+          f"tol {args.tol}, patience {args.patience}; torch threads {torch.get_num_threads()}, device {args.device}")
+    diff = np.abs(out["stream"]["w"] - out["cd"]["w"]).max()
+    print(f"cd (Gram form, statistics + solve): {t['cd']:.2f} s; stream (on the masks): {t['stream']:.2f} s = "
+          f"{t['stream'] / t['cd']:.2f} x cd; max |w_stream - w_cd| = {diff:.2e}; "
+          f"nonzeros per example {out['cd']['nnz'].mean():.1f} (cd) {out['stream']['nnz'].mean():.1f} (stream)")
+    print(f"stream: {passes} passes over the masks ({passes / args.examples:.1f} per example in a block of "
+          f"{args.examples}), {t['stream'] / passes * 1e3:.1f} ms per pass here")
+    rates = {"measured here": _pass_rate(args)}
+    if args.assume_tflops:
+        rates[f"assumed {args.assume_tflops:g} TFLOP/s"] = args.assume_tflops * 1e12
+    paper_rows, paper_units, paper_examples, block = 71_828, 1_281_167, 10_000, args.paper_block
+    for label, rate in rates.items():
+        per_pass = 4.0 * paper_rows * paper_units * block / rate
+        hours = -(-paper_examples // block) * passes * per_pass / 3600
+        print(f"projection (an estimate, not a run), {label}: {paper_rows} rows x {paper_units} units x "
+              f"{paper_examples} examples in blocks of {block}: one pass {per_pass:.3g} s at {rate / 1e12:.3g} "
+              f"TFLOP/s; assuming {passes} passes per block (as measured here; the real count depends on the path "
+              f"and the conditioning at that scale) -> {hours:.3g} device-hours, {hours / args.devices:.3g} h on "
+              f"{args.devices} devices")
+
+
+def _problem(est, x, y):
+    _stats(est, x, y)
+    return est.problem()
+
+
+def _pass_rate(args) -> float:
+    """Flops per second of one pass S @ W (4 rows x units x examples flops) at the --pass-* size."""
+    import torch
+
+    from datatransfer.influence.estimators import holdout_rows
+    from datatransfer.influence.lasso_stream import Implicit, MaskRows
+    from datatransfer.store import mask_bits
+
+    n, u, k = args.pass_rows, args.pass_units, args.pass_examples
+    rng = np.random.default_rng(0)
+    packed = np.concatenate([mask_bits.encode(rng.random((min(4096, n - i), u)) < 0.5) for i in range(0, n, 4096)])
+    rows = np.arange(n)
+    op = Implicit(MaskRows(u, rows, packed=packed, block_rows=args.block_rows), ~holdout_rows(rows, 0.2),
+                  np.full(u, 0.5), 1.0 / n, args.cache_mb).on(torch.device(args.device), torch.float64)
+    w = torch.randn((u, k), dtype=torch.float64, device=args.device)
+    op @ w  # warm up (cache upload, kernels)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync()
+    best = np.inf
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        op @ w
+        sync()
+        best = min(best, time.perf_counter() - start)
+    flops = 4.0 * int((~holdout_rows(rows, 0.2)).sum()) * u * k
+    print(f"one pass S @ W at {n} rows x {u} units x {k} examples (fit rows): {best:.3f} s "
+          f"(best of {args.repeat}) = {flops / best / 1e12:.3f} TFLOP/s (float64)")
+    return flops / best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["solvers", "regimes", "project"])
+    ap.add_argument("what", choices=["solvers", "regimes", "project", "stream"])
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--units", type=int, default=1000)
     ap.add_argument("--examples", type=int, default=32)
@@ -224,8 +307,18 @@ def main() -> None:
     ap.add_argument("--refs", nargs="*", default=["sklearn", "skglm", "celer"])
     ap.add_argument("--seconds-per-example", type=float, default=0.0)
     ap.add_argument("--cores", type=int, default=1000)
+    ap.add_argument("--device", default="cpu", help="stream: torch device of solver=stream")
+    ap.add_argument("--block-rows", type=int, default=1024)
+    ap.add_argument("--cache-mb", type=float, default=2048.0)
+    ap.add_argument("--pass-rows", type=int, default=4000)
+    ap.add_argument("--pass-units", type=int, default=4000)
+    ap.add_argument("--pass-examples", type=int, default=64)
+    ap.add_argument("--paper-block", type=int, default=256, help="stream: examples per block at the paper's scale")
+    ap.add_argument("--devices", type=int, default=8, help="stream: devices the projection divides by")
+    ap.add_argument("--assume-tflops", type=float, default=0.0,
+                    help="stream: also project at this float64 rate (e.g. a GPU's, when none is here to measure)")
     args = ap.parse_args()
-    {"solvers": solvers, "regimes": regimes, "project": project}[args.what](args)
+    {"solvers": solvers, "regimes": regimes, "project": project, "stream": stream}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,13 @@ def make_planted_store(
     targets: Optional[Dict[str, Tuple[np.ndarray, Sequence[str]]]] = None,
     effects: Optional[Dict[str, np.ndarray]] = None,
     config: Optional[Dict] = None,
+    pack_masks: Optional[bool] = None,
 ) -> Planted:
     """Create a store at ``path`` and write the rows in ``completed`` (default: all).
 
     ``targets`` (name -> (labels, class names)) and ``unit_names`` replace the generic t0, t1 / u0.. ones,
-    ``effects`` (name -> (U, n)) the random w, ``config`` is merged into the store's config attrs.
+    ``effects`` (name -> (U, n)) the random w, ``config`` is merged into the store's config attrs, ``pack_masks``
+    forces bit-packed masks (or not; None: by the number of units, as a sweep does).
     Each (mode, kind) gets its own scaled copy of w plus independent noise. ``via_write_row`` writes row by row
     through ``Store.write_row`` (slow, the worker's path); otherwise arrays are written in bulk, then the
     ``completed`` flags are set, which is the same format."""
@@ -65,7 +67,7 @@ def make_planted_store(
         config={"sweep": sweep, "name": "planted", **(config or {})},
         sweep_defining={"sweep": sweep, "planted_seed": seed},
         unit_names=list(unit_names) if unit_names is not None else [f"u{c}" for c in range(units)],
-        targets=specs, modes=list(modes), output_kinds=list(kinds), masks=masks,
+        targets=specs, modes=list(modes), output_kinds=list(kinds), masks=masks, pack_masks=pack_masks,
     )
     store = Store.create_or_open(path, spec)
     w, y = {}, {}

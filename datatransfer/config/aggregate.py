@@ -62,8 +62,14 @@ class LassoEstimatorConfig(BootstrapConfig):
     tol: float = 1e-4  # stop when the duality gap <= tol * var(y) (scikit-learn's criterion)
     max_iter: int = 1000  # outer iterations per solve
     patience: int = 5  # stop an example's path once its held-out error has not improved for this many lambdas; 0=all
-    solver: str = "cd"  # cd: coordinate descent (numba, CPU; measured fastest, docs/estimators.md); torch: FISTA
-    device: str = "cpu"  # solver=torch: cpu, cuda, cuda:N or auto
+    # auto: cd when the Gram form fits gram_max_mb (8 (U+1)^2 float64 matrices), else stream. cd: coordinate descent
+    # on the Gram matrix (numba, CPU; measured fastest, docs/estimators.md); torch: FISTA on the Gram matrix;
+    # stream: FISTA on row blocks of the masks themselves (memory ~ U x examples, never U^2; for 1.28 M units)
+    solver: str = "auto"
+    device: str = "cpu"  # solver=torch or stream: cpu, cuda, cuda:N or auto
+    gram_max_mb: float = 4096.0  # solver=auto: the largest Gram form to hold (4 GB: up to 8,190 units)
+    block_rows: int = 1024  # solver=stream: mask rows per block (one block unpacked to 0/1 at a time)
+    cache_mb: float = 2048.0  # solver=stream: keep the packed masks on the device between passes when they fit
     dense_max_mb: float = 256.0  # per_example also written dense when n_t x U float32 fits this; else CSR only
     fanout: LassoFanoutConfig = field(default_factory=LassoFanoutConfig)
 
@@ -177,7 +183,11 @@ def _validate_lasso(e: Any, need) -> None:
     need(e.tol > 0, "estimator.tol", f"must be > 0, got {e.tol}")
     need(e.max_iter >= 1, "estimator.max_iter", f"must be >= 1, got {e.max_iter}")
     need(e.patience >= 0, "estimator.patience", f"must be >= 0, got {e.patience}")
-    need(e.solver in ("cd", "torch"), "estimator.solver", f"must be cd or torch, got {e.solver!r}")
+    need(e.solver in ("auto", "cd", "torch", "stream"), "estimator.solver",
+         f"must be auto, cd, torch or stream, got {e.solver!r}")
+    need(e.gram_max_mb >= 0, "estimator.gram_max_mb", f"must be >= 0, got {e.gram_max_mb}")
+    need(e.block_rows >= 1, "estimator.block_rows", f"must be >= 1, got {e.block_rows}")
+    need(e.cache_mb >= 0, "estimator.cache_mb", f"must be >= 0, got {e.cache_mb}")
     need(e.dense_max_mb >= 0, "estimator.dense_max_mb", f"must be >= 0, got {e.dense_max_mb}")
     f = e.fanout
     need(f.launcher in ("none", "local", "slurm"), "estimator.fanout.launcher",

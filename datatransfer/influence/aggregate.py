@@ -95,6 +95,8 @@ def aggregate(
     settings = dict(estimator_settings or {})
     if fanout_tasks is not None and estimator == "lasso":
         settings["run_tasks"] = fanout_tasks
+    if estimator == "lasso":  # solver=stream reads the masks from the store on every pass, not from memory
+        settings.setdefault("mask_store", str(store.path))
     full_settings = make(estimator, **settings).settings()  # also fails on bad settings before reading anything
     previous = out if incremental and (out / "zarr.json").is_file() else None
     rows, flags, stamps = completed_since(store, zarr.open_group(str(previous), mode="r") if previous else None)

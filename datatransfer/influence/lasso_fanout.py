@@ -4,14 +4,18 @@ by another process (``launcher: local``, a process pool) or a Slurm array task (
 runner ``run_tasks(fn, items)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for the
 row blocks of difference of means; this package imports nothing of Slurm). A task memory-maps the shared matrices,
 solves its columns with :func:`datatransfer.influence.lasso.solve` and returns them; the results equal a single
-process's (each column's solve depends only on the statistics and its own data)."""
+process's (each column's solve depends only on the statistics and its own data). With ``solver=stream`` the problem
+is a lasso_stream.Job: the outputs are saved (y.npy), the rest pickled (the store's path, rows, settings), and each
+task forms its own block's statistics and streams the masks from the sweep store itself."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,22 +45,44 @@ class SolveBlock:
             import numba
 
             numba.set_num_threads(self.threads)
-        a = {f: np.load(Path(self.folder) / f"{f}.npy", mmap_mode="r") for f in _FIELDS}
+        if (Path(self.folder) / "job.pkl").is_file():  # solver=stream: this block's statistics are formed here
+            job = _load(Path(self.folder), "job")
+            y = np.asarray(np.load(Path(self.folder) / "y.npy", mmap_mode="r")[:, self.start:self.stop])
+            return self.start, job.solve(y, self.device, self.tol, self.max_iter, self.patience)
+        a = {f: _load(Path(self.folder), f) for f in _FIELDS}
         cols = slice(self.start, self.stop)
-        q = Problem(np.asarray(a["s"]), np.asarray(a["c"][cols]), np.asarray(a["syy"][cols]), np.asarray(a["h"]),
-                    np.asarray(a["p"][cols]), np.asarray(a["cyy"][cols]), np.asarray(a["s_all"]),
+        whole = {f: np.asarray(a[f]) if isinstance(a[f], np.ndarray) else a[f] for f in ("s", "h", "s_all")}
+        q = Problem(whole["s"], np.asarray(a["c"][cols]), np.asarray(a["syy"][cols]), whole["h"],
+                    np.asarray(a["p"][cols]), np.asarray(a["cyy"][cols]), whole["s_all"],
                     np.asarray(a["c_all"][cols]), np.asarray(a["syy_all"][cols]),
                     np.asarray(a["lambdas"][:, cols]), int(np.load(Path(self.folder) / "n_held.npy")))
         return self.start, solve(q, self.solver, self.device, self.tol, self.max_iter, self.patience)
 
 
 def _save(problem, folder: Path) -> None:
+    if not hasattr(problem, "syy"):  # a lasso_stream.Job: the outputs, and the rest (paths, rows, settings) pickled
+        np.save(folder / "y.npy", problem.y)
+        with open(folder / "job.pkl", "wb") as fh:
+            pickle.dump(dataclasses.replace(problem, y=None), fh)
+        return
     for f in _FIELDS:
-        np.save(folder / f"{f}.npy", np.ascontiguousarray(getattr(problem, f)))
+        value = getattr(problem, f)
+        if isinstance(value, np.ndarray):
+            np.save(folder / f"{f}.npy", np.ascontiguousarray(value))
+        else:  # solver=stream's operators: the store's path (or packed masks), rows and means; each task streams
+            with open(folder / f"{f}.pkl", "wb") as fh:
+                pickle.dump(value, fh)
     np.save(folder / "n_held.npy", np.asarray(problem.n_held))
 
 
-def _merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
+def _load(folder: Path, f: str):
+    if (folder / f"{f}.pkl").is_file():
+        with open(folder / f"{f}.pkl", "rb") as fh:
+            return pickle.load(fh)
+    return np.load(folder / f"{f}.npy", mmap_mode="r")
+
+
+def merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
     parts = sorted(parts, key=lambda p: p[0])
     out = {name: np.concatenate([p[1][name] for p in parts], axis=1 if name == "path_sse" else 0)
            for name in ("w", "lambda", "sse", "path_sse", "nnz")}
@@ -69,7 +95,8 @@ def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, 
                      max_iter: int, patience: int, run_tasks: Optional[Callable] = None) -> Dict[str, Any]:
     """Same result as ``lasso.solve(problem, ...)``, the columns solved in blocks elsewhere (``launcher: slurm``:
     by ``run_tasks``, a Slurm array's runner)."""
-    k, per = len(problem.syy), int(fanout.get("examples_per_task", 256))
+    k = len(problem.syy) if hasattr(problem, "syy") else problem.y.shape[1]
+    per = int(fanout.get("examples_per_task", 256))
     launcher = fanout.get("launcher", "local")
     if launcher == "slurm" and run_tasks is None:
         raise EstimatorError("estimator.fanout.launcher=slurm needs the Slurm array runner that `python -m aggregate` "
@@ -92,7 +119,7 @@ def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, 
             parts = run_tasks(_call, tasks)
         else:
             raise EstimatorError(f"estimator.fanout.launcher must be none, local or slurm, got {launcher!r}")
-        return _merge(parts, k)
+        return merge(parts, k)
     finally:
         if not given:
             shutil.rmtree(folder, ignore_errors=True)

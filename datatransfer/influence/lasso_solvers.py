@@ -14,6 +14,7 @@ Both solvers stop on gap <= tol * syy (scikit-learn's criterion), so they agree 
   An update costs O(U) (a row of S), so a sparse path is cheap; this is the CPU solver.
 - :func:`path_fista` / :func:`refit_fista`: accelerated proximal gradient (FISTA with gradient restart) on torch
   tensors, all examples of a block at once: each step is one (U, U) x (U, K) product, which is what a GPU is for.
+  The (U, U) matrices may also be operators that stream the masks (``@`` and ``lipschitz()``; lasso_stream.py).
 
 Along the path each solution is scored on held-out rows from their centred moments (H, p, cyy_h):
 sse = cyy_h - 2 w.p + w^T H w; the solution with the least sse is kept (warm starts make the path cheap).
@@ -185,6 +186,8 @@ def _fista(s_mat, c, syy, lam, w, step, tol, max_iter, check_every=10):
 def _lipschitz(s_mat) -> float:
     import torch
 
+    if not isinstance(s_mat, torch.Tensor):  # an operator on the masks (lasso_stream.Implicit): power iteration
+        return s_mat.lipschitz()
     return float(torch.linalg.eigvalsh(s_mat)[-1].clamp_min(1e-12))
 
 

@@ -271,19 +271,31 @@ def _examples(r: Sections, t: str, mode: str, images, captions) -> str:
     """Fig. 7: the strongest target examples beside their highest positive and most negative source images."""
     from datatransfer.report import examples
 
-    s = r.settings
+    s, config = r.settings, r.inf.attrs.get("config") or {}
+    head = f'<h3 id="{esc(t)}_{esc(mode)}">{esc(t)}: {esc(MODE_TEXT.get(mode, mode))}</h3>'
     rows = examples.strongest(r.inf, t, mode, r.kind, s.hard_examples, s.images)
+    if not rows:
+        return head + f"<p>No target example has a nonzero weight ({esc(r.kind)}): no source images to show.</p>"
     index, unit_labels = examples.unit_images(r.inf.unit_names)
-    f = examples.figure(r.out / f"examples_{t}_{mode}.png", rows, images, captions,
-                        examples.source_images(r.inf.attrs.get("config") or {}), index, unit_labels, s.images,
-                        f"{t} ({mode}): source images with the largest weights (Fig. 7)")
+    src, kind = examples.source_images(config)
+    tags = examples.planted_tags(index, kind)
+    f = examples.figure(r.out / f"examples_{t}_{mode}.png", rows, images, captions, src, index, unit_labels,
+                        s.images, f"{t} ({mode}): source images with the largest weights (Fig. 7)", tags)
+    c = examples.table(r.out / f"examples_{t}_{mode}.csv", rows, captions, index, unit_labels, tags)
     r.figures.append(f)
-    return f'<h3 id="{esc(t)}_{esc(mode)}">{esc(t)}: {esc(MODE_TEXT.get(mode, mode))}</h3>' + r.figure(
+    r.csvs.append(c)
+    shown = sum(len(row["pos"][0]) + len(row["neg"][0]) for row in rows)
+    if src is None:
+        note = f" <b>Source images not found</b> ({esc(str(examples.source_file(config)))}): thumbnails left blank."
+    else:
+        note = (f" {shown} source images shown, from {esc(examples.source_file(config).name)}"
+                + ("; planted ones are marked (leak or misleading)." if kind is not None else "."))
+    return head + r.figure(
         f, "Source images with the largest weights (Fig. 7)",
         f"The {len(rows)} target examples whose weights are largest in magnitude, each beside the source images "
         f"with the highest positive weights (including them raises the {r.what}: near-copies of the target image "
         f"are leaks) and the most negative ones (including them lowers it: images labelled against what they show "
-        f"are misleading); above each, its weight and its source label.")
+        f"are misleading); above each, its weight and its source label.", [c.name], note=note)
 
 
 def counterfactual_section(r: Sections, store_path: Optional[str]) -> str:
