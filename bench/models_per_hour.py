@@ -1,13 +1,14 @@
 """Models per CPU-hour (or GPU-hour) of the mini recipe: the batched row runner against today's one-row-at-a-time
 runner, side by side in one process (same data, recipe, rows and thread count), interleaved.
 
-    python bench/models_per_hour.py [--ks 2,4] [--rows 4] [--repeats 5] [--threads 1] [--device cpu]
-                                    [--override train.epochs=1 ...]
+    python bench/models_per_hour.py [--runners 1:fp32,4:fp32,1:amp,4:amp] [--rows 4] [--repeats 5] [--threads 1]
+                                    [--device cpu] [--override train.epochs=1 ...]
 
 Each repeat runs the same ``--rows`` rows (the mini sweep's rows 0.., their own masks and seeds) once with each
-runner: ``TrainedRows.run`` row after row (today's runner: one source model, then its transfers), and
-``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then each
-transferred). The order of the runners rotates from repeat to repeat, since a shared machine's speed drifts. A CPU-hour
+runner ``K:precision``: K=1 is ``TrainedRows.run`` row after row (the one-row-at-a-time runner: one source model,
+then its transfers), K>1 ``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models
+trained at once, then each transferred); precision ``fp32`` (train.amp=false) or ``amp`` (train.amp=true: bf16
+autocast on the CPU, fp16 on CUDA). The first runner is the baseline every ratio is taken to. The order of the runners rotates from repeat to repeat, since a shared machine's speed drifts. A CPU-hour
 is the CPU time this process used (``time.process_time``: robust to other processes on a shared machine, which
 wall time is not): models per CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time.
 Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
@@ -62,9 +63,22 @@ def accuracies(rows_runner: TrainedRows, row) -> list:
     return out
 
 
+def parse_runner(spec: str) -> tuple:
+    """'4:amp' -> (4, True); '1' or '1:fp32' -> (1, False)."""
+    k, _, precision = spec.strip().partition(":")
+    if precision not in ("", "fp32", "amp"):
+        raise SystemExit(f"--runners: precision must be fp32 or amp, got {spec!r}")
+    return int(k), precision == "amp"
+
+
+def name(runner: tuple) -> str:
+    return f"K={runner[0]} {'amp' if runner[1] else 'fp32'}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ks", default="2,4", help="group sizes of the batched runner (today's runner is K=1)")
+    ap.add_argument("--runners", default="1:fp32,4:fp32,1:amp,4:amp",
+                    help="K:precision, comma-separated; the first is the baseline")
     ap.add_argument("--rows", type=int, default=4, help="rows per runner per repeat (a multiple of every K)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -72,57 +86,62 @@ def main() -> None:
     ap.add_argument("--override", nargs="*", default=[], help="config overrides, e.g. train.epochs=1")
     ap.add_argument("--save", action="store_true", help=f"write the result to {RESULTS}/ for launch.dry_run")
     args = ap.parse_args()
-    ks = [1] + [int(k) for k in args.ks.split(",") if k.strip() and int(k) > 1]
-    cfg = compose([f"compute.device={args.device}", *args.override])
-    rt = make_runtime(cfg.compute.device, cfg.train.amp, args.threads)
-    runner = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
-
-    masks = {r: row_mask(int(cfg.sweep.seed), r, runner.source.num_classes, float(cfg.sweep.alpha))
-             for r in range(args.rows)}
+    ks = [parse_runner(spec) for spec in args.runners.split(",") if spec.strip()]
+    runners, masks = {}, None
+    for amp in sorted({amp for _, amp in ks}):
+        cfg = compose([f"compute.device={args.device}", f"train.amp={str(amp).lower()}", *args.override])
+        rt = make_runtime(cfg.compute.device, cfg.train.amp, args.threads)
+        runners[amp] = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
+        masks = {r: row_mask(int(cfg.sweep.seed), r, runners[amp].source.num_classes, float(cfg.sweep.alpha))
+                 for r in range(args.rows)}
     rows = list(range(args.rows))
     unit = "GPU" if rt.device.type == "cuda" else "CPU"
     print(f"models per {unit}-hour, experiment=mini {' '.join(args.override)}: {args.rows} rows per runner, "
-          f"{args.repeats} repeats, torch threads {rt.threads}, device {rt.device}, K = {ks}", flush=True)
-    run_once(runner, masks, rows[:1], 1)  # warm-up (first-call allocations, oneDNN primitive caches)
+          f"{args.repeats} repeats, torch threads {rt.threads}, device {rt.device}, runners {[name(k) for k in ks]}",
+          flush=True)
+    for amp, runner in runners.items():  # warm-up (first-call allocations, oneDNN primitive caches)
+        run_once(runner, masks, rows[:1], 1)
     cpus, walls, trains, accs = ({k: [] for k in ks} for _ in range(4))
     for rep in range(args.repeats):
         order = ks[rep % len(ks):] + ks[:rep % len(ks)]
         for k in order:
-            cpu, wall, train = run_once(runner, masks, rows, k)
+            cpu, wall, train = run_once(runners[k[1]], masks, rows, k[0])
             cpus[k].append(cpu)
             walls[k].append(wall)
             trains[k].append(train)
             accs[k].extend(run_once.accuracies[r] for r in rows)
-        print(f"  repeat {rep + 1}: " + ", ".join(f"K={k} {cpus[k][-1] / args.rows:.2f} CPU-s/row "
+        print(f"  repeat {rep + 1}: " + ", ".join(f"{name(k)} {cpus[k][-1] / args.rows:.2f} CPU-s/row "
                                                   f"({walls[k][-1] / args.rows:.2f} s wall)" for k in ks), flush=True)
     # CPU-hours: the CPU time this process used (robust to other processes on a shared machine); GPU-hours: wall
     hours = {k: [c / 3600 for c in cpus[k]] if unit == "CPU" else [w / 3600 for w in walls[k]] for k in ks}
     per_hour = {k: [args.rows / h for h in hours[k]] for k in ks}
+    base = ks[0]
     result = {"device": str(rt.device), "device_type": rt.device.type, "threads": rt.threads, "unit": unit,
               "host": platform.node(), "overrides": args.override, "rows": args.rows, "repeats": args.repeats,
-              "time": time.time(), "runners": {}}
+              "baseline": name(base), "time": time.time(), "runners": {}}
     for k in ks:
-        ratios = [per_hour[k][i] / per_hour[1][i] for i in range(args.repeats)]
+        ratios = [per_hour[k][i] / per_hour[base][i] for i in range(args.repeats)]
         seconds_per_row = statistics.median(hours[k]) * 3600 / args.rows
         share = statistics.median(t / w for t, w in zip(trains[k], walls[k]))
-        result["runners"][str(k)] = {"seconds_per_row": seconds_per_row,
-                                     "wall_seconds_per_row": statistics.median(walls[k]) / args.rows,
-                                     "models_per_hour": statistics.median(per_hour[k]),
-                                     "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                                     "ratio_max": max(ratios), "source_training_share": share}
-        name = "today's runner (K=1)" if k == 1 else f"batched K={k}"
-        print(f"{name:>22}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour "
+        result["runners"][name(k)] = {"models_per_process": k[0], "amp": k[1], "seconds_per_row": seconds_per_row,
+                                      "wall_seconds_per_row": statistics.median(walls[k]) / args.rows,
+                                      "models_per_hour": statistics.median(per_hour[k]),
+                                      "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                                      "ratio_max": max(ratios), "source_training_share": share}
+        print(f"{name(k):>10}: {statistics.median(per_hour[k]):7.0f} models/{unit}-hour "
               f"({seconds_per_row:.2f} {unit}-s/row, "
-              f"source training {share:.0%} of the wall time); ratio to today's {statistics.median(ratios):.2f} "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} repeats)")
-    names = ["source"] + [f"{t} {m}" for t in runner.transfer.datasets for m in runner.transfer.modes]
-    base = np.array(accs[1])
-    for k in ks[1:]:  # same rows, same seeds: paired differences of accuracy, batched - today's
-        diff = np.array(accs[k]) - base
-        result["runners"][str(k)]["accuracy_difference"] = {
+              f"source training {share:.0%} of the wall time); ratio to {name(base)} "
+              f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} "
+              "repeats)")
+    some = next(iter(runners.values()))
+    names = ["source"] + [f"{t} {m}" for t in some.transfer.datasets for m in some.transfer.modes]
+    ref = np.array(accs[base])
+    for k in ks[1:]:  # same rows, same seeds: paired differences of accuracy, this runner - the baseline
+        diff = np.array(accs[k]) - ref
+        result["runners"][name(k)]["accuracy_difference"] = {
             n: {"mean": float(diff[:, i].mean()), "sd": float(diff[:, i].std(ddof=1)) if len(diff) > 1 else 0.0}
             for i, n in enumerate(names)}
-        print(f"  accuracy, batched K={k} - today's, same rows (mean +- sd over {len(diff)} row runs): " +
+        print(f"  accuracy, {name(k)} - {name(base)}, same rows (mean +- sd over {len(diff)} row runs): " +
               ", ".join(f"{n} {diff[:, i].mean():+.4f} +- {diff[:, i].std(ddof=1) if len(diff) > 1 else 0:.4f}"
                         for i, n in enumerate(names)))
     out = [Path(os.environ["OUT"]) / "models_per_hour.json"] if os.environ.get("OUT") else []

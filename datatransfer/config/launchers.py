@@ -109,8 +109,10 @@ def needs_gpu(cfg: Any) -> str:
     device = str(cfg.compute.device)
     if device.startswith("cuda"):
         return f"compute.device={device}: on a node without a GPU every row fails"
-    if device == "auto" and cfg.train.amp:
-        return "train.amp=true: on a node without a GPU the rows would silently train on its CPUs, in full precision"
+    # mixed precision runs on CPUs too (bf16), so it marks a CUDA recipe only for models too large for CPUs
+    if device == "auto" and cfg.train.amp and cfg.model.arch != "small_cnn":
+        return (f"train.amp=true, model.arch={cfg.model.arch}: on a node without a GPU the rows would silently train "
+                "on its CPUs, in bf16 instead of fp16")
     return ""
 
 

@@ -98,18 +98,22 @@ def from_store(store) -> Optional[tuple]:
     return float(np.mean(seconds)), int(np.median(threads)) if len(threads) else 1, len(seconds)
 
 
-def from_bench(device_type: str, k: int, folder: Path = BENCH_RESULTS) -> Optional[tuple]:
+def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH_RESULTS) -> Optional[tuple]:
     """(seconds per row, threads, label) from the last saved bench/models_per_hour.py run on this device kind, for
-    the group size nearest to ``k`` that it measured, or None."""
+    the precision asked (train.amp) and the group size nearest to ``k`` that it measured, or None."""
     path = folder / f"models_per_hour-{device_type}.json"
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    runners = {int(key): v for key, v in result.get("runners", {}).items()}
+    runners = {}
+    for key, v in result.get("runners", {}).items():  # "K=4 amp" entries; before precision was measured: "4"
+        if bool(v.get("amp", False)) == bool(amp):
+            runners[int(v.get("models_per_process", key))] = v
     if not runners:
         return None
     nearest = min(runners, key=lambda m: (abs(m - k), m))
-    label = f"measured by bench/models_per_hour.py at K={nearest} on {result.get('host', '?')}"
+    label = (f"measured by bench/models_per_hour.py at K={nearest}, {'amp' if amp else 'fp32'}, on "
+             f"{result.get('host', '?')}")
     return float(runners[nearest]["seconds_per_row"]), int(result.get("threads", 1)), label
 
 
@@ -124,7 +128,7 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     if measured is not None:
         spr, used, n = measured
         source = f"measured: mean of this store's {n} completed rows, {used} thread(s) each"
-    elif (bench := from_bench(device_type, models_per_process(cfg))) is not None:
+    elif (bench := from_bench(device_type, models_per_process(cfg), bool(cfg.train.amp))) is not None:
         spr, used, source = bench
         source += f", {used} thread(s)"
     elif (key := (str(cfg.name), device_type)) in ESTIMATES:

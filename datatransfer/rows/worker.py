@@ -34,7 +34,7 @@ def cpus_allotted() -> int:
 
 
 # compute.models_per_process=0 (auto) per device type, from bench/models_per_hour.py (docs/performance.md)
-AUTO_MODELS_PER_PROCESS = {"cpu": 4, "cuda": 8}
+AUTO_MODELS_PER_PROCESS = {"cpu": 8, "cuda": 8}
 
 
 def models_per_process(cfg, added_targets: Optional[Sequence[str]] = None) -> int:

@@ -3,8 +3,9 @@ evaluation. Source training is in ``source.py``, the two transfer modes in ``tra
 schedules in ``schedules.py``. The loop reads batches from a loader: anything that yields (images, labels) every
 epoch and has ``set_epoch`` / ``set_resolution`` -- in-memory tensors (``data.memory.TensorLoader``) or FFCV betons
 (``data.ffcv_reader.FFCVLoader``), as the dataset objects' ``train_loader`` / ``eval_loader`` give them.
-On CUDA it runs channels-last with mixed precision (``train.amp``: fp16 autocast and a grad scaler); on CPU in
-float32. Everything is seeded by the row's seed, so a row is reproducible on the same hardware and thread count
+With ``train.amp`` it runs in mixed precision: on CUDA fp16 autocast with a grad scaler (and channels-last), on the
+CPU bf16 autocast (bf16 keeps float32's exponent range, so no scaler; fast where the CPU has AMX or AVX-512 BF16);
+without it, float32. Everything is seeded by the row's seed, so a row is reproducible on the same hardware and thread count
 (FFCV's random crops and flips excepted).
 """
 
@@ -29,8 +30,21 @@ class Runtime:
     """Where and how a process trains: built once per worker process (``make_runtime``) and passed down."""
 
     device: torch.device
-    amp: bool  # fp16 autocast + grad scaler (CUDA only)
+    amp: bool  # mixed precision: autocast to ``amp_dtype``
     threads: int  # torch intra-op threads of this process (a row is bitwise reproducible for a given count)
+
+    @property
+    def amp_dtype(self) -> torch.dtype:
+        """fp16 on CUDA (with a grad scaler), bf16 elsewhere (CPU autocast supports bf16 only)."""
+        return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+
+    @property
+    def scaled(self) -> bool:
+        """Whether losses need a grad scaler: fp16's narrow exponent range underflows small gradients."""
+        return self.amp and self.amp_dtype == torch.float16
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,12 +56,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_runtime(device: str, amp: bool, threads: int) -> Runtime:
-    """Set this process up to train (thread count, cuDNN autotuning) and describe it. Mixed precision only on CUDA."""
+    """Set this process up to train (thread count, cuDNN autotuning) and describe it."""
     dev = resolve_device(device)
     torch.set_num_threads(max(1, int(threads)))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
-    return Runtime(dev, bool(amp) and dev.type == "cuda", torch.get_num_threads())
+    elif amp and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("train.amp=true on a CPU without AVX-512 BF16 / AMX: bf16 is emulated there and slower than "
+                    "float32; set train.amp=false on this machine (rows would then differ from bf16 ones)")
+    return Runtime(dev, bool(amp), torch.get_num_threads())
 
 
 def make_optimizer(params, recipe) -> torch.optim.Optimizer:
@@ -86,7 +103,7 @@ def fit(
     one after the other): the loss is then the sum of their mean losses, so each model gets its own gradient.
     """
     opt = make_optimizer(model.parameters() if params is None else params, recipe)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp)  # disabled: a pass-through
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.scaled)  # disabled: a pass-through
     steps_per_epoch = len(loader)  # the last partial batch is dropped: a batch of 1 breaks batch-norm
     if steps_per_epoch == 0:
         raise ValueError(f"no full batch of {recipe.batch_size} examples to train on: lower the batch size")
@@ -112,7 +129,7 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch + (step + 1) / steps_per_epoch)
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-            with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
+            with rt.autocast():
                 loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
                 if models != 1:
                     loss = loss * models
@@ -130,7 +147,7 @@ def evaluate(module: nn.Module, loader, rt: Runtime) -> tuple[torch.Tensor, torc
     module.eval()
     outputs, labels = [], []
     for x, y in loader:
-        with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
+        with rt.autocast():
             outputs.append(module(x.to(rt.device, non_blocking=True)).float().cpu())
         labels.append(y.cpu().clone())  # FFCV reuses its label buffers for later batches
     return torch.cat(outputs), torch.cat(labels)

@@ -101,7 +101,7 @@ def recalibrate_batchnorm(model: nn.Module, loader, rt: Runtime) -> None:
         m.momentum = None  # cumulative average over all batches
     model.train()
     for x, _ in loader:
-        with torch.autocast(rt.device.type, dtype=torch.float16, enabled=rt.amp):
+        with rt.autocast():
             model(x.to(rt.device, non_blocking=True))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum

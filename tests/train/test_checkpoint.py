@@ -1,6 +1,7 @@
 """A row interrupted after an epoch resumes from its checkpoint and ends exactly like an uninterrupted run."""
 
 import numpy as np
+import pytest
 import torch
 
 from datatransfer import data
@@ -15,8 +16,9 @@ class Stop(Exception):
     pass
 
 
-def test_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, monkeypatch):
-    rt = make_runtime("cpu", False, threads=1)
+@pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16"])
+def test_resume_from_epoch_checkpoint_matches_uninterrupted(tmp_path, monkeypatch, amp):
+    rt = make_runtime("cpu", amp, threads=1)
     cfg = compose(["train.epochs=2", "model.width=8"])
     source = data.load_source(cfg)
     sub_split = data.memory.Split
