@@ -25,7 +25,8 @@ import numpy as np
 BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 # (experiment name, device type) -> (seconds per row in one process, threads of that process, where it comes from)
 ESTIMATES = {
-    ("mini", "cpu"): (4.1, 1, "make demo on 2026-12-02: 4.1 s a row per 1-thread worker (README; machines differ 2x)"),
+    ("mini", "cpu"): (2.8, 1, "make demo on 2026-12-05: 2.8 s a row per 1-thread worker, bf16, 8 models per process "
+                              "(README; machines differ 2x)"),
     ("imagenet_transfer", "cuda"): (2160.0, 8, "~0.6 A100-hours a row, arithmetic from published timings "
                                               "(docs/paper-scale.md, section 5), not measured"),
 }

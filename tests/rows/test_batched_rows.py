@@ -14,6 +14,7 @@ import numpy as np
 from conftest import REPO, TINY, run_app
 
 from datatransfer.errors import StoreError
+from datatransfer.config import compose
 from datatransfer.store.sweep_store import Store
 
 
@@ -87,7 +88,8 @@ def test_dry_run_and_status_print_the_cost(tmp_path):
     store_path = tmp_path / "store.zarr"
     r = run_app("launch", "launch.dry_run=true", f"store.path={store_path}", "compute.device=cpu")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert re.search(r"cost: 256 rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)",
+    rows = compose([]).sweep.num_models  # the schema's default
+    assert re.search(rf"cost: {rows} rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)",
                      r.stdout)
     assert "CPU-hours" in r.stdout and "wall time" in r.stdout and not store_path.exists()
     r = run_app("launch", *TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}")
