@@ -1,19 +1,21 @@
-"""Models per CPU-hour (or GPU-hour) of the mini recipe: the batched row runner against today's one-row-at-a-time
-runner, side by side in one process (same data, recipe, rows and thread count), interleaved.
+"""Models per CPU-hour (or GPU-hour) of the mini recipe: runners side by side in one process (same data, rows and
+thread count), interleaved -- the batched row runner against the one-row-at-a-time runner, in float32 and in
+mixed precision.
 
-    python bench/models_per_hour.py [--runners 1:fp32,4:fp32,1:amp,4:amp] [--rows 4] [--repeats 5] [--threads 1]
-                                    [--device cpu] [--override train.epochs=1 ...]
+    python bench/models_per_hour.py [--runners 1:fp32,4:fp32,1:amp,4:amp,8:amp] [--rows 4] [--repeats 5]
+                                    [--threads 1] [--device cpu] [--override train.epochs=1 ...] [--save]
 
 Each repeat runs the same ``--rows`` rows (the mini sweep's rows 0.., their own masks and seeds) once with each
-runner ``K:precision``: K=1 is ``TrainedRows.run`` row after row (the one-row-at-a-time runner: one source model,
-then its transfers), K>1 ``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models
-trained at once, then each transferred); precision ``fp32`` (train.amp=false) or ``amp`` (train.amp=true: bf16
-autocast on the CPU, fp16 on CUDA). The first runner is the baseline every ratio is taken to. The order of the runners rotates from repeat to repeat, since a shared machine's speed drifts. A CPU-hour
-is the CPU time this process used (``time.process_time``: robust to other processes on a shared machine, which
-wall time is not): models per CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time.
-Printed per runner: median models per hour over the repeats and the median of the per-repeat ratios
-to today's runner with its min..max; also how each runner's time splits between source training and the rest
-(transfers, evaluation). With ``$OUT`` set, writes ``$OUT/models_per_hour.json``; ``--save`` writes the result where
+runner ``K:precision``: K=1 is ``TrainedRows.run`` row after row (one source model, then its transfers), K>1
+``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then each
+transferred); precision ``fp32`` (train.amp=false) or ``amp`` (train.amp=true: bf16 autocast on the CPU, fp16 on
+CUDA). The first runner is the baseline every ratio is taken to. The order of the runners rotates from repeat to
+repeat, since a shared machine's speed drifts. A CPU-hour is the CPU time this process used
+(``time.process_time``: robust to other processes on a shared machine, which wall time is not): models per
+CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time. Printed per runner: median models per
+hour over the repeats and the median of the per-repeat ratios to the baseline with its min..max; how each runner's
+time splits between source training and the rest (transfers, evaluation); the paired accuracy differences to the
+baseline. With ``$OUT`` set, writes ``$OUT/models_per_hour.json``; ``--save`` writes the result where
 ``launch.dry_run`` reads its seconds per row (``bench/results/models_per_hour-<device>.json``).
 """
 

@@ -5,8 +5,8 @@ epoch and has ``set_epoch`` / ``set_resolution`` -- in-memory tensors (``data.me
 (``data.ffcv_reader.FFCVLoader``), as the dataset objects' ``train_loader`` / ``eval_loader`` give them.
 With ``train.amp`` it runs in mixed precision: on CUDA fp16 autocast with a grad scaler (and channels-last), on the
 CPU bf16 autocast (bf16 keeps float32's exponent range, so no scaler; fast where the CPU has AMX or AVX-512 BF16);
-without it, float32. Everything is seeded by the row's seed, so a row is reproducible on the same hardware and thread count
-(FFCV's random crops and flips excepted).
+without it, float32. Everything is seeded by the row's seed, so a row is reproducible on the same hardware, precision
+and thread count (FFCV's random crops and flips excepted).
 """
 
 from __future__ import annotations
@@ -55,13 +55,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX); assume so where torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def make_runtime(device: str, amp: bool, threads: int) -> Runtime:
     """Set this process up to train (thread count, cuDNN autotuning) and describe it."""
     dev = resolve_device(device)
     torch.set_num_threads(max(1, int(threads)))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
-    elif amp and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    elif amp and not _fast_bf16():
         log.warning("train.amp=true on a CPU without AVX-512 BF16 / AMX: bf16 is emulated there and slower than "
                     "float32; set train.amp=false on this machine (rows would then differ from bf16 ones)")
     return Runtime(dev, bool(amp), torch.get_num_threads())
