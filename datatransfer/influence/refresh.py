@@ -30,6 +30,7 @@ from datatransfer.influence.fanout import serial_map
 from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
 from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
     write_influences
+from datatransfer.store.extend import earlier_fingerprints
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Task:
     layout: ss.Layout
     read_rows: int
     keep: bool = False  # return what the block adds to the totals (tasks run in this process, memory permitting)
+    fresh: bool = False  # the previous store has no such block (the sweep store was extended since)
 
 
 @dataclass
@@ -61,13 +63,14 @@ class Done:
 
 
 @functools.lru_cache(maxsize=4)
-def _store(path: str) -> Store:
+def _store(path: str, fingerprint: str) -> Store:
+    """The sweep store, opened once per process and state: an extension changes the fingerprint (and the shapes)."""
     return Store.open(path)
 
 
 def run_task(task: Task) -> Done:
     """One block task (in this process, a worker process or a Slurm job)."""
-    store = _store(task.store)
+    store = _store(task.store, task.layout.store_fingerprint)
     t, lay = task.target, task.layout
     kinds = len(store.output_kinds)
     mi, ki = np.array([p // kinds for p in task.pairs]), np.array([p % kinds for p in task.pairs])
@@ -76,10 +79,10 @@ def run_task(task: Task) -> Done:
     with blas_limit():
         sums, data = read_sums(store.outputs(t), store.masks, task.rows, mi, ki, avg, lay.sample, task.read_rows,
                                skipped, lambda b, y: check_finite(store, t, b, y, mi, ki), lambda n: None)
-    # What the block adds to the totals: all of it when there is no previous store, its new rows' sums when it grew
-    # (exact: they are summed on their own); a changed block's is left to _total (previous minus new, read back).
+    # What the block adds to the totals: all of it when there is no previous store or block, its new rows' sums when
+    # it grew (exact: they are summed on their own); a changed block's is left to _total (previous minus new).
     grown = task.base is not None and len(task.base) > 0
-    delta = sums if task.keep and (grown or task.old is None) else None
+    delta = sums if task.keep and (grown or task.old is None or task.fresh) else None
     if grown:
         old = zarr.open_group(str(Path(task.old) / "sums" / t), mode="r")
         base = ss.read_block(old, task.block, task.pairs)
@@ -104,6 +107,7 @@ def run_task(task: Task) -> Done:
 class _Plan:
     layout: ss.Layout
     prev: Optional[zarr.Group]
+    prev_blocks: int  # blocks of the previous sums (fewer than the layout's when the store was extended since)
     stamps: np.ndarray  # (M,) current stamp of each completed row, 0 = not completed
     unchanged: List[int]
     grown: Dict[int, Tuple[np.ndarray, np.ndarray]]  # block -> (earlier rows, new rows)
@@ -119,13 +123,19 @@ def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_
         if job.diagnostics else np.zeros(0, dtype=np.int64)
     lay = ss.Layout(block_rows, store.num_rows, len(store.unit_names), outputs.shape[1] * outputs.shape[2],
                     n + len(store.class_names(t)) + 1, sample, store.fingerprint, store.store_id)
-    prev = ss.open_previous(old, t, lay) if old is not None else None
+    prev = ss.open_previous(old, t, lay, earlier_fingerprints(store.attrs)) if old is not None else None
     stamps = np.zeros(store.num_rows, dtype=np.int64)
     stamps[rows] = ss.row_stamps(store.path, outputs, rows)
-    before = np.asarray(prev["row_stamp"][:]) if prev is not None else np.zeros_like(stamps)
-    hashes = np.asarray(prev["block_mask_hash"][:]) if prev is not None else None
+    before, hashes, prev_blocks = np.zeros_like(stamps), None, 0
+    if prev is not None:  # after an extension the previous sums cover the first rows: the rest is new
+        had = np.asarray(prev["row_stamp"][:])
+        before[:len(had)] = had
+        prev_hashes = np.asarray(prev["block_mask_hash"][:])
+        prev_blocks = len(prev_hashes)
+        hashes = np.full(lay.blocks, -1, dtype=np.int64)  # mask hashes are >= 0: a new block never matches
+        hashes[:prev_blocks] = prev_hashes
     masks = store.masks
-    p = _Plan(lay, prev, stamps, [], {}, {})
+    p = _Plan(lay, prev, prev_blocks, stamps, [], {}, {})
     for j in range(lay.blocks):
         blk = lay.block(j)
         o, s = before[blk], stamps[blk]
@@ -154,7 +164,7 @@ def _tasks(job: Job, t: str, p: _Plan, new: Path, old: Optional[Path], read_rows
     for j, (base, rows) in todo:
         for pairs in groups:
             out.append(Task(str(job.store.path), str(new), str(old) if old else None, t, j, pairs, rows, base,
-                            p.layout, read_rows, keep))
+                            p.layout, read_rows, keep, p.prev is not None and j >= p.prev_blocks))
     return out
 
 
@@ -214,7 +224,7 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
     tg = root.require_group(t)
     touched = sorted(set(p.grown) | set(p.changed))
     for q in range(lay.pairs):
-        tot = _total(g, p.prev, q, touched, deltas)
+        tot = _total(g, p.prev, p.prev_blocks, q, touched, deltas)
         with zarr.config.set({"array.write_empty_chunks": True}):
             ss.write_total(g, q, tot)
         try:
@@ -234,10 +244,11 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
     return rows, write_diagnostics(job, t, rows, masks[rows], Collected(lay.sample, agg, smp), root)
 
 
-def _total(g: zarr.Group, prev: Optional[zarr.Group], q: int, touched,
+def _total(g: zarr.Group, prev: Optional[zarr.Group], prev_blocks: int, q: int, touched,
            deltas: Dict[Tuple[int, int], Tuple[Sums, int]]) -> Sums:
     """Pair ``q``'s sums over all blocks: the previous totals corrected by the blocks read (by their ``deltas`` when
-    the tasks returned them, else new minus previous sums read back), or the sum of the blocks."""
+    the tasks returned them, else new minus previous sums read back; blocks past the previous ``prev_blocks`` had
+    none), or the sum of the blocks."""
     if prev is None:  # every block with rows was read
         tot = None
         for j in touched:
@@ -263,7 +274,8 @@ def _total(g: zarr.Group, prev: Optional[zarr.Group], q: int, touched,
             _accumulate(tot, Sums(d.s_in[i:i + 1], d.total[i:i + 1], d.n_in, d.count), 1.0)
         else:
             _accumulate(tot, ss.read_block(g, j, [q]), 1.0)
-            _accumulate(tot, ss.read_block(prev, j, [q]), -1.0)
+            if j < prev_blocks:
+                _accumulate(tot, ss.read_block(prev, j, [q]), -1.0)
     return tot
 
 

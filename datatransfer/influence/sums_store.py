@@ -10,6 +10,7 @@ blocks that did. Absent chunks read as zeros: an empty block.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -83,15 +84,23 @@ def create(g: zarr.Group, lay: Layout) -> None:
     g.create_array("sample", data=np.asarray(lay.sample, dtype=np.int64), dimension_names=("sample",))
 
 
-def open_previous(out: Path, t: str, lay: Layout) -> Optional[zarr.Group]:
-    """The previous influence store's ``sums/<t>``, if it exists and is laid out like ``lay``; else None."""
+def open_previous(out: Path, t: str, lay: Layout, earlier: Optional[Dict[str, int]] = None) -> Optional[zarr.Group]:
+    """The previous influence store's ``sums/<t>``, if it exists and is laid out like ``lay`` -- or like ``lay`` was
+    before the sweep store was extended (``earlier``: fingerprint -> rows then, ``extend.earlier_fingerprints``):
+    its blocks then hold the first rows, and blocks past them are new. Else None."""
     if not (out / "sums" / t / "zarr.json").is_file():
         return None
     try:
         g = zarr.open_group(str(out / "sums" / t), mode="r")
     except Exception:  # unreadable: recompute, the new store replaces it
         return None
-    return g if g.attrs.get("layout") == lay.key() else None
+    key = g.attrs.get("layout")
+    if key == lay.key():
+        return g
+    for fingerprint, rows in (earlier or {}).items():
+        if rows <= lay.rows and key == dataclasses.replace(lay, rows=rows, store_fingerprint=fingerprint).key():
+            return g
+    return None
 
 
 def link_block(old: Path, new: Path, j: int) -> None:
@@ -168,8 +177,10 @@ def write_total(g: zarr.Group, p: int, s: Sums) -> None:
 
 
 def read_rowdata(g: zarr.Group, lay: Layout, j: int, pairs: List[int], rows: np.ndarray) -> RowData:
-    """The diagnostics data of ``rows`` (all in block ``j``) for ``pairs``."""
+    """The diagnostics data of ``rows`` (all in block ``j``) for ``pairs``; ``g`` may hold fewer rows than ``lay``
+    (sums taken before the store was extended)."""
     blk = lay.block(j)
+    blk = slice(blk.start, min(blk.stop, g["row_aggregate"].shape[0]))
     agg = np.stack([g["row_aggregate"][blk, p] for p in pairs], axis=1)
     smp = np.stack([g["row_samples"][blk, p, :len(lay.sample)] for p in pairs], axis=1)
     at = rows - blk.start

@@ -83,6 +83,13 @@ def if_longer(store, fp: str, spec: StoreSpec) -> bool:
     return True
 
 
+def earlier_fingerprints(attrs: Mapping[str, Any]) -> Dict[str, int]:
+    """Fingerprint -> row count of each earlier state of an extended store (its root ``attrs``). What was computed
+    from the store before an extension (an influence store's row-block sums) still describes its first rows."""
+    return {e["previous_fingerprint"]: int(e["from_rows"]) for e in attrs.get("extended", [])
+            if "previous_fingerprint" in e and "from_rows" in e}
+
+
 def extend(path, spec: StoreSpec, new_fp: str) -> None:
     """Grow the store at ``path`` to the spec's row count (see the module doc). Callers checked that the spec
     differs from the store's sweep only in ``sweep.num_models`` and raises it."""

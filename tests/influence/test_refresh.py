@@ -132,3 +132,33 @@ def test_completion_flags_are_decoded_only_where_written_since(tmp_path):
     assert 5 in rows
     # without a previous store every flag is decoded: the damaged one counts as not completed
     assert 5 not in completed_since(Store.open(p.store.path), None)[0]
+
+
+def test_a_refresh_after_an_extension_reuses_the_earlier_blocks(tmp_path):
+    """Raising sweep.num_models adds rows past the old end: the previous sums still hold the first rows, so a
+    refresh reads only the rows completed since (in the old last block, which grows, and in new blocks), and the
+    completion flags of the old rows are not decoded again."""
+    from datatransfer.influence.blocks import completed_since
+    from datatransfer.store.sweep_store import Store
+    from tests.store.test_store import make_spec, row_payload
+
+    path, out, ref = tmp_path / "s.zarr", tmp_path / "infl.zarr", tmp_path / "ref.zarr"
+    store = Store.create_or_open(path, make_spec(rows=12, units=6))
+    for r in range(10):
+        store.write_row(r, *row_payload(store, r))
+    assert run(path, out).rows_read == 2 * 10  # blocks of 8 rows: 0-7 and 8-11
+    bigger = Store.create_or_open(path, make_spec(rows=30, units=6))
+    assert bigger.num_rows == 30 and bigger.attrs["extended"][0]["from_rows"] == 12
+    prev = __import__("zarr").open_group(str(out), mode="r")
+    rows, flags, _ = completed_since(bigger, prev)  # the old rows' flags come from the previous store
+    np.testing.assert_array_equal(rows, np.arange(10))
+    for r in (11, 17, 29):  # the old last block grows; two new blocks
+        bigger.write_row(r, *row_payload(bigger, r))
+    s = run(path, out)
+    assert s.rows_used == 13 and s.rows_read == 2 * 3, (s.rows_used, s.rows_read)
+    same_influences(out, run(path, ref, incremental=False).out)
+    # again, nothing new: nothing read; one more row in a new block: only it
+    assert run(path, out).rows_read == 0
+    bigger.write_row(20, *row_payload(bigger, 20))
+    assert run(path, out).rows_read == 2
+    same_influences(out, run(path, tmp_path / "ref2.zarr", incremental=False).out)
