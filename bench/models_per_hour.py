@@ -89,13 +89,14 @@ def main() -> None:
     ap.add_argument("--save", action="store_true", help=f"write the result to {RESULTS}/ for launch.dry_run")
     args = ap.parse_args()
     ks = [parse_runner(spec) for spec in args.runners.split(",") if spec.strip()]
-    runners, masks = {}, None
+    runners = {}
     for amp in sorted({amp for _, amp in ks}):
         cfg = compose([f"compute.device={args.device}", f"train.amp={str(amp).lower()}", *args.override])
         rt = make_runtime(cfg.compute.device, cfg.train.amp, args.threads)
         runners[amp] = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
-        masks = {r: row_mask(int(cfg.sweep.seed), r, runners[amp].source.num_classes, float(cfg.sweep.alpha))
-                 for r in range(args.rows)}
+    some = next(iter(runners.values()))  # the runners differ in precision only: same source, masks and targets
+    masks = {r: row_mask(int(cfg.sweep.seed), r, some.source.num_classes, float(cfg.sweep.alpha))
+             for r in range(args.rows)}
     rows = list(range(args.rows))
     unit = "GPU" if rt.device.type == "cuda" else "CPU"
     print(f"models per {unit}-hour, experiment=mini {' '.join(args.override)}: {args.rows} rows per runner, "
@@ -135,7 +136,6 @@ def main() -> None:
               f"source training {share:.0%} of the wall time); ratio to {name(base)} "
               f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f} over {args.repeats} "
               "repeats)")
-    some = next(iter(runners.values()))
     names = ["source"] + [f"{t} {m}" for t in some.transfer.datasets for m in some.transfer.modes]
     ref = np.array(accs[base])
     for k in ks[1:]:  # same rows, same seeds: paired differences of accuracy, this runner - the baseline

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 import zarr
 
-from datatransfer.store.extend import earlier_fingerprints
+from datatransfer.store.extend import fingerprint_rows
 from datatransfer.store.integrity import brief, chunk_file
 from datatransfer.store.sweep_store import Store
 
@@ -54,9 +54,9 @@ def completed_since(store: Store, previous: Optional[zarr.Group]) -> Tuple[np.nd
     stamps = completion_stamps(store)
     try:
         old_stamps, flags = np.asarray(previous["completed_stamp"][:]), np.asarray(previous["completed_flag"][:])
-        fingerprint, had = previous.attrs.get("store_fingerprint"), len(old_stamps)
-        usable = ((fingerprint == store.fingerprint and old_stamps.shape == stamps.shape)
-                  or (earlier_fingerprints(store.attrs).get(fingerprint) == had and had <= len(stamps)))
+        had = len(old_stamps)  # rows of the store's state it was taken from (fewer when extended since)
+        states = fingerprint_rows(store.attrs, store.fingerprint, store.num_rows)
+        usable = states.get(previous.attrs.get("store_fingerprint")) == had
         if usable and had < len(stamps):  # extended since: the new rows' flags are read like any changed one
             old_stamps = np.concatenate([old_stamps, np.zeros((len(stamps) - had, 2), dtype=old_stamps.dtype)])
             flags = np.concatenate([flags, np.zeros(len(stamps) - had, dtype=bool)])

@@ -30,7 +30,7 @@ from datatransfer.influence.fanout import serial_map
 from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
 from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
     write_influences
-from datatransfer.store.extend import earlier_fingerprints
+from datatransfer.store.extend import fingerprint_rows
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_
         if job.diagnostics else np.zeros(0, dtype=np.int64)
     lay = ss.Layout(block_rows, store.num_rows, len(store.unit_names), outputs.shape[1] * outputs.shape[2],
                     n + len(store.class_names(t)) + 1, sample, store.fingerprint, store.store_id)
-    prev = ss.open_previous(old, t, lay, earlier_fingerprints(store.attrs)) if old is not None else None
+    states = fingerprint_rows(store.attrs, store.fingerprint, store.num_rows)
+    prev = ss.open_previous(old, t, lay, states) if old is not None else None
     stamps = np.zeros(store.num_rows, dtype=np.int64)
     stamps[rows] = ss.row_stamps(store.path, outputs, rows)
     before, hashes, prev_blocks = np.zeros_like(stamps), None, 0

@@ -84,10 +84,10 @@ def create(g: zarr.Group, lay: Layout) -> None:
     g.create_array("sample", data=np.asarray(lay.sample, dtype=np.int64), dimension_names=("sample",))
 
 
-def open_previous(out: Path, t: str, lay: Layout, earlier: Optional[Dict[str, int]] = None) -> Optional[zarr.Group]:
-    """The previous influence store's ``sums/<t>``, if it exists and is laid out like ``lay`` -- or like ``lay`` was
-    before the sweep store was extended (``earlier``: fingerprint -> rows then, ``extend.earlier_fingerprints``):
-    its blocks then hold the first rows, and blocks past them are new. Else None."""
+def open_previous(out: Path, t: str, lay: Layout, states: Dict[str, int]) -> Optional[zarr.Group]:
+    """The previous influence store's ``sums/<t>``, if it exists and is laid out like ``lay`` for one of the sweep
+    store's states (``states``: fingerprint -> rows, ``extend.fingerprint_rows``; the current one is ``lay``
+    itself): sums taken before an extension hold the first rows, and blocks past them are new. Else None."""
     if not (out / "sums" / t / "zarr.json").is_file():
         return None
     try:
@@ -95,10 +95,8 @@ def open_previous(out: Path, t: str, lay: Layout, earlier: Optional[Dict[str, in
     except Exception:  # unreadable: recompute, the new store replaces it
         return None
     key = g.attrs.get("layout")
-    if key == lay.key():
-        return g
-    for fingerprint, rows in (earlier or {}).items():
-        if rows <= lay.rows and key == dataclasses.replace(lay, rows=rows, store_fingerprint=fingerprint).key():
+    for fingerprint, rows in states.items():
+        if key == dataclasses.replace(lay, rows=rows, store_fingerprint=fingerprint).key():
             return g
     return None
 

@@ -83,11 +83,14 @@ def if_longer(store, fp: str, spec: StoreSpec) -> bool:
     return True
 
 
-def earlier_fingerprints(attrs: Mapping[str, Any]) -> Dict[str, int]:
-    """Fingerprint -> row count of each earlier state of an extended store (its root ``attrs``). What was computed
-    from the store before an extension (an influence store's row-block sums) still describes its first rows."""
-    return {e["previous_fingerprint"]: int(e["from_rows"]) for e in attrs.get("extended", [])
-            if "previous_fingerprint" in e and "from_rows" in e}
+def fingerprint_rows(attrs: Mapping[str, Any], fingerprint: str, rows: int) -> Dict[str, int]:
+    """Fingerprint -> row count of every state a store has had: the current one (``fingerprint``, ``rows``) and
+    each before an extension (its root ``attrs``' ``extended`` history). What was computed from an earlier state
+    (an influence store's row-block sums, its completion flags) still describes the store's first rows."""
+    states = {e["previous_fingerprint"]: int(e["from_rows"]) for e in attrs.get("extended", [])
+              if "previous_fingerprint" in e and "from_rows" in e}
+    states[fingerprint] = int(rows)
+    return states
 
 
 def extend(path, spec: StoreSpec, new_fp: str) -> None:
