@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digit_z import digit_z  # bench/ scripts run as files
+from digit_z import class_rows, digit_z  # bench/ scripts run as files
 
 from datatransfer.store.sweep_store import Store
 
@@ -44,7 +44,7 @@ def accuracy_lines(store: Store, rows: np.ndarray) -> list:
 def digit_lines(store: Store) -> list:
     lines = []
     for mode in store.modes:
-        z = digit_z(store, mode)
+        z = digit_z(*class_rows(store, mode, "softmax_gt"), store.unit_names)
         per = " ".join(f"{name}:{v:+.1f}{'*' if top else ''}" for name, (v, top) in z.items())
         counts = ", ".join(f"z >= {k}: {sum(v >= k for v, _ in z.values())}/10" for k in (2, 3))
         lines.append(f"digits {mode} p_y, matching digit z (* = top influencer): {per}; {counts}; "

@@ -59,6 +59,9 @@ def _validate_sweep(sw: Any) -> None:
     if sw.kind == "random_subsets":
         need(sw.get("repeats", 0) == 0 or sw.get("repeats", 0) >= 2, "sweep.repeats",
              f"must be 0 (no repeated rows) or at least 2 (every k-th row repeats a mask), got {sw.get('repeats')}")
+        need(sw.get("init", "per_row") in ("per_row", "shared"), "sweep.init",
+             f"must be 'per_row' (each row's own initial weights) or 'shared' (one for the sweep), "
+             f"got {sw.get('init')!r}")
     need(0 <= sw.seed < 2 ** 63, "sweep.seed", f"must be a non-negative integer below 2**63, got {sw.seed}")
     unit = "example" if sw.kind == "example_subsets" else "class"
     need(sw.unit == unit, "sweep.unit", f"sweep={sw.kind} has unit {unit!r}, got {sw.unit!r}"

@@ -16,12 +16,12 @@ import numpy as np
 
 from datatransfer.masks import counterfactual, examples, random_subsets
 from datatransfer.masks.random_subsets import mask_matrix, row_mask
-from datatransfer.masks.seeds import row_seed
+from datatransfer.masks.seeds import init_seed, row_seed
 
 GENERATORS = {"random_subsets": random_subsets.masks, "example_subsets": examples.masks,
               "counterfactual": counterfactual.masks}
 
-__all__ = ["GENERATORS", "mask_matrix", "matrix", "num_rows", "row_mask", "row_seed"]
+__all__ = ["GENERATORS", "mask_matrix", "matrix", "init_seed", "num_rows", "row_mask", "row_seed"]
 
 
 def matrix(sweep, num_units: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from datatransfer import data
-from datatransfer.masks import row_seed
+from datatransfer.masks import init_seed, row_seed
 from datatransfer.rows.result import Row
 from datatransfer.rows.targets import TargetTransfer
 from datatransfer.store import layout
@@ -26,6 +26,8 @@ class TrainedRows:
 
     def __init__(self, cfg, rt: Runtime, target_index: Mapping[str, int], backbone_store: Optional[str] = None):
         self.seed, self.model_cfg, self.recipe, self.rt = int(cfg.sweep.seed), cfg.model, cfg.train, rt
+        # sweep.init=shared: every row's initial weights from the sweep seed alone (other sweep kinds: per row)
+        self.init_seed = init_seed(self.seed) if cfg.sweep.get("init", "per_row") == "shared" else None
         self.source = data.open_source(cfg, rt.device)
         self.transfer = TargetTransfer(cfg, rt, target_index)
         self.backbone_store = backbone_store
@@ -43,7 +45,7 @@ class TrainedRows:
         start = time.perf_counter()
         seed = row_seed(self.seed, row)
         model, stats = train_source(self.source, mask, seed, self.model_cfg, self.recipe, self.rt, checkpoint,
-                                    self.unit_index)
+                                    self.unit_index, self.init_seed)
         return self._finish(row, seed, model, stats, time.perf_counter() - start)
 
     def run_group(self, rows: Sequence[int], masks: Sequence[np.ndarray],
@@ -52,7 +54,8 @@ class TrainedRows:
         and yielded in turn, so the caller commits it before the next one's transfer starts."""
         start = time.perf_counter()
         seeds = [row_seed(self.seed, r) for r in rows]
-        trained = train_sources(self.source, masks, seeds, self.model_cfg, self.recipe, self.rt, checkpoints)
+        trained = train_sources(self.source, masks, seeds, self.model_cfg, self.recipe, self.rt, checkpoints,
+                                self.init_seed)
         shared = (time.perf_counter() - start) / max(1, len(rows))  # each row's share of the group's training
         for row, seed, (model, stats) in zip(rows, seeds, trained):
             yield row, self._finish(row, seed, model, stats, shared)

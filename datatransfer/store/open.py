@@ -31,12 +31,18 @@ def resolved_config(cfg) -> dict:
     return d
 
 
+# Keys added to the schema after stores were written, with the value that gives the rows those stores hold: at that
+# value a key is left out of the fingerprinted sections, so the older stores keep their fingerprint.
+LATER_KEYS = {("sweep", "repeats"): 0, ("sweep", "init"): "per_row"}
+
+
 def defining(resolved: dict, sections) -> dict:
-    """The fingerprinted sections. ``sweep.repeats`` counts only when set: stores made before it existed (and any
-    sweep without repeated rows) keep their fingerprint."""
+    """The fingerprinted sections, without ``LATER_KEYS`` at their old value (e.g. ``sweep.repeats`` counts only
+    when set: stores made before it existed, and any sweep without repeated rows, keep their fingerprint)."""
     out = {k: copy.deepcopy(resolved.get(k)) for k in sections}
-    if isinstance(out.get("sweep"), dict) and not out["sweep"].get("repeats"):
-        out["sweep"].pop("repeats", None)
+    for (section, key), old in LATER_KEYS.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, old) == old:
+            out[section].pop(key, None)
     return out
 
 

@@ -76,6 +76,7 @@ def test_bad_overrides_exit_nonzero_naming_the_key(tmp_path, override, needle):
         ("sweep.alpha=1.5", "sweep.alpha"),
         ("sweep.num_models=0", "sweep.num_models"),
         ("sweep.seed=-1", "sweep.seed"),
+        ("sweep.init=random", "sweep.init"),
         ("sweep.alpha=0.01", "sweep.alpha"),  # round(0.01 x 30 classes) = 0: every row would train on nothing
         ("source.root=/nonexistent/data", "data file not found"),
         ("transfer.modes=[fixed,linear]", "transfer.modes"),
