@@ -97,13 +97,44 @@ def welch(s_in: np.ndarray, s_in_sq: np.ndarray, total: np.ndarray, total_sq: np
         influence = mean_in - mean_out,    se = sqrt(s1^2 / n1 + s0^2 / n0)
 
     (NaN where n1 or n0 is below 2). Returns (influence, se), float64 (U, K)."""
-    # numba: imported where it is used
-    from datatransfer.influence.welch_kernel import welch_into
-
-    infl, se = np.empty(s_in.shape), np.empty(s_in.shape)
-    welch_into(s_in, s_in_sq, np.ascontiguousarray(total, dtype=np.float64),
-               np.ascontiguousarray(total_sq, dtype=np.float64), np.asarray(n_in, dtype=np.int64), float(rows),
-               infl, se)
+    # In blocks of units that stay in the CPU's cache: ~5x faster than whole-array passes with U x K temporaries,
+    # and as fast as a compiled kernel once numba's start-up (~0.4 s a process) is counted; the same IEEE
+    # operations in the same order as the formulas above, so the same bits.
+    units, cols = s_in.shape
+    infl, se = np.empty((units, cols)), np.empty((units, cols))
+    n1 = np.asarray(n_in, dtype=np.float64)
+    n0 = rows - n1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r1, r0 = 1.0 / n1, 1.0 / n0
+        w1, w0 = r1 / (n1 - 1), r0 / (n0 - 1)
+    undefined = (n1 < 2) | (n0 < 2)
+    step = max(1, min(units, 2 ** 17 // max(cols, 1)))  # ~1 MB per temporary
+    b, t, v = (np.empty((step, cols)) for _ in range(3))
+    with np.errstate(all="ignore"):
+        for u0 in range(0, units, step):
+            at = slice(u0, min(units, u0 + step))
+            m, a, a2 = at.stop - u0, s_in[at], s_in_sq[at]
+            b_, t_, v_ = b[:m], t[:m], v[:m]
+            rr1, rr0 = r1[at, None], r0[at, None]
+            np.subtract(total, a, out=b_)  # sums over the rows without the unit
+            np.multiply(a, rr1, out=t_)
+            np.multiply(b_, rr0, out=v_)
+            np.subtract(t_, v_, out=infl[at])
+            np.multiply(a, a, out=t_)  # in-mask sum of squared deviations
+            t_ *= rr1
+            np.subtract(a2, t_, out=t_)
+            np.multiply(b_, b_, out=v_)  # out-of-mask one
+            v_ *= rr0
+            np.subtract(total_sq, a2, out=b_)
+            np.subtract(b_, v_, out=v_)
+            # rounding can make a zero sum of squares slightly negative; NaN stays NaN
+            np.copyto(t_, 0.0, where=t_ < 0.0)
+            np.copyto(v_, 0.0, where=v_ < 0.0)
+            t_ *= w1[at, None]
+            v_ *= w0[at, None]
+            t_ += v_
+            np.sqrt(t_, out=se[at])
+    se[undefined] = np.nan
     return infl, se
 
 

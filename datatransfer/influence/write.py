@@ -117,7 +117,7 @@ def write_influences(g: zarr.Group, res, labels: np.ndarray, class_names, unit_n
     if res.sparse:  # lasso: CSR per example (influence/sparse.py); dense only when small
         sparse.write(g, infl.T)
     if res.dense:
-        g.create_array("per_example", data=infl.T.astype(np.float32), chunks=(chunk, units),
+        g.create_array("per_example", data=_rows_major(infl.T), chunks=(chunk, units),
                        dimension_names=("example", "unit"))
     g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
     g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
@@ -129,10 +129,16 @@ def write_influences(g: zarr.Group, res, labels: np.ndarray, class_names, unit_n
         return
     se[1][empty] = np.nan
     g.attrs["se_method"] = "bootstrap" if res.replicates is not None else "welch"
-    g.create_array("per_example_se", data=se[0].astype(np.float32), chunks=(chunk, units),
+    g.create_array("per_example_se", data=_rows_major(se[0]), chunks=(chunk, units),
                    dimension_names=("example", "unit"))
     g.create_array("per_class_se", data=se[1].astype(np.float32), dimension_names=("class", "unit"))
     g.create_array("overall_se", data=se[2], dimension_names=("unit",))
+
+
+def _rows_major(a: np.ndarray) -> np.ndarray:
+    """``a`` (a transposed view) as a C-ordered float32 array: ``astype`` would keep the transposed layout, and zarr
+    then gathers every chunk from strided memory (measured: 0.13 against 0.05 s to write 40 MB)."""
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def standard_errors(res, avg: np.ndarray, n: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
