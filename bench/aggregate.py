@@ -39,11 +39,11 @@ from datatransfer.config.aggregate import AggregateConfig
 READ_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, zarr
-from datatransfer.influence.blocks import READ_CONCURRENCY
+from datatransfer.store.sweep_store import bulk_reads
 path, block = sys.argv[1], int(sys.argv[2])
 t0, c0 = time.perf_counter(), time.process_time()
 total = 0.0
-with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):   # the same setting the aggregation uses
+with bulk_reads():   # the same zarr settings as the aggregation's reads
     g = zarr.open_group(path, mode="r")
     completed = np.flatnonzero(g["completed"][:])
     masks = g["masks"][:]

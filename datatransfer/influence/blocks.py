@@ -15,19 +15,15 @@ import zarr
 
 from datatransfer.store.extend import fingerprint_rows
 from datatransfer.store.integrity import brief, chunk_file
-from datatransfer.store.sweep_store import Store
+from datatransfer.store.sweep_store import Store, bulk_reads
 
 log = logging.getLogger(__name__)
-
-# zarr fetches the chunks of one read concurrently; one chunk per row makes a block read many small fetches.
-READ_CONCURRENCY = 64
 
 
 def completed_rows(store: Store, target: Optional[str] = None) -> np.ndarray:
     """Sorted indices of the completed rows (of ``target``'s outputs when given: a target added to the store later
-    has its own completion record). One chunk per row: fetched concurrently (with zarr's default of 10 in flight,
-    this alone took 5 s for 7,540 rows)."""
-    with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):
+    has its own completion record). One chunk per row: read with :func:`bulk_reads`."""
+    with bulk_reads():
         return np.flatnonzero(store.completed() if target is None else store.target_completed(target))
 
 
@@ -69,7 +65,7 @@ def completed_since(store: Store, previous: Optional[zarr.Group]) -> Tuple[np.nd
     changed = np.flatnonzero((old_stamps != stamps).any(axis=1))
     if len(changed):
         arr = store.group["completed"]
-        with zarr.config.set({"async.concurrency": READ_CONCURRENCY}):
+        with bulk_reads():
             for r0, r1 in _runs(changed):  # slices: zarr reads a slice much faster than single rows
                 try:
                     flags[r0:r1] = arr[r0:r1]
@@ -125,7 +121,7 @@ def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int, skipped: Opt
         except Exception:  # a damaged chunk, or an unused row in the span mid-write: read the used rows one by one
             return _rows_one_by_one(arr, block)
 
-    with zarr.config.set({"async.concurrency": READ_CONCURRENCY}), cf.ThreadPoolExecutor(max_workers=1) as pool:
+    with bulk_reads(), cf.ThreadPoolExecutor(max_workers=1) as pool:
         pending = collections.deque(pool.submit(read, b) for b in blocks[:max(1, ahead)])
         for i in range(len(blocks)):
             block, data, bad = pending.popleft().result()
