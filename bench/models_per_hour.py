@@ -16,7 +16,7 @@ CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time. Prin
 hour over the repeats and the median of the per-repeat ratios to the baseline with its min..max; how each runner's
 time splits between source training and the rest (transfers, evaluation); the paired accuracy differences to the
 baseline. With ``$OUT`` set, writes ``$OUT/models_per_hour.json``; ``--save`` writes the result where
-``launch.dry_run`` reads its seconds per row (``bench/results/models_per_hour-<device>.json``).
+``launch.dry_run`` reads its seconds per row (``bench/results/models_per_hour-<device>-<processor>.json``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from datatransfer.config import compose
+from datatransfer.launchers.cost import bench_file, processor
 from datatransfer.masks import row_mask
 from datatransfer.rows.trained import TrainedRows
 from datatransfer.train.loop import make_runtime
@@ -120,8 +121,8 @@ def main() -> None:
     per_hour = {k: [args.rows / h for h in hours[k]] for k in ks}
     base = ks[0]
     result = {"device": str(rt.device), "device_type": rt.device.type, "threads": rt.threads, "unit": unit,
-              "host": platform.node(), "overrides": args.override, "rows": args.rows, "repeats": args.repeats,
-              "baseline": name(base), "time": time.time(), "runners": {}}
+              "host": platform.node(), "processor": processor(rt.device.type), "overrides": args.override,
+              "rows": args.rows, "repeats": args.repeats, "baseline": name(base), "time": time.time(), "runners": {}}
     for k in ks:
         ratios = [per_hour[k][i] / per_hour[base][i] for i in range(args.repeats)]
         seconds_per_row = statistics.median(hours[k]) * 3600 / args.rows
@@ -148,7 +149,7 @@ def main() -> None:
                         for i, n in enumerate(names)))
     out = [Path(os.environ["OUT"]) / "models_per_hour.json"] if os.environ.get("OUT") else []
     if args.save:
-        out.append(RESULTS / f"models_per_hour-{rt.device.type}.json")
+        out.append(bench_file(rt.device.type, result["processor"], RESULTS))
     for path in out:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))

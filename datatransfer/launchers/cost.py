@@ -5,8 +5,10 @@ Seconds per row come from the best source there is, named in the output:
 
 1. *measured, this store*: the mean wall time of its completed rows (provenance start/end times; rows of a batched
    group are timed so that their times add up to the group's), with the thread count they ran with;
-2. *measured, bench*: the last ``python bench/models_per_hour.py --save`` on this device kind
-   (``bench/results/models_per_hour-<cpu|cuda>.json``), for the group size the sweep will use;
+2. *measured, bench*: the last ``python bench/models_per_hour.py --save`` on this device kind, for the group size the
+   sweep will use: from ``bench/results/models_per_hour-<cpu|cuda>-<processor>.json`` when this processor was
+   measured (two CPU kinds of the same core count: 2.8 and 3.4 CPU-s a mini row), else from any processor of the
+   device kind (``models_per_hour-<cpu|cuda>.json``), saying which;
 3. *estimate*: ``ESTIMATES`` below, per experiment and device kind, labelled as such (docs/performance.md says where
    each comes from); otherwise the cost is unknown, and the output says how to measure it.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -99,11 +102,40 @@ def from_store(store) -> Optional[tuple]:
     return float(np.mean(seconds)), int(np.median(threads)) if len(threads) else 1, len(seconds)
 
 
-def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH_RESULTS) -> Optional[tuple]:
-    """(seconds per row, threads, label) from the last saved bench/models_per_hour.py run on this device kind, for
-    the precision asked (train.amp) and the group size nearest to ``k`` that it measured, or None."""
-    path = folder / f"models_per_hour-{device_type}.json"
-    if not path.is_file():
+def processor(device_type: str) -> str:
+    """This machine's processor of ``device_type``: the CPU's model name, or the first GPU's name ('' if unknown)."""
+    if device_type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    import platform
+
+    return platform.processor()
+
+
+def bench_file(device_type: str, model: str = "", folder: Path = BENCH_RESULTS) -> Path:
+    """Where bench/models_per_hour.py --save keeps its result for this device kind and processor ``model`` (the
+    device kind's file, whatever its processor, without one)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    return folder / (f"models_per_hour-{device_type}-{slug}.json" if slug else f"models_per_hour-{device_type}.json")
+
+
+def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH_RESULTS,
+               model: Optional[str] = None) -> Optional[tuple]:
+    """(seconds per row, threads, label) from the last saved bench/models_per_hour.py run on this processor
+    (``model``; default: this machine's), else on any of this device kind (the label says so), for the precision
+    asked (train.amp) and the group size nearest to ``k`` that it measured, or None."""
+    model = processor(device_type) if model is None else model
+    path = next((p for p in (bench_file(device_type, model, folder), bench_file(device_type, "", folder))
+                 if p.is_file()), None)
+    if path is None:
         return None
     result = json.loads(path.read_text())
     runners = {}
@@ -113,8 +145,10 @@ def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH
     if not runners:
         return None
     nearest = min(runners, key=lambda m: (abs(m - k), m))
-    label = (f"measured by bench/models_per_hour.py at K={nearest}, {'amp' if amp else 'fp32'}, on "
-             f"{result.get('host', '?')}")
+    measured_on = result.get("processor") or "a processor it did not record"
+    label = f"measured by bench/models_per_hour.py at K={nearest}, {'amp' if amp else 'fp32'}, on {measured_on}"
+    if measured_on != model:
+        label += f", not this machine's {model or 'processor'}: its rows may run at another speed"
     return float(runners[nearest]["seconds_per_row"]), int(result.get("threads", 1)), label
 
 
