@@ -133,16 +133,17 @@ def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH
     (``model``; default: this machine's), else on any of this device kind (the label says so), for the precision
     asked (train.amp) and the group size nearest to ``k`` that it measured, or None."""
     model = processor(device_type) if model is None else model
-    path = next((p for p in (bench_file(device_type, model, folder), bench_file(device_type, "", folder))
-                 if p.is_file()), None)
-    if path is None:
-        return None
-    result = json.loads(path.read_text())
-    runners = {}
-    for key, v in result.get("runners", {}).items():  # "K=4 amp" entries; before precision was measured: "4"
-        if bool(v.get("amp", False)) == bool(amp):
-            runners[int(v.get("models_per_process", key))] = v
-    if not runners:
+    for path in (bench_file(device_type, model, folder), bench_file(device_type, "", folder)):
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        runners = {}
+        for key, v in result.get("runners", {}).items():  # "K=4 amp" entries; before precision was measured: "4"
+            if bool(v.get("amp", False)) == bool(amp):
+                runners[int(v.get("models_per_process", key))] = v
+        if runners:
+            break
+    else:
         return None
     nearest = min(runners, key=lambda m: (abs(m - k), m))
     measured_on = result.get("processor") or "a processor it did not record"

@@ -28,3 +28,6 @@ def test_this_processors_result_is_preferred_and_another_is_labelled(tmp_path):
     assert seconds == 2.8 and "not this machine's Chip B" in label
     seconds, _, _ = from_bench("cpu", 2, False, tmp_path, model="Chip A")  # nearest K of the precision asked
     assert seconds == 4.0
+    bench_file("cpu", "Chip A", tmp_path).write_text(json.dumps({"processor": "Chip A", "runners": {}}))
+    seconds, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A")  # nothing of that precision: the kind's
+    assert seconds == 2.8 and "not this machine's Chip A" in label
