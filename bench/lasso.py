@@ -5,6 +5,9 @@ of means across regimes.
     python bench/lasso.py solvers --rows 4000 --units 2000 --examples 64
     python bench/lasso.py regimes                 # recovery of planted weights: difference of means vs lasso
     python bench/lasso.py project --seconds-per-example S --units U --rows N   # paper-scale hours from a measurement
+    python bench/lasso.py memory [--rows N --units U --examples K --per B]
+                                                  # peak memory of `aggregate estimator=lasso solver=stream`:
+                                                  # weights kept sparse vs formed dense, vs the whole masks held
     python bench/lasso.py stream [--device cuda] [--pass-rows N --pass-units U --pass-examples K]
                                                   # solver=stream vs the Gram form on the same data, and its
                                                   # passes over the masks projected to the paper's scale
@@ -26,12 +29,24 @@ stream solver made (its cost at any size is passes x one pass). Then one pass (S
 --pass-rows x --pass-units x --pass-examples (bigger, e.g. on a GPU) for the rate, and the paper's scale is projected:
 hours = blocks of examples x passes per block x seconds per pass at (71,828 rows x 1,281,167 units x the block), the
 pass time scaled from the measured rate by rows x units x examples (a pass is 4 rows x units x examples flops).
+
+``memory``: a planted sweep (row=planted, bit-packed masks) of --rows x --units with one target of --examples
+examples is written with the local launcher, then aggregated by solver=stream in a fresh process per variant, --per
+examples per block and --block-rows rows per pass, with a short path (--path-length, --max-iter: the solver's work is
+not what is measured). Printed: each process's peak resident memory above a process that imported the same libraries
+and opened the store: the default (weights merged as CSR,
+masks read a block at a time), the same with per_example formed dense (estimator.dense_max_mb large), and that with
+the whole decoded mask matrix held too (what `aggregate` did before 2026-12-06), and their ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Dict
 
 import numpy as np
@@ -256,6 +271,56 @@ def stream(args) -> None:
               f"{args.devices} devices")
 
 
+MEMORY_CHILD = """
+import resource, sys
+import numpy as np
+from datatransfer.influence.aggregate import aggregate
+from datatransfer.store.sweep_store import Store
+import torch  # noqa: F401  (imported by the aggregation too: the baseline holds the same libraries)
+from datatransfer.influence import lasso, lasso_stream  # noqa: F401
+store, out, variant, per, path_length, max_iter, block_rows = sys.argv[1:8]
+held = Store.open(store)
+if variant == "whole masks held":
+    held.masks  # decoded and kept for the whole run, as aggregate did before
+if variant != "baseline":
+    aggregate(store, out, "lasso", {"solver": "stream", "path_length": int(path_length), "max_iter": int(max_iter),
+              "block_rows": int(block_rows), "dense_max_mb": 0 if variant == "sparse" else 1e9,
+              "fanout": {"examples_per_task": int(per)}},
+              diagnostics=None, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def memory(args) -> None:
+    """Peak memory of the LASSO aggregation at example-level shapes (see the module docstring)."""
+    folder = Path(tempfile.mkdtemp(prefix="lasso-memory-"))
+    store = folder / "store.zarr"
+    subprocess.run([sys.executable, "-m", "launch", "experiment=planted", f"sweep.num_models={args.rows}",
+                    f"row.units={args.units}", f"row.examples=[{args.examples}]", "row.modes=[full]",
+                    "sweep.outputs=[softmax_gt]", f"store.path={store}", "launcher.workers=2"], check=True,
+                   capture_output=True)
+    decoded, dense = args.rows * args.units, args.examples * args.units * 8
+    print(f"{args.rows} rows x {args.units} units (masks: {decoded / 2 ** 20:.0f} MiB decoded, "
+          f"{decoded / 8 / 2 ** 20:.1f} MiB packed), {args.examples} examples (weights {dense / 2 ** 20:.0f} MiB dense "
+          f"float64), {args.per} examples per block, {args.block_rows} rows per pass block, path of "
+          f"{args.path_length}, max_iter {args.max_iter}")
+    peak = {}
+    for variant in ("baseline", "sparse", "dense weights", "whole masks held"):
+        start = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(store), str(folder / f"{len(peak)}.zarr"),
+                              variant, str(args.per), str(args.path_length), str(args.max_iter),
+                              str(args.block_rows)],
+                             check=True, capture_output=True, text=True)
+        peak[variant] = int(res.stdout.split()[-1])
+        above = (peak[variant] - peak["baseline"]) / 2 ** 20
+        print(f"  {variant:>18}: peak {peak[variant] / 2 ** 20:7.0f} MiB, {above:7.0f} MiB above a process that only "
+              f"opened the store ({time.perf_counter() - start:.0f} s)")
+    base = peak["sparse"] - peak["baseline"]
+    for variant in ("dense weights", "whole masks held"):
+        print(f"memory above baseline, {variant} / sparse (the default): "
+              f"{(peak[variant] - peak['baseline']) / max(base, 1):.2f}")
+
+
 def _problem(est, x, y):
     _stats(est, x, y)
     return est.problem()
@@ -293,7 +358,7 @@ def _pass_rate(args) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["solvers", "regimes", "project", "stream"])
+    ap.add_argument("what", choices=["solvers", "regimes", "project", "stream", "memory"])
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--units", type=int, default=1000)
     ap.add_argument("--examples", type=int, default=32)
@@ -317,8 +382,11 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=8, help="stream: devices the projection divides by")
     ap.add_argument("--assume-tflops", type=float, default=0.0,
                     help="stream: also project at this float64 rate (e.g. a GPU's, when none is here to measure)")
+    ap.add_argument("--per", type=int, default=16,
+                    help="memory: examples per block (estimator.fanout.examples_per_task)")
+    ap.add_argument("--max-iter", type=int, default=20, help="memory: the solver's max_iter")
     args = ap.parse_args()
-    {"solvers": solvers, "regimes": regimes, "project": project, "stream": stream}[args.what](args)
+    {"solvers": solvers, "regimes": regimes, "project": project, "stream": stream, "memory": memory}[args.what](args)
 
 
 if __name__ == "__main__":

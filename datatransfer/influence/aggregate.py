@@ -104,7 +104,8 @@ def aggregate(
         raise AggregationError(f"{store.path} has no completed rows yet ({store.num_rows} rows planned)")
     target_rows = _target_rows(store, rows)
     targets = list(target_rows)
-    scheme = diag.mask_scheme(store.attrs.get("config"), store.masks)
+    scheme = diag.mask_scheme(store.attrs.get("config"),
+                              lambda: (store.mask_counts(np.arange(store.num_rows))[1], len(store.unit_names)))
     knock = diag.knockoff_masks(scheme[0], store.num_rows, len(store.unit_names), scheme[1], scheme[2]) \
         if diagnostics else None
     job = Job(store, estimator, settings, diagnostics, knock, block_rows, memory_mb)
@@ -129,7 +130,7 @@ def aggregate(
         rows, unreadable = rows_used(store, rows, target_rows, used)
         root.attrs.update({**_root_attrs(store, rows, targets, estimator, full_settings, diagnostics, scheme),
                            "rows_unreadable": unreadable})
-        write_counts(root, rows, store.masks[rows], store.unit_names)
+        write_counts(root, rows, store.mask_counts(rows)[0], store.unit_names)
         # What the next run needs to decode only the completion flags that were written since (blocks.py).
         root.create_array("completed_stamp", data=stamps, dimension_names=("store_row", "stat"))
         root.create_array("completed_flag", data=flags, dimension_names=("store_row",))

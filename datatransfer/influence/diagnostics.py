@@ -48,14 +48,16 @@ KNOCKOFF_SEED_OFFSET = 1_000_003
 HOLDOUT_SALT = 1  # the ridge estimator's held-out split uses salt 0; these diagnostics use an independent split
 
 
-def mask_scheme(store_config: Optional[Dict[str, Any]], masks: np.ndarray) -> Tuple[int, float, str]:
-    """(seed, alpha, scheme) of the sweep, from the store's config; inferred from the masks when absent."""
+def mask_scheme(store_config: Optional[Dict[str, Any]], sizes: Callable[[], Tuple[np.ndarray, int]]) \
+        -> Tuple[int, float, str]:
+    """(seed, alpha, scheme) of the sweep, from the store's config; when absent, inferred from the rows' mask sizes
+    (``sizes()``: (each row's number of units, U); only called then)."""
     sweep = (store_config or {}).get("sweep") or {}
     if {"seed", "alpha", "scheme"} <= set(sweep):
         return int(sweep["seed"]), float(sweep["alpha"]), str(sweep["scheme"])
-    sizes = masks.sum(axis=1)
+    sizes, units = sizes()
     scheme = "fixed_size" if len(sizes) and (sizes == sizes[0]).all() else "bernoulli"
-    return 0, float(masks.mean()) if masks.size else 0.5, scheme
+    return 0, float(sizes.mean() / units) if len(sizes) and units else 0.5, scheme
 
 
 def knockoff_masks(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str) -> np.ndarray:
@@ -193,8 +195,9 @@ def fitter(estimator: Tuple[str, Optional[Dict[str, Any]]]) -> Callable[[np.ndar
     name, settings = estimator
     # the curves need point estimates: the bootstrap of the standard errors is left out
     settings = {k: v for k, v in (settings or {}).items() if k not in ("bootstrap", "bootstrap_seed")}
-    # ... and so is the LASSO's fan-out: the curves' fits are small, they run here
-    settings = {k: v for k, v in settings.items() if k not in ("fanout", "run_tasks")}
+    # ... and so is the LASSO's fan-out: the curves' fits are small, they run here; and they fit the masks given
+    # (knockoff columns included), not the sweep store's, which solver=stream would read again from mask_store
+    settings = {k: v for k, v in settings.items() if k not in ("fanout", "run_tasks", "mask_store")}
     if name == "dim":
         return lambda x, y: dim(x, y)
 
@@ -202,7 +205,7 @@ def fitter(estimator: Tuple[str, Optional[Dict[str, Any]]]) -> Callable[[np.ndar
         est = make(name, **settings)
         est.update(np.arange(len(x)), x, y)
         try:
-            return est.result().influence
+            return est.result().dense_influence()
         except EstimatorError:  # lasso: a unit (a knockoff) in none of a small prefix's rows: no point there
             return np.full((x.shape[1], np.asarray(y).reshape(len(x), -1).shape[1]), np.nan)
 

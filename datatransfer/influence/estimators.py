@@ -26,7 +26,7 @@ from datatransfer.errors import EstimatorError
 
 @dataclass
 class Estimate:
-    influence: np.ndarray  # float64 (U, K): effect of unit u on output column k
+    influence: Optional[np.ndarray]  # float64 (U, K): effect of unit u on output column k; None: only ``csr``
     n_in: np.ndarray  # int64 (U,): rows whose mask contains the unit
     n_out: np.ndarray  # int64 (U,): rows whose mask lacks it
     mean: np.ndarray  # float64 (K,): mean output over all rows used
@@ -36,6 +36,11 @@ class Estimate:
     replicates: Optional[np.ndarray] = None  # float64 (B, U, K): bootstrap replicates of ``influence``, else None
     sparse: bool = False  # also written as CSR per column (most influences exactly 0: lasso)
     dense: bool = True  # per_example written dense (False when too large; the CSR then holds it)
+    csr: Any = None  # sparse.Csr (K, U) of the influences when the estimator gives them so (lasso, solver=stream)
+
+    def dense_influence(self) -> np.ndarray:
+        """``influence``, formed from ``csr`` when only that was kept (small fits: diagnostics, bootstrap)."""
+        return self.influence if self.influence is not None else self.csr.dense().T
 
 
 class Estimator(abc.ABC):
@@ -359,9 +364,9 @@ class Bootstrap(Estimator):
         reps = []
         for rep in self.reps:
             try:
-                reps.append(rep.result(unit_names).influence)
+                reps.append(rep.result(unit_names).dense_influence())
             except EstimatorError:  # a replicate where a unit is never in (or never out): too few rows for it
-                reps.append(np.full_like(est.influence, np.nan))
+                reps.append(np.full_like(est.dense_influence(), np.nan))
         est.replicates = np.stack(reps)
         est.se = None
         return est

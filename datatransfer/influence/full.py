@@ -44,7 +44,7 @@ def aggregate_target(job: Job, t: str, rows: np.ndarray, root: zarr.Group) -> Tu
             del res
     keep = ~np.isin(rows, sorted(skipped))
     rows = rows[keep]
-    write_target(tg, labels, class_names, rows, store.masks[rows], store.unit_names)
+    write_target(tg, labels, class_names, rows, store.mask_counts(rows)[0], store.unit_names)
     if not job.diagnostics:
         return rows, ""
     return rows, write_diagnostics(job, t, rows, store.masks[rows], collected.of(keep), root)
@@ -58,13 +58,12 @@ def read_pass(job: Job, t: str, rows: np.ndarray, group: List[Tuple[int, int]], 
     Welch standard errors of per-class and overall influences come from those."""
     ests: List[Estimator] = [make(job.estimator, **job.settings) for _ in group]
     mi, ki = np.array([m for m, _ in group]), np.array([k for _, k in group])
-    masks = job.store.masks
     avg = averaging(job.store.labels(t), len(job.store.class_names(t))) if job.estimator == "dim" else None
     with blas_limit():
         for block, data in read_blocks(job.store.outputs(t), rows, block_rows, skipped):
             y = data[:, mi, ki, :]  # (b, pairs of this pass, n)
             check_finite(job.store, t, block, y, mi, ki)
-            mb = masks[block]
+            mb = job.store.mask_rows(block)  # a block's masks only: the whole matrix may not fit (example units)
             for j, est in enumerate(ests):
                 yj = y[:, j, :] if avg is None else np.hstack([y[:, j, :], y[:, j, :].astype(np.float64) @ avg])
                 est.update(block, mb, yj)

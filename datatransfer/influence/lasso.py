@@ -38,6 +38,7 @@ from datatransfer.influence.estimators import (
     accumulate_split,
     check_coverage,
 )
+from datatransfer.influence.sparse import Csr
 
 log = logging.getLogger(__name__)
 SOLVERS = ("auto", "cd", "torch", "stream")
@@ -286,7 +287,10 @@ class Lasso(Estimator):
         every_n, n_in, mean = self._counts
         with np.errstate(invalid="ignore", divide="ignore"):
             r2 = 1.0 - out["sse"] / ss
-        w = out["w"]
-        return Estimate(w.T, n_in, every_n - n_in, mean, every_n, extras={
+        w = out["w"]  # (K, U): dense, or a sparse.Csr (solver=stream)
+        dense = len(out["lambda"]) * len(n_in) * 4 <= self.dense_max_mb * 2 ** 20
+        csr = w if isinstance(w, Csr) else None
+        influence = (csr.dense() if csr is not None else w).T if dense or csr is None else None
+        return Estimate(influence, n_in, every_n - n_in, mean, every_n, extras={
             "lambda": out["lambda"], "heldout_r2": r2, "heldout_mse": out["sse"] / n_held,
-            "nnz": out["nnz"].astype(np.int64)}, sparse=True, dense=w.size * 4 <= self.dense_max_mb * 2 ** 20)
+            "nnz": out["nnz"].astype(np.int64)}, sparse=True, dense=dense, csr=csr)

@@ -83,9 +83,14 @@ def _load(folder: Path, f: str):
 
 
 def merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
+    """The blocks' results as one; weights stay sparse (sparse.Csr) when the blocks return them so."""
+    from datatransfer.influence.sparse import Csr
+
     parts = sorted(parts, key=lambda p: p[0])
     out = {name: np.concatenate([p[1][name] for p in parts], axis=1 if name == "path_sse" else 0)
-           for name in ("w", "lambda", "sse", "path_sse", "nnz")}
+           for name in ("lambda", "sse", "path_sse", "nnz")}
+    ws = [p[1]["w"] for p in parts]
+    out["w"] = Csr.concat(ws) if isinstance(ws[0], Csr) else np.concatenate(ws)
     out["not_converged"] = sum(int(p[1]["not_converged"]) for p in parts)
     assert len(out["lambda"]) == k
     return out

@@ -223,9 +223,12 @@ class Job:
     def solve(self, y: np.ndarray, device: str, tol: float, max_iter: int, patience: int):
         """lasso.solve's output for the columns ``y`` (rows x block)."""
         from datatransfer.influence.lasso import solve
+        from datatransfer.influence.sparse import Csr
 
         q, _ = problem(self.source, y, self.held, self.path_length, self.eps, device, self.cache_mb)
-        return solve(q, "stream", device, tol, max_iter, patience)
+        out = solve(q, "stream", device, tol, max_iter, patience)
+        out["w"] = Csr.of(out["w"])  # the blocks' weights are merged sparse: all of them dense would be examples x U
+        return out
 
     def heldout_ss(self) -> np.ndarray:
         """Per example: sum over held-out rows of (y - mean of y over the fit rows)^2 (what R^2 compares with)."""

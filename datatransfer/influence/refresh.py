@@ -237,7 +237,7 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
         m, k = divmod(q, len(store.output_kinds))
         write_influences(tg.require_group(store.modes[m]).require_group(store.output_kinds[k]), res, labels,
                          class_names, store.unit_names)
-    write_target(tg, labels, class_names, rows, masks[rows], store.unit_names)
+    write_target(tg, labels, class_names, rows, masks[rows].sum(axis=0), store.unit_names)
     if not job.diagnostics:
         return rows, ""
     agg = np.asarray(g["row_aggregate"][:])[rows]

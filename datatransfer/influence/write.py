@@ -31,22 +31,22 @@ class Job:
     bar: Any = None  # tqdm progress bar over rows read, or None
 
 
-def write_counts(g: zarr.Group, rows: np.ndarray, masks: np.ndarray, unit_names) -> None:
-    """The rows used and, per unit, how many of them had it in their mask and how many not; with the coordinates
-    ``row`` and ``unit`` (so that xarray labels them)."""
-    n_in = masks.sum(axis=0).astype(np.int64)
+def write_counts(g: zarr.Group, rows: np.ndarray, n_in: np.ndarray, unit_names) -> None:
+    """The rows used and, per unit, how many of them had it in their mask (``n_in``) and how many not; with the
+    coordinates ``row`` and ``unit`` (so that xarray labels them)."""
+    n_in = np.asarray(n_in, dtype=np.int64)
     g.create_array("rows", data=rows.astype(np.int64), dimension_names=("row",))
     g.create_array("n_in", data=n_in, dimension_names=("unit",))
     g.create_array("n_out", data=len(rows) - n_in, dimension_names=("unit",))
     write_coords(g, row=rows, unit=unit_names)
 
 
-def write_target(tg: zarr.Group, labels: np.ndarray, class_names, rows: np.ndarray, masks: np.ndarray,
+def write_target(tg: zarr.Group, labels: np.ndarray, class_names, rows: np.ndarray, n_in: np.ndarray,
                  unit_names) -> None:
     """A target group's own arrays besides the influences: labels, the rows used and their counts."""
     tg.attrs.update({"class_names": list(class_names), "rows_used": int(len(rows))})
     tg.create_array("labels", data=labels.astype(np.int64), dimension_names=("example",))
-    write_counts(tg, rows, masks, unit_names)  # this target's rows (fewer than the root's when added later)
+    write_counts(tg, rows, n_in, unit_names)  # this target's rows (fewer than the root's when added later)
     write_coords(tg, example=np.arange(len(labels)))
 
 
@@ -107,20 +107,24 @@ def write_influences(g: zarr.Group, res, labels: np.ndarray, class_names, unit_n
     coordinates ``unit``, ``example`` and ``class``."""
     n_classes = len(class_names)
     write_coords(g, unit=unit_names, example=np.arange(len(labels)), **{"class": class_names})
-    units, n = res.influence.shape[0], len(labels)
-    infl = res.influence[:, :n]  # (U, n); difference of means has C + 1 averaged columns after these
+    units, n = len(unit_names), len(labels)
     avg = averaging(labels, n_classes)
     empty = avg[:, :n_classes].sum(axis=0) == 0  # a class without test examples gets NaN (documented)
-    per_class = (infl @ avg[:, :n_classes]).T
-    per_class[empty] = np.nan
     chunk = max(1, min(n, 2 ** 20 // max(units, 1)))  # ~4 MB chunks of float32
-    if res.sparse:  # lasso: CSR per example (influence/sparse.py); dense only when small
-        sparse.write(g, infl.T)
-    if res.dense:
-        g.create_array("per_example", data=_rows_major(infl.T), chunks=(chunk, units),
-                       dimension_names=("example", "unit"))
+    if res.influence is None:  # only sparse weights (lasso, solver=stream): never formed dense
+        per_class, overall = res.csr.group_means(labels, n_classes), res.csr.group_means(np.zeros(n, int), 1)[0]
+        sparse.write(g, res.csr)
+    else:
+        infl = res.influence[:, :n]  # (U, n); difference of means has C + 1 averaged columns after these
+        per_class, overall = (infl @ avg[:, :n_classes]).T, infl.mean(axis=1)
+        if res.sparse:  # lasso: CSR per example (influence/sparse.py); dense only when small
+            sparse.write(g, res.csr if res.csr is not None else infl.T)
+        if res.dense:
+            g.create_array("per_example", data=_rows_major(infl.T), chunks=(chunk, units),
+                           dimension_names=("example", "unit"))
+    per_class[empty] = np.nan
     g.create_array("per_class", data=per_class.astype(np.float32), dimension_names=("class", "unit"))
-    g.create_array("overall", data=infl.mean(axis=1), dimension_names=("unit",))
+    g.create_array("overall", data=overall, dimension_names=("unit",))
     g.create_array("mean_output", data=res.mean[:n].astype(np.float32), dimension_names=("example",))
     for name, values in res.extras.items():
         g.create_array(name, data=np.asarray(values), dimension_names=("example",))

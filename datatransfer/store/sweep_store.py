@@ -51,6 +51,10 @@ from datatransfer.store.spec import (  # noqa: F401  (FORMAT..., TargetSpec: re-
 )
 
 log = logging.getLogger(__name__)
+# Store.masks decodes the whole (rows, units) bool matrix only up to this many bytes (class-level sweeps: 7.5 MB
+# at the paper's 7,540 x 1,000); paper-scale example sweeps take the block-wise paths instead.
+MASKS_MAX_BYTES = 4 * 2 ** 30
+MASKS_KEEP_BYTES = 256 * 2 ** 20  # Store.mask_rows decodes the whole matrix once up to this size
 _WARNED: set = set()  # (store, array, row) whose unreadable chunk was already reported by this process
 
 
@@ -199,8 +203,19 @@ class Store:
 
     @property
     def masks(self) -> np.ndarray:
+        """Bool (rows, U): every row's mask, decoded once and kept. Refused (StoreError) beyond
+        ``MASKS_MAX_BYTES`` decoded: what needs the whole matrix says so at once rather than running out of memory
+        (92 GB at the paper's example-level scale); :meth:`mask_rows` and :meth:`mask_counts` need no more than a
+        block."""
         if self._masks is None:
             arr = self._array("masks")
+            size = mask_bits.decoded_bytes(arr)
+            if size > MASKS_MAX_BYTES:
+                raise StoreError(f"{self.path / 'masks'}: this step needs the whole mask matrix in memory "
+                                 f"({size / 2 ** 20:,.1f} MiB decoded: {arr.shape[0]} rows x "
+                                 f"{mask_bits.units_of(arr)} units), more than the {MASKS_MAX_BYTES / 2 ** 20:,.1f} "
+                                 f"MiB allowed; at this scale aggregate with estimator=lasso "
+                                 f"estimator.solver=stream diagnostics.enabled=false (docs/paper-scale.md)")
             try:
                 self._masks = mask_bits.read(arr)
             except Exception as e:  # an undecodable chunk
@@ -208,6 +223,23 @@ class Store:
                                  f"store.path={self.path} verify.invalidate=true` rewrites it from the sweep's "
                                  f"config") from e
         return self._masks
+
+    def mask_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Bool (len(rows), U): the masks of ``rows``; read alone when the whole decoded matrix would be large (more
+        than ``MASKS_KEEP_BYTES``), else decoded once and kept (many blocks of a class-level sweep: one decode)."""
+        arr = self._array("masks")
+        if self._masks is not None or mask_bits.decoded_bytes(arr) <= min(MASKS_KEEP_BYTES, MASKS_MAX_BYTES):
+            return self.masks[rows]
+        return mask_bits.read(arr, np.asarray(rows, dtype=np.int64))
+
+    def mask_counts(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(how many of ``rows`` hold each unit (U,), each row's mask size (len(rows),)), int64, read a block at a
+        time (:func:`mask_bits.counts`) unless the matrix is already in memory."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._masks is not None:
+            m = self._masks[rows]
+            return m.sum(axis=0).astype(np.int64), m.sum(axis=1).astype(np.int64)
+        return mask_bits.counts(self._array("masks"), rows)
 
     @property
     def unit_index(self) -> Optional[np.ndarray]:

@@ -184,9 +184,12 @@ def test_knockoff_masks_follow_the_scheme_and_are_reproducible():
     k1 = diag.knockoff_masks(3, 50, 20, 0.5, "fixed_size")
     np.testing.assert_array_equal(k1, diag.knockoff_masks(3, 50, 20, 0.5, "fixed_size"))
     assert (k1.sum(1) == 10).all() and (k1 != real).any()
-    assert diag.mask_scheme({"sweep": {"seed": 3, "alpha": 0.5, "scheme": "fixed_size"}}, real) == (3, 0.5,
-                                                                                                   "fixed_size")
-    assert diag.mask_scheme(None, real)[2] == "fixed_size"
+    sizes = lambda: (real.sum(axis=1), real.shape[1])  # noqa: E731
+    assert diag.mask_scheme({"sweep": {"seed": 3, "alpha": 0.5, "scheme": "fixed_size"}}, sizes) == (3, 0.5,
+                                                                                                    "fixed_size")
+    assert diag.mask_scheme(None, sizes) == (0, 0.5, "fixed_size")
+    ragged = mask_matrix(3, 50, 20, 0.3, "bernoulli")
+    assert diag.mask_scheme(None, lambda: (ragged.sum(axis=1), 20)) == (0, ragged.mean(), "bernoulli")
 
 
 def test_convergence_curves_on_planted_data():

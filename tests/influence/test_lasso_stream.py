@@ -4,8 +4,10 @@ fanned out, and solver=auto's rule."""
 
 import numpy as np
 import pytest
+import zarr
 from planted import make_planted_store, sparse_effects
 
+from datatransfer.config.aggregate import DiagnosticsConfig
 from datatransfer.influence.aggregate import aggregate
 from datatransfer.influence.lasso import Lasso, gram_fits, solve
 from datatransfer.influence.lasso_stream import Implicit, MaskRows
@@ -169,3 +171,58 @@ def test_fanout_through_a_runner_passed_in(tmp_path):
     assert calls == [3]  # 5 examples in blocks of 2
     np.testing.assert_allclose(many.array("t0", "full", "softmax_gt", "per_example"),
                                one.array("t0", "full", "softmax_gt", "per_example"), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_weights_stay_sparse_and_the_mask_matrix_is_never_decoded_whole(tmp_path, monkeypatch):
+    """solver=stream with per_example too large to be dense: the blocks' weights are merged as CSR (never an
+    examples x units dense matrix) and the masks are read a block at a time. Store.masks refuses the whole matrix
+    beyond MASKS_MAX_BYTES (set here below this store's 240 x 400 bytes), so any step that still decodes it all
+    fails; the result equals the dense path's."""
+    from datatransfer.store import sweep_store
+
+    rng = np.random.default_rng(8)
+    units, n = 400, 6
+    p = make_planted_store(tmp_path / "s.zarr", rows=240, units=units, n=(n,), noise=0.5, scheme="bernoulli",
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": sparse_effects(rng, units, n, 3)},
+                           pack_masks=True)  # as example units are (>= PACK_MIN_UNITS)
+    s = {"solver": "stream", "tol": 1e-6, "max_iter": 5000, "path_length": 8, "block_rows": 64,
+         "fanout": {"examples_per_task": 4}}
+    dense = Influence(aggregate(p.store.path, tmp_path / "dense.zarr", "lasso", s, diagnostics=None,
+                                progress=False).out)
+    monkeypatch.setattr(sweep_store, "MASKS_MAX_BYTES", 240 * units - 1)
+    with pytest.raises(sweep_store.StoreError, match="needs the whole mask matrix"):
+        Store.open(p.store.path).masks
+    thin = Influence(aggregate(p.store.path, tmp_path / "thin.zarr", "lasso", {**s, "dense_max_mb": 0},
+                               diagnostics=None, progress=False).out)
+    g = thin.group["t0/full/softmax_gt"]
+    assert "per_example" not in g and "sparse" in g
+    want = dense.array("t0", "full", "softmax_gt", "per_example")
+    np.testing.assert_array_equal(thin.array("t0", "full", "softmax_gt", "per_example"), want)  # from the CSR
+    for name in ("per_class", "overall", "lambda", "nnz"):
+        np.testing.assert_allclose(thin.array("t0", "full", "softmax_gt", name),
+                                   dense.array("t0", "full", "softmax_gt", name), rtol=1e-6, atol=1e-7)
+    every = mask_bits.read(Store.open(p.store.path).group["masks"]).sum(axis=0)
+    for name in ("n_in", "t0/n_in"):
+        np.testing.assert_array_equal(np.asarray(thin.group[name][:]), every)
+
+
+@pytest.mark.slow
+def test_diagnostics_fit_the_masks_they_are_given(tmp_path):
+    """The convergence curves refit the estimator on prefixes of the fit rows, with knockoff units beside the real
+    ones: solver=stream must fit those masks, not read the sweep store's again (it did, before 2026-12-06)."""
+    rng = np.random.default_rng(4)
+    p = make_planted_store(tmp_path / "s.zarr", rows=600, units=20, n=(6,), noise=0.5, scheme="bernoulli",
+                           modes=("full",), kinds=("softmax_gt",), effects={"t0": sparse_effects(rng, 20, 6, 3)})
+    curves = {}
+    for solver in ("cd", "stream"):
+        out = aggregate(p.store.path, tmp_path / f"{solver}.zarr", "lasso", {"solver": solver, **TIGHT},
+                        diagnostics=DiagnosticsConfig(bootstrap=20, points=4, lds_examples=6), progress=False).out
+        dg = zarr.open_group(str(out), mode="r")["diagnostics"]["t0"]
+        curves[solver] = {k: np.asarray(dg[k][:]) for k in ("lds", "rank_corr", "knockoff_overall", "num_rows")}
+    # with fewer rows than units (2 x 20 with the knockoffs) the LASSO's minimiser is not unique: compare the rest
+    unique = curves["cd"]["num_rows"] >= 40
+    assert unique.sum() >= 2
+    for k in ("lds", "rank_corr"):
+        np.testing.assert_allclose(curves["stream"][k][..., unique], curves["cd"][k][..., unique], atol=1e-4)
+    np.testing.assert_allclose(curves["stream"]["knockoff_overall"], curves["cd"]["knockoff_overall"], atol=1e-4)
