@@ -106,6 +106,8 @@ def aggregate(
     targets = list(target_rows)
     scheme = diag.mask_scheme(store.attrs.get("config"),
                               lambda: (store.mask_counts(np.arange(store.num_rows))[1], len(store.unit_names)))
+    if diagnostics:  # the curves need every row's mask and a knockoff copy: refused now when too large (StoreError)
+        store.masks
     knock = diag.knockoff_masks(scheme[0], store.num_rows, len(store.unit_names), scheme[1], scheme[2]) \
         if diagnostics else None
     job = Job(store, estimator, settings, diagnostics, knock, block_rows, memory_mb)

@@ -193,6 +193,9 @@ def test_weights_stay_sparse_and_the_mask_matrix_is_never_decoded_whole(tmp_path
     monkeypatch.setattr(sweep_store, "MASKS_MAX_BYTES", 240 * units - 1)
     with pytest.raises(sweep_store.StoreError, match="needs the whole mask matrix"):
         Store.open(p.store.path).masks
+    with pytest.raises(sweep_store.StoreError, match="diagnostics.enabled=false"):  # before any work
+        aggregate(p.store.path, tmp_path / "diag.zarr", "lasso", s, progress=False)
+    assert not (tmp_path / "diag.zarr").exists()
     thin = Influence(aggregate(p.store.path, tmp_path / "thin.zarr", "lasso", {**s, "dense_max_mb": 0},
                                diagnostics=None, progress=False).out)
     g = thin.group["t0/full/softmax_gt"]
