@@ -43,9 +43,9 @@ def read(arr: zarr.Array, rows=slice(None)) -> np.ndarray:
     return decode(data, units_of(arr)) if packed(arr) else data.astype(bool, copy=False)
 
 
-def decoded_bytes(arr: zarr.Array, rows: int | None = None) -> int:
-    """Bytes of the bool matrix of ``rows`` rows (default: all) once decoded."""
-    return int(arr.shape[0] if rows is None else rows) * units_of(arr)
+def decoded_bytes(arr: zarr.Array) -> int:
+    """Bytes of the whole mask matrix once decoded to bool."""
+    return int(arr.shape[0]) * units_of(arr)
 
 
 def blocks(arr: zarr.Array, rows: np.ndarray, max_bytes: int = CHUNK_BYTES):
