@@ -185,5 +185,6 @@ def plan(store: Store, t: str, estimator: str, block_rows: int, memory_mb: int):
     """Rows per block and the (mode, kind) pairs of each pass over the rows, for target ``t``."""
     _, n_modes, n_kinds, n = store.outputs(t).shape
     pairs = [(m, k) for m in range(n_modes) for k in range(n_kinds)]
-    block_rows = block_rows or _auto_block_rows(n_modes * n_kinds * n * 4, memory_mb)
+    # a row's outputs (float32) and its decoded mask (one byte per unit: 1.28 M at the paper's example level)
+    block_rows = block_rows or _auto_block_rows(n_modes * n_kinds * n * 4 + len(store.unit_names), memory_mb)
     return block_rows, _passes(pairs, n, len(store.unit_names), memory_mb, 6 if estimator == "ridge" else 4)

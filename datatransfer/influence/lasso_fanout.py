@@ -1,7 +1,7 @@
 """Fan-out of LASSO solves over blocks of target examples (``estimator.fanout``): the statistics are read from the
 sweep store once (here), written to a folder as .npy files, and each block of ``examples_per_task`` columns is solved
 by another process (``launcher: local``, a process pool) or a Slurm array task (``launcher: slurm``: through the
-runner ``run_tasks(fn, items)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for the
+runner ``run_tasks(fn, items, on_done)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for the
 row blocks of difference of means; this package imports nothing of Slurm). A task memory-maps the shared matrices,
 solves its columns with :func:`datatransfer.influence.lasso.solve` and returns them; the results equal a single
 process's (each column's solve depends only on the statistics and its own data). With ``solver=stream`` the problem
@@ -18,6 +18,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -82,6 +83,26 @@ def _load(folder: Path, f: str):
     return np.load(folder / f"{f}.npy", mmap_mode="r")
 
 
+class Progress:
+    """Log lines "lasso: E of K examples solved (P%), elapsed, ETA" as blocks of examples finish (hours at the
+    paper's scale, so the ETA is what a user watches)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = int(total), 0, time.perf_counter()
+
+    def add(self, examples: int) -> None:
+        self.done += int(examples)
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / max(self.done, 1) * (self.total - self.done)
+        log.info("lasso: %d of %d examples solved (%.0f%%), %s elapsed, ETA %s", self.done, self.total,
+                 100.0 * self.done / max(self.total, 1), _hms(elapsed), _hms(eta))
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def merge(parts: List[Tuple[int, Dict[str, Any]]], k: int) -> Dict[str, Any]:
     """The blocks' results as one; weights stay sparse (sparse.Csr) when the blocks return them so."""
     from datatransfer.influence.sparse import Csr
@@ -115,13 +136,14 @@ def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, 
         blocks = [(s, min(s + per, k)) for s in range(0, k, per)]
         log.info("lasso: %d examples in %d block(s) of <= %d, launcher=%s, files in %s", k, len(blocks), per,
                  launcher, folder)
+        progress = Progress(k)
         if launcher == "local":
-            parts = _run_local(folder, blocks, fanout, (solver, device, tol, max_iter, patience))
+            parts = _run_local(folder, blocks, fanout, (solver, device, tol, max_iter, patience), progress)
         elif launcher == "slurm":
             threads = int((fanout.get("slurm") or {}).get("cpus_per_task") or 0)
             tasks = [SolveBlock(str(folder), s, e, solver, device, tol, max_iter, patience, threads)
                      for s, e in blocks]
-            parts = run_tasks(_call, tasks)
+            parts = run_tasks(_call, tasks, lambda i: progress.add(blocks[i][1] - blocks[i][0]))
         else:
             raise EstimatorError(f"estimator.fanout.launcher must be none, local or slurm, got {launcher!r}")
         return merge(parts, k)
@@ -130,7 +152,7 @@ def solve_fanned_out(problem, fanout: Dict[str, Any], solver: str, device: str, 
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_local(folder, blocks, fanout, how):
+def _run_local(folder, blocks, fanout, how, progress: Progress):
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = int(fanout.get("workers", 0)) or cpus
     workers = max(1, min(workers, len(blocks)))
@@ -138,7 +160,11 @@ def _run_local(folder, blocks, fanout, how):
     tasks = [SolveBlock(str(folder), s, e, *how, threads) for s, e in blocks]
     # spawn: numba's and torch's thread pools are not safe to fork
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_call, tasks))
+        futures = [pool.submit(_call, task) for task in tasks]
+        for done in cf.as_completed(futures):
+            start, out = done.result()
+            progress.add(len(out["lambda"]))
+        return [f.result() for f in futures]
 
 
 def _call(task: SolveBlock):

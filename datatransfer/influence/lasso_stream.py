@@ -238,13 +238,11 @@ class Job:
 
 def solve_blocks(job: Job, per: int, device: str, tol: float, max_iter: int, patience: int):
     """Every example of ``job`` in this process, ``per`` at a time (lasso_fanout.py runs the blocks elsewhere)."""
-    import logging
-
-    from datatransfer.influence.lasso_fanout import merge
+    from datatransfer.influence.lasso_fanout import Progress, merge
 
     k = job.y.shape[1]
-    parts = []
+    parts, progress = [], Progress(k)
     for start in range(0, k, per):
         parts.append((start, job.solve(job.y[:, start:start + per], device, tol, max_iter, patience)))
-        logging.getLogger(__name__).info("lasso stream: %d of %d examples solved", min(start + per, k), k)
+        progress.add(min(per, k - start))
     return merge(parts, k)

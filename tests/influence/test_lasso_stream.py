@@ -148,7 +148,7 @@ def test_auto_picks_stream_when_the_gram_form_does_not_fit(planted_data):
     np.testing.assert_allclose(small.result().influence, fed(Lasso(**TIGHT), x, y).result().influence, atol=1e-6)
 
 
-def test_fanout_through_a_runner_passed_in(tmp_path):
+def test_fanout_through_a_runner_passed_in(tmp_path, caplog):
     """launcher=slurm hands the stream blocks to the runner the app passes in (a Slurm array's in the app), here the
     in-process one: each task reads its columns of y.npy and streams the masks from the store itself."""
     from datatransfer.influence.fanout import serial_map
@@ -166,9 +166,14 @@ def test_fanout_through_a_runner_passed_in(tmp_path):
         return serial_map(fn, items, on_done)
 
     fan = {"launcher": "slurm", "examples_per_task": 2, "folder": str(tmp_path / "fan")}
-    many = Influence(aggregate(p.store.path, tmp_path / "many.zarr", "lasso", {**s, "fanout": fan},
-                               diagnostics=None, progress=False, fanout_tasks=runner).out)
+    with caplog.at_level("INFO", logger="datatransfer.influence.lasso_fanout"):
+        many = Influence(aggregate(p.store.path, tmp_path / "many.zarr", "lasso", {**s, "fanout": fan},
+                                   diagnostics=None, progress=False, fanout_tasks=runner).out)
     assert calls == [3]  # 5 examples in blocks of 2
+    # progress as each task finishes: examples done of all, elapsed, ETA
+    done = [r.getMessage() for r in caplog.records if "examples solved" in r.getMessage()]
+    assert [m.split(" examples")[0] for m in done] == ["lasso: 2 of 5", "lasso: 4 of 5", "lasso: 5 of 5"]
+    assert "(100%)" in done[-1] and "ETA 0:00:00" in done[-1]
     np.testing.assert_allclose(many.array("t0", "full", "softmax_gt", "per_example"),
                                one.array("t0", "full", "softmax_gt", "per_example"), atol=1e-6)
 
