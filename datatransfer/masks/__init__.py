@@ -21,12 +21,26 @@ from datatransfer.masks.seeds import init_seed, row_seed
 GENERATORS = {"random_subsets": random_subsets.masks, "example_subsets": examples.masks,
               "counterfactual": counterfactual.masks}
 
-__all__ = ["GENERATORS", "mask_matrix", "matrix", "init_seed", "num_rows", "row_mask", "row_seed"]
+__all__ = ["GENERATORS", "blocks", "mask_matrix", "matrix", "init_seed", "num_rows", "row_mask", "row_seed"]
+
+
+# Kinds whose rows are drawn one by one from (sweep seed, row): their masks can be made a block of rows at a time
+BLOCK_GENERATORS = {"random_subsets": random_subsets.block_masks, "example_subsets": examples.block_masks}
 
 
 def matrix(sweep, num_units: int) -> np.ndarray:
     """Bool (rows, units): the masks of the sweep that ``sweep`` (the config section) describes."""
     return GENERATORS[str(sweep.get("kind", "random_subsets"))](sweep, num_units)
+
+
+def blocks(sweep, num_units: int):
+    """The same masks as a function (lo, hi) -> bool rows lo..hi-1, made a block at a time where the kind allows
+    (example units: the whole matrix may not fit in memory), else cut from the matrix."""
+    kind = str(sweep.get("kind", "random_subsets"))
+    if kind in BLOCK_GENERATORS:
+        return BLOCK_GENERATORS[kind](sweep, num_units)
+    whole = matrix(sweep, num_units)
+    return lambda lo, hi: whole[lo:hi]
 
 
 def num_rows(cfg) -> int:

@@ -40,3 +40,7 @@ def unit_names(idx: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) 
 
 def masks(sweep, num_units: int) -> np.ndarray:
     return random_subsets.masks(sweep, num_units)
+
+
+def block_masks(sweep, num_units: int):
+    return random_subsets.block_masks(sweep, num_units)

@@ -32,23 +32,36 @@ def mask_row(row: int, repeats: int = 0) -> int:
     return row - 1 if repeats >= 2 and row % repeats == repeats - 1 else row
 
 
-def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str = "fixed_size",
-                repeats: int = 0) -> np.ndarray:
-    """Bool (num_rows, num_units): row i is row_mask(seed, mask_row(i, repeats), ...)."""
-    out = np.empty((num_rows, num_units), dtype=bool)
-    for i in range(num_rows):
+def mask_block(seed: int, lo: int, hi: int, num_units: int, alpha: float, scheme: str = "fixed_size",
+               repeats: int = 0) -> np.ndarray:
+    """Bool (hi - lo, num_units): rows lo..hi-1, row i being row_mask(seed, mask_row(i, repeats), ...)."""
+    out = np.empty((hi - lo, num_units), dtype=bool)
+    for i in range(lo, hi):
         j = mask_row(i, repeats)
-        out[i] = out[j] if j != i else row_mask(seed, i, num_units, alpha, scheme)
+        out[i - lo] = out[j - lo] if lo <= j < i else row_mask(seed, j, num_units, alpha, scheme)
     return out
 
 
-def masks(sweep, num_units: int) -> np.ndarray:
-    """The sweep's mask matrix from its config section. A fixed-size mask of none or all of the units is refused:
-    every row would be the same and no influence could be estimated."""
+def mask_matrix(seed: int, num_rows: int, num_units: int, alpha: float, scheme: str = "fixed_size",
+                repeats: int = 0) -> np.ndarray:
+    """Bool (num_rows, num_units): row i is row_mask(seed, mask_row(i, repeats), ...)."""
+    return mask_block(seed, 0, num_rows, num_units, alpha, scheme, repeats)
+
+
+def block_masks(sweep, num_units: int):
+    """The sweep's masks as a function (lo, hi) -> bool rows lo..hi-1, from its config section: what a store is
+    created from a block at a time (the whole matrix is 92 GB of bool at the paper's 71,828 rows x 1.28 M source
+    images). A fixed-size mask of none or all of the units is refused: every row would be the same and no influence
+    could be estimated."""
     k = int(round(float(sweep.alpha) * num_units))
     if str(sweep.scheme) == "fixed_size" and not 0 < k < num_units:
         raise ConfigError(f"sweep.alpha: round({sweep.alpha} x {num_units} units) = {k}: every row would train on "
                           f"{'none' if k == 0 else 'all'} of the units; choose alpha in "
                           f"[{0.5 / num_units:.3g}, {1 - 0.5 / num_units:.3g}]")
-    return mask_matrix(int(sweep.seed), int(sweep.num_models), num_units, float(sweep.alpha), str(sweep.scheme),
-                       int(sweep.get("repeats", 0)))
+    seed, alpha, scheme, repeats = int(sweep.seed), float(sweep.alpha), str(sweep.scheme), int(sweep.get("repeats", 0))
+    return lambda lo, hi: mask_block(seed, lo, hi, num_units, alpha, scheme, repeats)
+
+
+def masks(sweep, num_units: int) -> np.ndarray:
+    """The sweep's whole mask matrix (:func:`block_masks` of every row)."""
+    return block_masks(sweep, num_units)(0, int(sweep.num_models))

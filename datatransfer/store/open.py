@@ -60,7 +60,8 @@ def store_spec(cfg) -> StoreSpec:
         targets=targets,
         modes=modes,
         output_kinds=list(sw.outputs),
-        masks=masks.matrix(sw, len(unit_names)),
+        masks=masks.blocks(sw, len(unit_names)),  # made a block at a time as the store is written
+        num_rows=int(sw.num_models),
         unit=sw.unit,
         code_version=code_version(),
         unit_index=unit_index,

@@ -179,26 +179,32 @@ def _scan(path: Path, arr: zarr.Array, rows: np.ndarray, check: Optional[Check])
                 yield r, problem
 
 
-def _expected_masks(store: Store) -> Tuple[Optional[np.ndarray], str]:
-    """The masks the stored config's sweep gives, or (None, why they cannot be recomputed here)."""
+Masks = Callable[[int, int], np.ndarray]
+
+
+def _expected_masks(store: Store) -> Tuple[Optional[Masks], int, str]:
+    """The masks the stored config's sweep gives, as a function (lo, hi) -> bool rows lo..hi-1 (made a block at a
+    time: the whole matrix may not fit in memory), and their number of rows; or (None, 0, why they cannot be
+    recomputed here)."""
     from datatransfer import masks
     from datatransfer.config import structured
 
     sweep = (store.attrs.get("config") or {}).get("sweep")
     if not isinstance(sweep, dict):
-        return None, "masks not compared: the stored config has no sweep section"
+        return None, 0, "masks not compared: the stored config has no sweep section"
     kind = str(sweep.get("kind", "random_subsets"))
     if kind == "counterfactual":
         return _recorded_counterfactual(store, sweep)
     if kind not in masks.GENERATORS:
-        return None, f"masks not compared: sweep kind {kind!r} is not known to this code"
+        return None, 0, f"masks not compared: sweep kind {kind!r} is not known to this code"
     try:
-        return masks.matrix(structured({"sweep": sweep}).sweep, len(store.unit_names)), ""
+        sw = structured({"sweep": sweep}).sweep
+        return masks.blocks(sw, len(store.unit_names)), int(sw.num_models), ""
     except Exception as e:  # a config this code's schema or generator does not take
-        return None, f"masks not compared: the stored sweep config does not give masks here ({brief(e)})"
+        return None, 0, f"masks not compared: the stored sweep config does not give masks here ({brief(e)})"
 
 
-def _recorded_counterfactual(store: Store, sweep: dict) -> Tuple[Optional[np.ndarray], str]:
+def _recorded_counterfactual(store: Store, sweep: dict) -> Tuple[Optional[Masks], int, str]:
     """A counterfactual store's keep-masks, from its config and what it recorded at creation (the ranking, the
     hand-picked classes, the debugged examples' influencers): the influence store is not read."""
     from datatransfer.config import structured
@@ -211,27 +217,30 @@ def _recorded_counterfactual(store: Store, sweep: dict) -> Tuple[Optional[np.nda
         units = list(rec["handpicked"]["units"])
         picked = np.isin(store.unit_names, units) if units else None
         pairs = [(int(e["example"]), int(e["unit"])) for e in rec["examples"]]
-        return cfm.keep_masks(cf.counterfactual, influence, picked, pairs)[0], ""
+        whole = cfm.keep_masks(cf.counterfactual, influence, picked, pairs)[0]  # a few hundred rows
+        return (lambda lo, hi: whole[lo:hi]), len(whole), ""
     except Exception as e:  # a record this code cannot read, damaged arrays
-        return None, f"masks not compared: the counterfactual record does not give masks here ({brief(e)})"
+        return None, 0, f"masks not compared: the counterfactual record does not give masks here ({brief(e)})"
 
 
-def _compare_masks(store: Store, report: Report) -> Optional[np.ndarray]:
-    """Fill in the report's mask mismatches; returns the expected masks (None when not compared)."""
-    expected, report.mask_note = _expected_masks(store)
+def _compare_masks(store: Store, report: Report) -> Optional[Masks]:
+    """Fill in the report's mask mismatches, a chunk of rows at a time; returns the expected masks (None when not
+    compared)."""
+    expected, rows, report.mask_note = _expected_masks(store)
     if expected is None:
         return None
     arr = store.array("masks")
     shape = (arr.shape[0], mask_bits.units_of(arr))
-    if expected.shape != shape:
-        report.mask_note = f"masks not compared: shape {shape}, the sweep's config gives {expected.shape}"
+    given = (rows, int(np.shape(expected(0, 1))[1]) if rows else len(store.unit_names))
+    if given != shape:
+        report.mask_note = f"masks not compared: shape {shape}, the sweep's config gives {given}"
         return None
     step, bad = int(arr.chunks[0]), []
     for lo in range(0, arr.shape[0], step):
         hi = min(lo + step, arr.shape[0])
         file = chunk_file(store.path, arr, lo)
         try:
-            differ = lo + np.flatnonzero((mask_bits.read(arr, slice(lo, hi)) != expected[lo:hi]).any(axis=1))
+            differ = lo + np.flatnonzero((mask_bits.read(arr, slice(lo, hi)) != expected(lo, hi)).any(axis=1))
             state = "missing: reads as all False" if not file.exists() else "holds other masks"
         except Exception as e:  # an undecodable chunk
             differ, state = np.arange(lo, hi), f"cannot be decoded ({brief(e)})"
@@ -282,7 +291,7 @@ def _shapes(store: Store, m: int, u: int) -> Dict[str, Optional[tuple]]:
     return shapes
 
 
-def _invalidate(store: Store, report: Report, flags: Dict[str, np.ndarray], expected: Optional[np.ndarray]) -> None:
+def _invalidate(store: Store, report: Report, flags: Dict[str, np.ndarray], expected: Optional[Masks]) -> None:
     """Clear the completion flags of the damaged rows; rewrite masks that differ from the sweep's (their rows'
     every flag is cleared: they may have been computed with the wrong mask)."""
     clear: Dict[str, set] = {name: {d.row for d in report.damaged if d.flag == name} for name in flags}
@@ -292,7 +301,7 @@ def _invalidate(store: Store, report: Report, flags: Dict[str, np.ndarray], expe
         arr = store.array("masks")
         step = int(arr.chunks[0])
         for lo in sorted({int(r) // step * step for r in report.mask_rows}):
-            mask_bits.write(arr, lo, expected[lo:lo + step])
+            mask_bits.write(arr, lo, expected(lo, min(lo + step, arr.shape[0])))
         report.masks_rewritten = True
     for name, rows in clear.items():
         arr = store.array(name)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import run_app
 
-from datatransfer import data
+from datatransfer import data, masks
 from datatransfer.config import ConfigError, compose, validate
 from datatransfer.masks import examples
 from datatransfer.store.open import store_spec
@@ -57,7 +57,9 @@ def test_store_spec_of_example_units():
                    "sweep.count=50", "sweep.num_models=6", "targets=[digits]"])
     spec = store_spec(cfg)
     labels = data.open_source(cfg).labels("train")
-    assert spec.unit == "example" and len(spec.unit_names) == 50 and spec.masks.shape == (6, 50)
+    assert spec.unit == "example" and len(spec.unit_names) == 50 and spec.num_rows == 6
+    assert spec.masks(0, 6).shape == (6, 50)  # made a block at a time (the whole matrix may not fit in memory)
+    np.testing.assert_array_equal(spec.masks(2, 5), masks.matrix(cfg.sweep, 50)[2:5])
     assert set(labels[spec.unit_index]) == {3, 5}
     assert spec.unit_names[0] == f"#{spec.unit_index[0]} mnist:{labels[spec.unit_index[0]]}"
 

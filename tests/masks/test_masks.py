@@ -62,7 +62,7 @@ def test_alpha_that_keeps_none_or_all_units_is_refused():
 
 def test_repeated_rows_share_a_mask_keep_their_own_seed_and_survive_extension():
     from datatransfer.config import ConfigError, compose, validate
-    from datatransfer.masks import matrix
+    from datatransfer.masks import blocks, matrix
     from datatransfer.store.open import store_spec
     from datatransfer.store.spec import fingerprint
 
@@ -76,6 +76,12 @@ def test_repeated_rows_share_a_mask_keep_their_own_seed_and_survive_extension():
     base = ["experiment=planted", "row.units=20", "sweep.num_models=12"]
     cfg = compose([*base, "sweep.repeats=3"])
     assert (matrix(cfg.sweep, 20) == mask_matrix(0, 12, 20, 0.5, repeats=3)).all()
+    # a store is written a block of rows at a time: any block equals those rows of the matrix, repeats included
+    # (a block may start on a repeated row, whose original is in the block before)
+    get = blocks(cfg.sweep, 20)
+    for lo, hi in [(0, 12), (2, 3), (2, 6), (5, 9), (11, 12)]:
+        assert (get(lo, hi) == matrix(cfg.sweep, 20)[lo:hi]).all()
+    assert (store_spec(cfg).masks(0, 12) == matrix(cfg.sweep, 20)).all() and store_spec(cfg).num_rows == 12
     # repeats=0 leaves the fingerprint of a sweep without the key (stores made before it existed) as it was
     spec = store_spec(compose(base))
     assert "repeats" not in spec.sweep_defining["sweep"]
