@@ -1,8 +1,8 @@
 """Fan-out of LASSO solves over blocks of target examples (``estimator.fanout``): the statistics are read from the
 sweep store once (here), written to a folder as .npy files, and each block of ``examples_per_task`` columns is solved
 by another process (``launcher: local``, a process pool) or a Slurm array task (``launcher: slurm``: through the
-runner ``run_tasks(fn, items, on_done)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for the
-row blocks of difference of means; this package imports nothing of Slurm). A task memory-maps the shared matrices,
+runner ``run_tasks(fn, items, on_done)`` that ``python -m aggregate`` passes in, launchers/slurm/array_map.py, as for
+the row blocks of difference of means; this package imports nothing of Slurm). A task memory-maps the shared matrices,
 solves its columns with :func:`datatransfer.influence.lasso.solve` and returns them; the results equal a single
 process's (each column's solve depends only on the statistics and its own data). With ``solver=stream`` the problem
 is a lasso_stream.Job: the outputs are saved (y.npy), the rest pickled (the store's path, rows, settings), and each
@@ -162,8 +162,7 @@ def _run_local(folder, blocks, fanout, how, progress: Progress):
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_call, task) for task in tasks]
         for done in cf.as_completed(futures):
-            start, out = done.result()
-            progress.add(len(out["lambda"]))
+            progress.add(len(done.result()[1]["lambda"]))
         return [f.result() for f in futures]
 
 
