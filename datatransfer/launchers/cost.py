@@ -44,6 +44,8 @@ class Cost:
     threads: int  # CPU threads of one process (CPU-hours count them)
     parallel: int  # processes running at once
     store_bytes: Optional[int] = None
+    elapsed: Optional[float] = None  # rows done: measured wall seconds, first row's start to last row's end
+    concurrency: Optional[float] = None  # rows done: their wall seconds summed / elapsed (rows at a time, mean)
 
     @property
     def device_hours(self) -> float:
@@ -59,9 +61,11 @@ class Cost:
         if math.isnan(self.seconds_per_row):
             out = [f"cost: {self.rows} rows {what}; seconds per row unknown ({self.source})"]
         else:
+            wall = f"{duration(self.wall_seconds)} at {self.parallel} process(es) in parallel" \
+                if self.elapsed is None else (f"{duration(self.elapsed)} measured, the first row's start to the "
+                                              f"last row's end ({self.concurrency:.1f} rows at a time on average)")
             out = [f"cost: {self.rows} rows {what} x {self.seconds_per_row:.1f} s/row ({self.source}) = "
-                   f"{self.device_hours:.2f} {unit}-hours ({self.threads} thread(s) a process); wall time "
-                   f"{duration(self.wall_seconds)} at {self.parallel} process(es) in parallel"]
+                   f"{self.device_hours:.2f} {unit}-hours ({self.threads} thread(s) a process); wall time {wall}"]
         if self.store_bytes is not None:
             out.append(f"store size on disk: {self.store_bytes / 1e6:.1f} MB")
         return out
@@ -176,14 +180,17 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     return Cost(rows, spr, source, device_type, threads, parallel, size)
 
 
-def spent(store, parallel: int = 1) -> Optional[Cost]:
-    """What the completed rows of ``store`` cost (``launch.status``), from their provenance; None if none has
-    times."""
-    measured = from_store(store)
-    if measured is None:
+def spent(store) -> Optional[Cost]:
+    """What the completed rows of ``store`` cost (``launch.status``), from their provenance, with the wall time they
+    took (first start to last end: idle time between runs of a resumed sweep included) and how many ran at a time
+    on average (``parallel``: that, rounded); None if none has times."""
+    start, end, threads = store.row_spans()
+    if len(start) == 0:
         return None
-    spr, threads, n = measured
+    spr, threads = float(np.mean(end - start)), int(np.median(threads))
+    elapsed = float(end.max() - start.min())
+    concurrency = float((end - start).sum() / elapsed) if elapsed > 0 else 1.0
     info = store.provenance(int(np.flatnonzero(store.completed())[0]))
     device_type = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
-    return Cost(n, spr, f"mean of the completed rows' provenance times, {threads} thread(s) each", device_type,
-                threads, parallel, disk_bytes(store.path))
+    return Cost(len(start), spr, f"mean of the completed rows' provenance times, {threads} thread(s) each",
+                device_type, threads, max(1, round(concurrency)), disk_bytes(store.path), elapsed, concurrency)

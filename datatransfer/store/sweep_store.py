@@ -319,17 +319,22 @@ class Store:
             stats = [e.stat() for e in it if e.is_file()]
         return np.array([st.st_mtime for st in stats if st.st_size > 0], dtype=np.float64)
 
-    def row_times(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(wall seconds, torch threads) of each completed row whose provenance has both times (format version 2;
-        none for version 1): end_time - start_time, as the worker recorded them."""
+    def row_spans(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start, end unix seconds, torch threads) of each completed row whose provenance has both times (format
+        version 2; none for version 1), as the worker recorded them."""
         if self.format_version < 2:
-            return np.zeros(0), np.zeros(0, dtype=np.int32)
+            return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int32)
         with bulk_reads():
             start, end = (np.asarray(self._rows(f"{provenance.GROUP}/{n}"), dtype=np.float64)
                           for n in ("start_time", "end_time"))
             threads = np.asarray(self._rows(f"{provenance.GROUP}/threads"))
         ok = self.completed() & np.isfinite(start) & np.isfinite(end)
-        return (end - start)[ok], threads[ok].astype(np.int32)
+        return start[ok], end[ok], threads[ok].astype(np.int32)
+
+    def row_times(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(wall seconds, torch threads) of each completed row with both times: end_time - start_time."""
+        start, end, threads = self.row_spans()
+        return end - start, threads
 
     def provenance(self, row: int) -> Dict[str, Any]:
         """Where and how row ``row`` was computed (docs/store-format.md, "Row provenance"): ``start_time``,

@@ -1,9 +1,16 @@
 """Seconds per row for launch.dry_run from saved bench results: this processor's when it was measured, else the
-device kind's, labelled as measured on another processor."""
+device kind's, labelled as measured on another processor; what the completed rows cost, with the wall time they
+took and how many ran at a time."""
 
 import json
+import re
+import time
 
-from datatransfer.launchers.cost import bench_file, from_bench
+from datatransfer.launchers.cost import bench_file, from_bench, spent
+from datatransfer.launchers.slurm.status import RowCounts, _cost_lines
+from datatransfer.store.provenance import RowRun
+from datatransfer.store.sweep_store import Store
+from tests.store.test_store import make_spec, row_payload
 
 
 def _save(path, processor, seconds):
@@ -31,3 +38,19 @@ def test_this_processors_result_is_preferred_and_another_is_labelled(tmp_path):
     bench_file("cpu", "Chip A", tmp_path).write_text(json.dumps({"processor": "Chip A", "runners": {}}))
     seconds, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A")  # nothing of that precision: the kind's
     assert seconds == 2.8 and "not this machine's Chip A" in label
+
+
+def test_status_cost_counts_the_rows_that_ran_at_once(tmp_path):
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=12))
+    t0 = time.time()
+    for row in range(4):  # 4 rows at once, each ~20 s (its end is when it is written: now)
+        store.write_row(row, *row_payload(store, row), run=RowRun(start_time=t0 - 20, threads=1))
+    done = spent(store)
+    assert done.rows == 4 and 19.9 < done.seconds_per_row < 21
+    assert 19.9 < done.elapsed < 21 and 3.9 < done.concurrency < 4.1 and done.parallel == 4
+    text = "\n".join(_cost_lines(store, RowCounts(12, 4, 0, 0, 0, 8, [])))
+    assert re.search(r"wall time 2\d s measured, the first row's start to the last row's end \(4\.0 rows at a "
+                     r"time", text), text
+    # the 8 rows left at ~20 s each: ~40 s four at a time, ~160 s (3 min) in one process
+    assert re.search(r"cost of the 8 rows left: 0\.04 CPU-hours \(4\d s at the 4 row\(s\) at a time seen so far, "
+                     r"3 min in one process\)", text), text

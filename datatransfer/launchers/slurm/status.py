@@ -176,10 +176,12 @@ def _cost_lines(store: Store, c: RowCounts) -> List[str]:
     lines = done.lines(what="completed")
     left = c.total - c.completed
     if left:
-        rest = cost.Cost(left, done.seconds_per_row, "at the completed rows' mean", done.device_type, done.threads, 1)
+        rest = cost.Cost(left, done.seconds_per_row, "at the completed rows' mean", done.device_type, done.threads,
+                         done.parallel)
         unit = "CPU" if rest.device_type == "cpu" else "GPU"
         lines.append(f"cost of the {left} rows left: {rest.device_hours:.2f} {unit}-hours "
-                     f"({cost.duration(rest.wall_seconds)} in one process)")
+                     f"({cost.duration(rest.wall_seconds)} at the {done.parallel} row(s) at a time seen so far, "
+                     f"{cost.duration(left * done.seconds_per_row)} in one process)")
     return lines
 
 
