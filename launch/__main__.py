@@ -3,8 +3,6 @@
 launcher=local runs them here; launcher=slurm submits them as job arrays and returns at once (docs/slurm.md).
 """
 
-from pathlib import Path
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
@@ -16,16 +14,11 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> None:
-    from datatransfer.config import validate
     from datatransfer.launchers import run
-    from datatransfer.store.open import open_store
+    from datatransfer.store.open import open_store, open_to_plan
 
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
-        if cfg.launch.dry_run and not Path(cfg.store.path).exists():
-            validate(cfg)
-            store = None  # a dry run creates nothing
-        else:
-            store = open_store(cfg)
+        store = open_to_plan(cfg) if cfg.launch.dry_run else open_store(cfg)  # a dry run writes nothing
         run(cfg, store, HydraConfig.get().overrides.task)
 
 

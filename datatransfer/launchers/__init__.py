@@ -7,8 +7,9 @@ A new launcher: copy ``local.py``, implement ``Launcher``, add it to ``LAUNCHERS
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, List, Optional, Protocol, Sequence
 
+from datatransfer import masks
 from datatransfer.store.sweep_store import Store
 
 
@@ -28,3 +29,11 @@ def launcher(cfg: Any) -> Launcher:
 def run(cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> None:
     """Run or submit the store's missing rows with the launcher ``cfg.launcher`` names."""
     launcher(cfg).run(cfg, store, overrides)
+
+
+def rows_to_add(cfg: Any, store: Store) -> List[int]:
+    """A dry run's rows that extending ``store`` to ``cfg``'s sweep would add (a dry run leaves it as it is,
+    store/open.py ``open_to_plan``): they are to run too. Empty otherwise."""
+    if not cfg.launch.dry_run or store.scope is not None:
+        return []
+    return list(range(store.num_rows, max(store.num_rows, masks.num_rows(cfg))))

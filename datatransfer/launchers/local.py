@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from datatransfer import masks
 from datatransfer.errors import AppError, WorkerError
-from datatransfer.launchers import cost
+from datatransfer.launchers import cost, rows_to_add
 from datatransfer.rows.worker import Worker, cpus_allotted, groups, models_per_process
 from datatransfer.store.claims import Claims, Found, describe_holders
 from datatransfer.store.integrity import brief
@@ -366,9 +366,10 @@ class LocalLauncher:
             _log_cost(cfg, None, masks.num_rows(cfg))
             return
         plan = rows_to_run(cfg, store)
-        todo, held = len(plan[0]), plan[1]
-        log.info("store %s: %d of %d rows already complete, %d to run", store.path,
-                 store.num_rows - todo - len(held), store.num_rows, todo)
+        added = rows_to_add(cfg, store)  # a dry run's extension: not made, its rows counted
+        todo, held, total = len(plan[0]) + len(added), plan[1], store.num_rows + len(added)
+        log.info("store %s: %d of %d rows already complete, %d to run", store.path, total - todo - len(held), total,
+                 todo)
         if held:
             log.info("%s", describe_holders(held))
         if cfg.launch.dry_run:

@@ -68,17 +68,25 @@ def row_arrays(group: zarr.Group):
             yield path, node
 
 
-def if_longer(store, fp: str, spec: StoreSpec) -> bool:
-    """Extend ``store`` (a handle) to the spec's rows if the spec is its sweep with a higher ``sweep.num_models``;
-    whether it did. A lower one is a StoreError; any other difference returns False (the caller refuses it)."""
+def rows_added(store, spec: StoreSpec) -> int:
+    """How many rows extending ``store`` (a handle) to the spec would add: > 0 if the spec is its sweep with a higher
+    ``sweep.num_models``, 0 for any other difference (the caller refuses it). A lower one is a StoreError."""
     had = stored_rows(store.attrs, store.num_rows)
     if not differs_only_in_rows(store.fingerprint, had, spec):
-        return False
+        return 0
     wanted = requested_rows(spec)
     if wanted < had:
         raise StoreError(f"{store.path} holds {had} rows of this sweep and sweep.num_models={wanted} asks for "
                          f"fewer; a sweep is extended, never shortened: use sweep.num_models={had} (or more). "
                          f"It is left untouched.")
+    return wanted - had
+
+
+def if_longer(store, fp: str, spec: StoreSpec) -> bool:
+    """Extend ``store`` (a handle) to the spec's rows if the spec is its sweep with a higher ``sweep.num_models``;
+    whether it did (:func:`rows_added`)."""
+    if not rows_added(store, spec):
+        return False
     extend(store.path, spec, fp)
     return True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import logging
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -14,8 +14,10 @@ from datatransfer.config import row_defining, validate
 from datatransfer.errors import ConfigError
 from datatransfer.masks import examples
 from datatransfer.store.provenance import code_version
-from datatransfer.store.spec import StoreSpec, TargetSpec
+from datatransfer.store.spec import LATER_KEYS, StoreSpec, TargetSpec, defining  # noqa: F401 (re-exported)
 from datatransfer.store.sweep_store import Store
+
+log = logging.getLogger(__name__)
 
 
 def resolved_config(cfg) -> dict:
@@ -30,20 +32,6 @@ def resolved_config(cfg) -> dict:
             t["root"] = str(Path(t["root"]).resolve())
     return d
 
-
-# Keys added to the schema after stores were written, with the value that gives the rows those stores hold: at that
-# value a key is left out of the fingerprinted sections, so the older stores keep their fingerprint.
-LATER_KEYS = {("sweep", "repeats"): 0, ("sweep", "init"): "per_row"}
-
-
-def defining(resolved: dict, sections) -> dict:
-    """The fingerprinted sections, without ``LATER_KEYS`` at their old value (e.g. ``sweep.repeats`` counts only
-    when set: stores made before it existed, and any sweep without repeated rows, keep their fingerprint)."""
-    out = {k: copy.deepcopy(resolved.get(k)) for k in sections}
-    for (section, key), old in LATER_KEYS.items():
-        if isinstance(out.get(section), dict) and out[section].get(key, old) == old:
-            out[section].pop(key, None)
-    return out
 
 
 def store_spec(cfg) -> StoreSpec:
@@ -117,3 +105,17 @@ def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str], Opt
 def open_store(cfg) -> Store:
     """Create the sweep's store, or reopen it if it already holds this sweep (refusing another sweep's store)."""
     return Store.create_or_open(cfg.store.path, store_spec(cfg))
+
+
+def open_to_plan(cfg) -> Optional[Store]:
+    """A dry run's store (``launch.dry_run``): None while it does not exist (nothing is created), else the store
+    opened read-only, refused if it holds another sweep; an extension (a higher ``sweep.num_models``) is reported,
+    not made: the launchers count its new rows as to run (``launchers.rows_to_add``)."""
+    if not Path(cfg.store.path).exists():
+        validate(cfg)
+        return None
+    store, added = Store.open_to_plan(cfg.store.path, store_spec(cfg))
+    if added:
+        log.info("dry run: would extend %s from %d to %d rows (rows %d..%d added; existing rows unchanged)",
+                 store.path, store.num_rows, store.num_rows + added, store.num_rows, store.num_rows + added - 1)
+    return store

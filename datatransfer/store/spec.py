@@ -4,6 +4,7 @@ version, root attributes, arrays)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -32,6 +33,21 @@ def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
             out.update(_flatten(v, f"{prefix}{k}."))
         return out or {prefix.rstrip("."): {}}
     return {prefix.rstrip("."): d}
+
+
+# Keys added to the schema after stores were written, with the value that gives the rows those stores hold: at that
+# value a key is left out of the fingerprinted sections, so the older stores keep their fingerprint.
+LATER_KEYS = {("sweep", "repeats"): 0, ("sweep", "init"): "per_row"}
+
+
+def defining(resolved: dict, sections) -> dict:
+    """The fingerprinted sections, without ``LATER_KEYS`` at their old value (e.g. ``sweep.repeats`` counts only
+    when set: stores made before it existed, and any sweep without repeated rows, keep their fingerprint)."""
+    out = {k: copy.deepcopy(resolved.get(k)) for k in sections}
+    for (section, key), old in LATER_KEYS.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, old) == old:
+            out[section].pop(key, None)
+    return out
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:

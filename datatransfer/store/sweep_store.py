@@ -45,6 +45,7 @@ from datatransfer.store.spec import (  # noqa: F401  (FORMAT..., TargetSpec: re-
     TargetSpec,
     config_diff,
     create_target_arrays,
+    defining,
     fingerprint,
     older_format,
     write_new,
@@ -179,13 +180,32 @@ class Store:
         return cls.open(p, mode="r+")
 
     @classmethod
+    def open_to_plan(cls, path: str | os.PathLike, spec: StoreSpec) -> Tuple["Store", int]:
+        """A dry run's view of the existing store at ``path``: opened read-only, refused as :meth:`create_or_open`
+        refuses another sweep, and how many rows the spec would add by extending it (a higher
+        ``sweep.num_models``; 0: none). Nothing is written."""
+        p = Path(path)
+        fp = fingerprint(spec.sweep_defining)
+        store = cls.open(p)
+        added = extend.rows_added(store, spec) \
+            if store.fingerprint != fp and store.format_version == FORMAT_VERSION else 0
+        cls._refuse_other(p, store, fp if not added else store.fingerprint, spec)
+        return store, added
+
+    @classmethod
     def _reopen_same(cls, p: Path, fp: str, spec: StoreSpec) -> "Store":
         store = cls.open(p, mode="r+")
         if store.fingerprint != fp and store.format_version == FORMAT_VERSION and extend.if_longer(store, fp, spec):
             store = cls.open(p, mode="r+")  # a higher sweep.num_models: rows added (store/extend.py)
+        cls._refuse_other(p, store, fp, spec)
+        return store
+
+    @staticmethod
+    def _refuse_other(p: Path, store: "Store", fp: str, spec: StoreSpec) -> None:
+        """A StoreError unless ``store`` holds the sweep of fingerprint ``fp`` in a format this code writes."""
         if store.fingerprint != fp:
-            old = {k: store.attrs["config"].get(k) for k in spec.sweep_defining}
-            diff = config_diff(old, spec.sweep_defining)
+            # the stored sweep as fingerprinted (LATER_KEYS at their old value left out, as in spec.sweep_defining)
+            diff = config_diff(defining(store.attrs["config"], list(spec.sweep_defining)), spec.sweep_defining)
             shown = "\n  ".join(diff[:30]) + ("\n  ..." if len(diff) > 30 else "")
             raise StoreError(
                 f"{p} holds a different sweep (fingerprint {store.fingerprint}, this config {fp}); "
@@ -194,7 +214,6 @@ class Store:
             )
         if store.format_version not in WRITABLE_VERSIONS:
             raise StoreError(f"{older_format(p, store.attrs)}; it is left untouched")
-        return store
 
     # ---- reading -------------------------------------------------------------------------------------------
     @property

@@ -112,6 +112,12 @@ def test_launch_extends_a_planted_sweep_and_status_counts_the_new_rows(tmp_path)
     assert r.returncode == 0, r.stderr
     before = _files(path)
     first = np.asarray(zarr.open_group(str(path))["outputs/t0"][:])
+    every = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    r = run_app("launch", *common, "sweep.num_models=7", "launch.dry_run=true", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"would extend {path} from 4 to 7 rows (rows 4..6 added" in r.stdout, r.stdout
+    assert "4 of 7 rows already complete, 3 to run" in r.stdout and "cost: 3 rows to run" in r.stdout, r.stdout
+    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == every  # a dry run writes nothing
     r = run_app("launch", *common, "sweep.num_models=7", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     after = _files(path)
@@ -125,8 +131,10 @@ def test_launch_extends_a_planted_sweep_and_status_counts_the_new_rows(tmp_path)
     assert r.returncode == 0, r.stderr
     assert ": 7 rows" in r.stdout and "7 completed" in r.stdout and "extended from 4" in r.stdout, r.stdout
     assert "convergence: no influence store at" in r.stdout
-    r = run_app("launch", *common, "sweep.num_models=7", "row.noise=0.9", cwd=tmp_path)
-    assert r.returncode == 2 and "different sweep" in r.stderr
+    for dry in ("false", "true"):  # refused alike; the keys listed are the ones that differ, nothing else
+        r = run_app("launch", *common, "sweep.num_models=7", "row.noise=0.9", f"launch.dry_run={dry}", cwd=tmp_path)
+        assert r.returncode == 2 and "different sweep" in r.stderr, r.stderr
+        assert "row.noise" in r.stderr and "sweep.init" not in r.stderr and "sweep.repeats" not in r.stderr
 
 
 def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_has_not_seen(tmp_path):

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from datatransfer import masks
 from datatransfer.config.launchers import job_name, validate_launcher
-from datatransfer.launchers import cost
+from datatransfer.launchers import cost, rows_to_add
 from datatransfer.launchers.slurm import queue as slurm_queue
 from datatransfer.launchers.slurm import resources
 from datatransfer.launchers.slurm.manifest import Manifest, SubmittedArray, new_id
@@ -70,9 +70,10 @@ def plan_rows(cfg: Any, store: Optional[Store]) -> tuple[Plan, dict, dict, str]:
     else:
         view = QueueView.poll(store.path, accounting=False)  # the queue first, then the store (see slurm_status)
         live = view.live_rows()
-        missing = [int(r) for r in store.missing_rows()]
+        added = rows_to_add(cfg, store)  # a dry run's extension: not made, its rows counted
+        missing = [int(r) for r in store.missing_rows()] + added
         rows = [r for r in missing if r not in live]
-        skipped = {"already completed": store.num_rows - len(missing),
+        skipped = {"already completed": store.num_rows + len(added) - len(missing),
                    "already queued or running": len(missing) - len(rows)}
     limit, source = _max_array_size(launcher, bool(cfg.launch.dry_run))
     plan = make_plan(rows, int(launcher.rows_per_task), limit)
