@@ -20,14 +20,15 @@ def main(cli_cfg) -> None:
     from datatransfer.launchers import run
     from datatransfer.launchers.resume import resume_config
     from datatransfer.store.added_targets import add_targets
-    from datatransfer.store.open import open_store
+    from datatransfer.store.open import open_store, open_to_plan
     from datatransfer.store.sweep_store import Store
 
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         overrides = HydraConfig.get().overrides.task
         cfg, added = resume_config(Store.open(cli_cfg.store.path), cli_cfg, overrides)
         # reopened as `python -m launch` (or `launch.add_targets`) would: same checks, same scope
-        run(cfg, add_targets(cfg) if added else open_store(cfg), overrides)
+        store = add_targets(cfg) if added else open_to_plan(cfg) if cfg.launch.dry_run else open_store(cfg)
+        run(cfg, store, overrides)
 
 
 if __name__ == "__main__":
