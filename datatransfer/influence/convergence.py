@@ -102,6 +102,19 @@ def of_target(group: Any, t: str) -> Dict[str, Any]:
     return out
 
 
+def rows_needed(influence: Any, kind: str = "softmax_gt") -> int:
+    """The most rows in all that the rule predicts for any target and mode not converged yet (output kind ``kind``);
+    0 when none predicts more."""
+    kind = kind if kind in influence.output_kinds else influence.output_kinds[0]
+    k, most = influence.output_kinds.index(kind), 0
+    for t in influence.targets:
+        d = of_target(influence.group, t)
+        for m in range(len(influence.modes)) if d else ():
+            if not bool(d["conv_converged"][m, k]) and int(d["conv_rows_more"][m, k]) > 0:
+                most = max(most, int(d["conv_rows"][m, k]) + int(d["conv_rows_more"][m, k]))
+    return most
+
+
 def status_lines(influence: Any, kind: str = "softmax_gt") -> List[str]:
     """Lines for ``launch.status``: per target and mode, the verdict on output kind ``kind`` (``influence``: an
     :class:`~datatransfer.influence.reader.Influence`)."""
@@ -134,8 +147,28 @@ def store_lines(store_path: str, influence_path: str = "", kind: str = "softmax_
         influence = Influence(path)
     except AggregationError:
         return [f"convergence: no influence store at {path} yet ({refresh})"]
-    done = len(completed_rows(Store.open(store_path)))
+    store = Store.open(store_path)
+    done = len(completed_rows(store))
     used = int(influence.attrs.get("rows_used", 0))
     stale = f"; {done - used} completed rows since: {refresh} to update" if done > used else ""
     return [f"convergence (docs/estimators.md, rule in {path} from {used} rows{stale}):",
-            *status_lines(influence, kind)]
+            *status_lines(influence, kind), *_extension_lines(store, rows_needed(influence, kind))]
+
+
+def _extension_lines(store: Any, needed: int) -> List[str]:
+    """What meeting the rule everywhere asks: the sweep extended to ``needed`` rows, and what the rows it adds would
+    cost at the completed rows' rate (launchers/cost.py)."""
+    from datatransfer.launchers import cost
+
+    more = needed - store.num_rows
+    if more <= 0:
+        return []
+    line = (f"  to meet the rule for every target: about {needed} rows in all, {more} more than the store holds "
+            f"(python -m launch with sweep.num_models={needed} extends it)")
+    done = cost.spent(store)
+    if done is not None:
+        rest = cost.Cost(more, done.seconds_per_row, "", done.device_type, done.threads, done.parallel)
+        unit = "CPU" if rest.device_type == "cpu" else "GPU"
+        line += (f"; at the completed rows' cost {rest.device_hours:.2f} {unit}-hours, "
+                 f"{cost.duration(rest.wall_seconds)} at {done.parallel} row(s) at a time")
+    return [line]

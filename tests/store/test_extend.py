@@ -1,5 +1,6 @@
 """Extending a sweep: a higher sweep.num_models adds rows and changes nothing already computed."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,21 @@ def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_h
     assert "from 60 rows; 20 completed rows since: python -m aggregate" in r.stdout, r.stdout
     # low noise, 2 of 6 units judged: the rule is met at 60 rows, for both modes
     assert r.stdout.count("converged at 60 rows: median relative SE of the top 2") == 2, r.stdout
+    assert "to meet the rule" not in r.stdout  # converged: nothing to extend
+
+
+def test_status_says_how_far_to_extend_a_sweep_that_has_not_converged_and_what_it_costs(tmp_path):
+    path = tmp_path / "p.zarr"
+    common = ["experiment=planted", "row.units=6", "row.examples=[5]", "row.noise=3.0", f"store.path={path}"]
+    assert run_app("launch", *common, "sweep.num_models=40", cwd=tmp_path).returncode == 0
+    r = run_app("aggregate", f"store.path={path}", "diagnostics.bootstrap=0", "diagnostics.top_k=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    wanted = [int(n) for n in re.findall(r"not converged at 40 rows: .*needs about \d+ more rows \((\d+) in all",
+                                         r.stdout)]
+    assert wanted, r.stdout  # noisy rows: not converged, a row count predicted
+    most = max(wanted)
+    assert re.search(rf"to meet the rule for every target: about {most} rows in all, {most - 40} more than the store "
+                     rf"holds \(python -m launch with sweep.num_models={most} extends it\); at the completed rows' "
+                     rf"cost [\d.]+ CPU-hours, .+ at 1 row\(s\) at a time", r.stdout), r.stdout
