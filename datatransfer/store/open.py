@@ -33,7 +33,6 @@ def resolved_config(cfg) -> dict:
     return d
 
 
-
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
     unit_names, targets, modes, unit_index = _units_and_targets(cfg)
