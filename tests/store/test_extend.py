@@ -138,12 +138,19 @@ def test_launch_extends_a_planted_sweep_and_status_counts_the_new_rows(tmp_path)
         assert "row.noise" in r.stderr and "sweep.init" not in r.stderr and "sweep.repeats" not in r.stderr
 
 
-def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_has_not_seen(tmp_path):
+def _aggregated_planted(tmp_path, noise: float, rows: int):
+    """A planted sweep of ``rows`` rows (6 units, 5 examples, output noise ``noise``), aggregated with the rule
+    judging the top 2 units; returns its launch arguments and store path."""
     path = tmp_path / "p.zarr"
-    common = ["experiment=planted", "row.units=6", "row.examples=[5]", "row.noise=0.05", f"store.path={path}"]
-    assert run_app("launch", *common, "sweep.num_models=60", cwd=tmp_path).returncode == 0
+    common = ["experiment=planted", "row.units=6", "row.examples=[5]", f"row.noise={noise}", f"store.path={path}"]
+    assert run_app("launch", *common, f"sweep.num_models={rows}", cwd=tmp_path).returncode == 0
     r = run_app("aggregate", f"store.path={path}", "diagnostics.bootstrap=0", "diagnostics.top_k=2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    return common, path
+
+
+def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_has_not_seen(tmp_path):
+    common, path = _aggregated_planted(tmp_path, 0.05, 60)
     r = run_app("launch", *common, "sweep.num_models=80", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
@@ -155,11 +162,7 @@ def test_status_judges_convergence_from_the_influence_store_and_counts_rows_it_h
 
 
 def test_status_says_how_far_to_extend_a_sweep_that_has_not_converged_and_what_it_costs(tmp_path):
-    path = tmp_path / "p.zarr"
-    common = ["experiment=planted", "row.units=6", "row.examples=[5]", "row.noise=3.0", f"store.path={path}"]
-    assert run_app("launch", *common, "sweep.num_models=40", cwd=tmp_path).returncode == 0
-    r = run_app("aggregate", f"store.path={path}", "diagnostics.bootstrap=0", "diagnostics.top_k=2", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    _, path = _aggregated_planted(tmp_path, 3.0, 40)
     r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     wanted = [int(n) for n in re.findall(r"not converged at 40 rows: .*needs about \d+ more rows \((\d+) in all",
