@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import zarr
 from planted import make_planted_store
 
 from datatransfer.config import DiagnosticsConfig
@@ -28,6 +29,11 @@ def test_open_zarr_gives_labelled_coordinates(tmp_path, estimator):
                                   inf.array("t0", "full", "softmax_gt", "per_class")[2, 1])
     if estimator == "dim":
         assert ds["per_example_se"].dims == ("example", "unit")
+    # dense per-example arrays are stored raw (they hardly compress; docs/influence-format.md), the rest with zstd
+    grp = zarr.open_group(str(out), mode="r")["t0/full/softmax_gt"]
+    assert grp["per_example"].compressors == () and grp["per_class"].compressors != ()
+    if estimator == "dim":
+        assert grp["per_example_se"].compressors == ()
     dg = xr.open_zarr(out, group="diagnostics/t0", consolidated=False)
     assert list(dg["mode"].values) == ["fixed", "full"] and list(dg["kind"].values) == ["softmax_gt", "is_correct"]
     assert float(dg["lds"].sel(mode="full", kind="is_correct").isel(point=-1)) == \
