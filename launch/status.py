@@ -20,10 +20,10 @@ def main(cfg) -> None:
 
     with fail_cleanly("stopped watching (the jobs go on)"):
         while True:
-            text, counts = report(cfg.store.path, failed=cfg.failed, tail=cfg.tail)
+            text, counts, done = report(cfg.store.path, failed=cfg.failed, tail=cfg.tail)
             print(text, flush=True)
             if cfg.convergence:
-                print("\n".join(store_lines(cfg.store.path, cfg.influence, cfg.kind)), flush=True)
+                print("\n".join(store_lines(cfg.store.path, cfg.influence, cfg.kind, done)), flush=True)
             if cfg.watch <= 0 or counts.running + counts.queued == 0:
                 break
             time.sleep(cfg.watch)

@@ -132,9 +132,10 @@ def status_lines(influence: Any, kind: str = "softmax_gt") -> List[str]:
     return lines
 
 
-def store_lines(store_path: str, influence_path: str = "", kind: str = "softmax_gt") -> List[str]:
+def store_lines(store_path: str, influence_path: str = "", kind: str = "softmax_gt", spent: Any = None) -> List[str]:
     """``launch.status``'s convergence section for the store at ``store_path``: the verdicts of its influence store
-    (``influence_path``, "" = the default beside the store), and how many completed rows it has not seen."""
+    (``influence_path``, "" = the default beside the store), how many completed rows it has not seen, and how far to
+    extend the sweep (``spent``: what the completed rows cost, ``cost.spent``, if already read)."""
     from datatransfer.errors import AggregationError
     from datatransfer.influence.aggregate import default_out
     from datatransfer.influence.blocks import completed_rows
@@ -152,12 +153,12 @@ def store_lines(store_path: str, influence_path: str = "", kind: str = "softmax_
     used = int(influence.attrs.get("rows_used", 0))
     stale = f"; {done - used} completed rows since: {refresh} to update" if done > used else ""
     return [f"convergence (docs/estimators.md, rule in {path} from {used} rows{stale}):",
-            *status_lines(influence, kind), *_extension_lines(store, rows_needed(influence, kind))]
+            *status_lines(influence, kind), *_extension_lines(store, rows_needed(influence, kind), spent)]
 
 
-def _extension_lines(store: Any, needed: int) -> List[str]:
+def _extension_lines(store: Any, needed: int, done: Any = None) -> List[str]:
     """What meeting the rule everywhere asks: the sweep extended to ``needed`` rows, and what the rows it adds would
-    cost at the completed rows' rate (launchers/cost.py)."""
+    cost at the completed rows' rate (``done``: ``cost.spent(store)`` if already read, launchers/cost.py)."""
     from datatransfer.launchers import cost
 
     more = needed - store.num_rows
@@ -165,10 +166,9 @@ def _extension_lines(store: Any, needed: int) -> List[str]:
         return []
     line = (f"  to meet the rule for every target: about {needed} rows in all, {more} more than the store holds "
             f"(python -m launch with sweep.num_models={needed} extends it)")
-    done = cost.spent(store)
+    done = done if done is not None else cost.spent(store)
     if done is not None:
-        rest = cost.Cost(more, done.seconds_per_row, "", done.device_type, done.threads, done.parallel)
-        unit = "CPU" if rest.device_type == "cpu" else "GPU"
-        line += (f"; at the completed rows' cost {rest.device_hours:.2f} {unit}-hours, "
+        rest = done.more(more)
+        line += (f"; at the completed rows' cost {rest.device_hours:.2f} {rest.unit}-hours, "
                  f"{cost.duration(rest.wall_seconds)} at {done.parallel} row(s) at a time")
     return [line]

@@ -36,4 +36,4 @@ def rows_to_add(cfg: Any, store: Store) -> List[int]:
     store/open.py ``open_to_plan``): they are to run too. Empty otherwise."""
     if not cfg.launch.dry_run or store.scope is not None:
         return []
-    return list(range(store.num_rows, max(store.num_rows, masks.num_rows(cfg))))
+    return list(range(store.num_rows, masks.num_rows(cfg)))

@@ -48,6 +48,14 @@ class Cost:
     concurrency: Optional[float] = None  # rows done: their wall seconds summed / elapsed (rows at a time, mean)
 
     @property
+    def unit(self) -> str:
+        return "CPU" if self.device_type == "cpu" else "GPU"
+
+    def more(self, rows: int, source: str = "at the completed rows' mean") -> "Cost":
+        """The cost of ``rows`` more rows at this one's seconds per row, threads and parallelism."""
+        return Cost(rows, self.seconds_per_row, source, self.device_type, self.threads, self.parallel)
+
+    @property
     def device_hours(self) -> float:
         per_process = self.threads if self.device_type == "cpu" else 1
         return self.rows * self.seconds_per_row * per_process / 3600
@@ -57,7 +65,7 @@ class Cost:
         return self.rows * self.seconds_per_row / max(1, min(self.parallel, self.rows or 1))
 
     def lines(self, what: str = "to run") -> List[str]:
-        unit = "CPU" if self.device_type == "cpu" else "GPU"
+        unit = self.unit
         if math.isnan(self.seconds_per_row):
             out = [f"cost: {self.rows} rows {what}; seconds per row unknown ({self.source})"]
         else:

@@ -189,7 +189,8 @@ class Store:
         store = cls.open(p)
         added = extend.rows_added(store, spec) \
             if store.fingerprint != fp and store.format_version == FORMAT_VERSION else 0
-        cls._refuse_other(p, store, fp if not added else store.fingerprint, spec)
+        if not added:  # an extension is this sweep in this format: nothing to refuse
+            cls._refuse_other(p, store, fp, spec)
         return store, added
 
     @classmethod

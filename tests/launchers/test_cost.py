@@ -48,7 +48,7 @@ def test_status_cost_counts_the_rows_that_ran_at_once(tmp_path):
     done = spent(store)
     assert done.rows == 4 and 19.9 < done.seconds_per_row < 21
     assert 19.9 < done.elapsed < 21 and 3.9 < done.concurrency < 4.1 and done.parallel == 4
-    text = "\n".join(_cost_lines(store, RowCounts(12, 4, 0, 0, 0, 8, [])))
+    text = "\n".join(_cost_lines(store, RowCounts(12, 4, 0, 0, 0, 8, []), done))
     assert re.search(r"wall time 2\d s measured, the first row's start to the last row's end \(4\.0 rows at a "
                      r"time", text), text
     # the 8 rows left at ~20 s each: ~40 s four at a time, ~160 s (3 min) in one process

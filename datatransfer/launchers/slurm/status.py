@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 import numpy as np
 
@@ -165,28 +165,29 @@ def added_target_lines(store: Store) -> List[str]:
     return lines
 
 
-def _cost_lines(store: Store, c: RowCounts) -> List[str]:
-    """What the completed rows cost (their provenance times) and what the others will at the same rate."""
+def _cost_lines(store: Store, c: RowCounts, done) -> List[str]:
+    """What the completed rows cost (``done``: ``cost.spent``, None without provenance times) and what the others
+    will at the same rate."""
     from datatransfer.launchers import cost
 
-    done = cost.spent(store)
     if done is None:
         size = cost.disk_bytes(store.path)
         return [f"cost: no completed row with provenance times yet; store size on disk: {size / 1e6:.1f} MB"]
     lines = done.lines(what="completed")
     left = c.total - c.completed
     if left:
-        rest = cost.Cost(left, done.seconds_per_row, "at the completed rows' mean", done.device_type, done.threads,
-                         done.parallel)
-        unit = "CPU" if rest.device_type == "cpu" else "GPU"
-        lines.append(f"cost of the {left} rows left: {rest.device_hours:.2f} {unit}-hours "
+        rest = done.more(left)
+        lines.append(f"cost of the {left} rows left: {rest.device_hours:.2f} {rest.unit}-hours "
                      f"({cost.duration(rest.wall_seconds)} at the {done.parallel} row(s) at a time seen so far, "
                      f"{cost.duration(left * done.seconds_per_row)} in one process)")
     return lines
 
 
-def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCounts]:
-    """The text of ``python -m launch.status`` (and the counts behind it)."""
+def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCounts, Optional[Any]]:
+    """The text of ``python -m launch.status``, the counts behind it and what the completed rows cost
+    (``cost.spent``: read once, the convergence lines reuse it)."""
+    from datatransfer.launchers import cost
+
     view = QueueView.poll(store_path)  # the queue first, then the store (see the module doc)
     store = Store.open(store_path)
     completed = store.completed()
@@ -231,8 +232,9 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         lines.append(f"throughput: {rate * 60:.1f} rows/min over the last {_duration(window)}{eta}")
     elif todo:
         lines.append(f"throughput: no row completed in the last {_duration(window)}; ETA unknown")
-    lines.extend(_cost_lines(store, c))
+    done = cost.spent(store)  # every completed row's provenance: seconds at the paper's 7,540 rows
+    lines.extend(_cost_lines(store, c, done))
     if c.failed or c.unsubmitted:
         lines.append(f"to rerun the {c.failed + c.unsubmitted} rows neither completed nor queued: "
                      f"python -m launch.resume store.path={store.path}")
-    return "\n".join(lines), c
+    return "\n".join(lines), c, done
