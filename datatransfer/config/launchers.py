@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-
 from datatransfer.config.sweep import row_kind
 from datatransfer.errors import ConfigError
 

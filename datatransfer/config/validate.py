@@ -9,9 +9,18 @@ from omegaconf import OmegaConf
 
 from datatransfer.config.launchers import validate_launcher
 from datatransfer.config.recipe import OPTIMIZERS, SCHEDULES
-from datatransfer.config.sweep import (COUNTERFACTUAL_BASELINES, COUNTERFACTUAL_ORDERS, EVAL_DECODERS, OUTPUT_KINDS,
-                                       TRAIN_DECODERS, TRANSFER_MODES, CounterfactualConfig, LaunchConfig, row_kind,
-                                       sweep_kind)
+from datatransfer.config.sweep import (
+    COUNTERFACTUAL_BASELINES,
+    COUNTERFACTUAL_ORDERS,
+    EVAL_DECODERS,
+    OUTPUT_KINDS,
+    TRAIN_DECODERS,
+    TRANSFER_MODES,
+    CounterfactualConfig,
+    LaunchConfig,
+    row_kind,
+    sweep_kind,
+)
 from datatransfer.errors import ConfigError
 
 TRAIN_SCHEDULES = ("constant", "cyclic", "onecycle")  # the source recipe's (no step schedule)

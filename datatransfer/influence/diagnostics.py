@@ -6,9 +6,10 @@ sample of target examples (for LDS).
 
 The used rows are split once, by a hash of the row index, into *fit* rows and *held-out* rows (20% by default, the
 paper held out 1,540 of 7,540); no curve's fit uses a held-out row (a held-out row may share its mask with a fit
-row, ``sweep.repeats``: their training noise is independent, so nothing of the held-out outputs leaks). For each N on a geometric grid, the estimates use
-the first N fit rows (in row order, so a growing store extends the curve rather than reshuffling it). Every curve
-uses the aggregation's own estimator (difference of means or ridge), fitted on those N fit rows only:
+row, ``sweep.repeats``: their training noise is independent, so nothing of the held-out outputs leaks). For each
+N on a geometric grid, the estimates use the first N fit rows (in row order, so a growing store extends the curve
+rather than reshuffling it). Every curve uses the aggregation's own estimator (difference of means or ridge),
+fitted on those N fit rows only:
 
 - bootstrap std (A.5): resample the N rows with replacement B times, recompute the overall difference-of-means
   influences, take each unit's standard deviation over resamples, average over units (difference of means for

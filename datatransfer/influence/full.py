@@ -12,8 +12,7 @@ from datatransfer.errors import AggregationError, EstimatorError
 from datatransfer.influence.blocks import blas_limit, plan, read_blocks
 from datatransfer.influence.estimators import Estimator, make
 from datatransfer.influence.sums import averaging
-from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
-    write_influences
+from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_influences, write_target
 
 
 def aggregate_target(job: Job, t: str, rows: np.ndarray, root: zarr.Group) -> Tuple[np.ndarray, str]:

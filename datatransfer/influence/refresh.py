@@ -28,8 +28,7 @@ from datatransfer.influence import sums_store as ss
 from datatransfer.influence.blocks import blas_limit, plan
 from datatransfer.influence.fanout import serial_map
 from datatransfer.influence.sums import RowData, Sums, averaging, read_sums
-from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_target, \
-    write_influences
+from datatransfer.influence.write import Collected, Job, check_finite, write_diagnostics, write_influences, write_target
 from datatransfer.store.extend import fingerprint_rows
 from datatransfer.store.sweep_store import Store
 

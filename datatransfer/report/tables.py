@@ -10,7 +10,6 @@ import numpy as np
 
 from datatransfer.influence.reader import Influence
 
-
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal: estimate +- Z95 * se is a 95% interval
 
 

@@ -16,8 +16,8 @@ from datatransfer.config.sweep import row_kind
 from datatransfer.errors import InjectedFault
 from datatransfer.rows import make_rows
 from datatransfer.store import layout
-from datatransfer.store.provenance import RowRun
 from datatransfer.store.claims import Claim, Claims, Found
+from datatransfer.store.provenance import RowRun
 from datatransfer.store.sweep_store import Store
 from datatransfer.train.checkpoint import RowCheckpoint
 from datatransfer.train.loop import make_runtime, resolve_device

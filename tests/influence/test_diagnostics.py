@@ -80,7 +80,8 @@ def test_knockoffs_are_valid_under_fixed_size_masks_after_the_null_shift():
         fdr.append(diag.convergence(x, np.arange(rows), agg, samples, knock, settings)["fdr"][0, -1])
         both = np.vstack([diag.dim(x, agg), diag.dim(knock, agg)])
         raw.append(diag._fdr(both, units, k)[0])
-    print(f"knockoff FDR top {k}: shifted {np.mean(fdr):.3f} +- {np.std(fdr):.3f}, unshifted {np.mean(raw):.3f} +- {np.std(raw):.3f} (6 seeds)")
+    print(f"knockoff FDR top {k}: shifted {np.mean(fdr):.3f} +- {np.std(fdr):.3f}, unshifted {np.mean(raw):.3f} "
+          f"+- {np.std(raw):.3f} (6 seeds)")
     assert np.mean(fdr) == pytest.approx(30 * 100 / 180 / 50, abs=0.06)
     assert np.mean(raw) > np.mean(fdr) + 0.15
     # Bernoulli masks identify the effects themselves: no shift

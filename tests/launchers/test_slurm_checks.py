@@ -46,7 +46,8 @@ def test_a_request_no_node_can_run_is_refused_before_sbatch(fake_slurm, tmp_path
     assert message in str(e.value)
     assert not list(fake_slurm.glob("sbatch-*")) and load_all(tmp_path / "s.zarr") == []  # nothing submitted
     (call,) = (fake_slurm / "sinfo-calls").read_text().splitlines()  # one sinfo call
-    assert "--format=%P|%c|%m|%G|%l" in call and ("--partition=long" in call) == ("launcher.partition=long" in overrides)
+    assert "--format=%P|%c|%m|%G|%l" in call
+    assert ("--partition=long" in call) == ("launcher.partition=long" in overrides)
 
 
 def test_a_request_that_fits_is_submitted_and_the_partition_logged(fake_slurm, tmp_path, caplog):

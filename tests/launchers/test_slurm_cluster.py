@@ -128,8 +128,8 @@ PLANTED_B = ["experiment=planted", "sweep.num_models=16", "row.units=40", "row.e
 def test_b_cancel_and_failures_then_resume_reruns_exactly_the_missing_rows(cluster, tmp_path):
     store_path = tmp_path / "store.zarr"
     # 8 tasks of 2 rows, 2 at a time; the task holding row 5 fails after row 4 (injected fault)
-    r = _launch(*PLANTED_B, *TASK, "launcher.rows_per_task=2", "launcher.array_parallelism=2", "launch.fail_rows=[5]",
-                f"store.path={store_path}", tmp=tmp_path)
+    _launch(*PLANTED_B, *TASK, "launcher.rows_per_task=2", "launcher.array_parallelism=2", "launch.fail_rows=[5]",
+            f"store.path={store_path}", tmp=tmp_path)
     (m,) = load_all(store_path)
     job = m.arrays[0].job_id
     subprocess.run(["scancel", f"{job}_6", f"{job}_7"], check=True)  # pending: they leave no accounting record
@@ -146,7 +146,7 @@ def test_b_cancel_and_failures_then_resume_reruns_exactly_the_missing_rows(clust
     assert f"{job}_6 NO_RECORD" in status or f"{job}_7 NO_RECORD" in status
     chunk = {r: (store_path / "completed" / "c" / str(r)).stat().st_mtime_ns for r in range(16) if r not in missing}
 
-    r = _launch(f"store.path={store_path}", "launcher.timeout_min=30", module="launch.resume", tmp=tmp_path)
+    _launch(f"store.path={store_path}", "launcher.timeout_min=30", module="launch.resume", tmp=tmp_path)
     retry = load_all(store_path)[-1]
     assert sorted(r for _, rows in retry.elements() for r in rows) == sorted(missing)  # exactly the missing rows
     assert retry.launcher["rows_per_task"] == 2 and retry.launcher["timeout_min"] == 30  # inherited + overridden

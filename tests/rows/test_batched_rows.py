@@ -2,19 +2,18 @@
 worker, the store protocol and the local launcher; a killed batched worker; the cost lines of a dry run."""
 
 import os
+import pathlib
 import re
 import signal
 import subprocess
 import sys
 import time
 
-import pathlib
-
 import numpy as np
 from conftest import REPO, TINY, run_app
 
-from datatransfer.errors import StoreError
 from datatransfer.config import compose
+from datatransfer.errors import StoreError
 from datatransfer.store.sweep_store import Store
 
 

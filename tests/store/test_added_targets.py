@@ -13,9 +13,9 @@ from conftest import TINY, run_app
 from test_store import make_spec, row_payload
 
 from datatransfer.config import compose
+from datatransfer.errors import StoreError
 from datatransfer.launchers.slurm.status import added_target_lines
 from datatransfer.masks import row_seed
-from datatransfer.errors import StoreError
 from datatransfer.rows import trained
 from datatransfer.rows.targets import TargetTransfer
 from datatransfer.rows.worker import cpus_allotted, run_rows

@@ -20,9 +20,9 @@ import pytest
 from conftest import REPO, run_app
 
 from datatransfer.config import compose
+from datatransfer.config.validate import claim_settings
 from datatransfer.errors import ConfigError
 from datatransfer.store import layout
-from datatransfer.config.validate import claim_settings
 from datatransfer.store.claims import Claims, Holder, describe_holders, read
 
 # ---- helpers -----------------------------------------------------------------------------------------------------

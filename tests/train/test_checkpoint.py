@@ -7,9 +7,9 @@ import torch
 from datatransfer import data
 from datatransfer.config import compose
 from datatransfer.masks import row_mask
+from datatransfer.train.checkpoint import RowCheckpoint
 from datatransfer.train.loop import make_runtime
 from datatransfer.train.source import train_source
-from datatransfer.train.checkpoint import RowCheckpoint
 
 
 class Stop(Exception):
