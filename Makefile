@@ -18,6 +18,10 @@ demo: $(STAMP)
 	$(PY) -m aggregate store.path=runs/mini/store.zarr
 	$(PY) -m aggregate.report store.path=runs/mini/store.zarr
 
+# The demo's store, influences and report (a store of an earlier recipe is refused by `make demo`, not replaced)
+clean-demo:
+	rm -rf runs/mini
+
 # FFCV (the paper-scale data path) is needed by the tests, not by the demo: if it cannot be installed on a
 # machine, `make demo` still works. scripts/install_ffcv.sh installs its system libraries (apt) and pip packages.
 FFCV_STAMP := $(VENV)/.ffcv-installed

@@ -98,8 +98,10 @@ class TrainConfig(Recipe):
 class FixedTransferConfig(Recipe):
     """Fixed-feature transfer: frozen backbone, a new linear head fitted on its features.
 
-    solver=lbfgs: multinomial logistic regression to convergence on cached features (eval-mode backbone); uses
-    ``iterations`` and ``weight_decay`` (L2 on the head). solver=sgd: the paper's recipe, the head trained by
+    solver=newton: multinomial logistic regression to convergence (float64, Newton-CG) on cached features
+    (eval-mode backbone); uses ``iterations`` (Newton steps at most) and ``weight_decay`` (L2 on the head).
+    solver=lbfgs: the same problem by torch's L-BFGS in float32 (the default until 2026-12-06: stores made
+    before then used it). solver=sgd: the paper's recipe, the head trained by
     minibatch SGD through the frozen backbone with the recipe fields (per-target epochs/lr/schedule override
     them); ``batchnorm`` says whether the backbone's batch-norm layers run in train mode (their running statistics
     keep adapting to the target, as in the authors' release) or stay frozen in eval mode.
@@ -109,11 +111,11 @@ class FixedTransferConfig(Recipe):
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.1
-    weight_decay: float = 1e-3  # lbfgs: L2 penalty on the head; sgd: SGD weight decay of the head
+    weight_decay: float = 1e-3  # newton, lbfgs: L2 penalty on the head; sgd: SGD weight decay of the head
     schedule: str = "cyclic"
     peak_epoch: float = 0.5
-    solver: str = "lbfgs"  # lbfgs | sgd
-    iterations: int = 100  # lbfgs
+    solver: str = "newton"  # newton | lbfgs | sgd
+    iterations: int = 100  # newton, lbfgs: steps at most
     batchnorm: str = "train"  # sgd: train (release: running statistics adapt) | frozen (eval mode)
 
 

@@ -147,7 +147,8 @@ def _validate_trained(cfg: Any) -> None:
     need(tr.start_ramp <= tr.end_ramp, "train.start_ramp", f"must be <= train.end_ramp, got {tr.start_ramp}")
     need(tr.res_step >= 1 and tr.eval_res >= 1, "train.res_step", "res_step and eval_res must be positive")
     fx = cfg.transfer.fixed
-    need(fx.solver in ("lbfgs", "sgd"), "transfer.fixed.solver", f"must be lbfgs or sgd, got {fx.solver!r}")
+    need(fx.solver in ("newton", "lbfgs", "sgd"), "transfer.fixed.solver",
+         f"must be newton, lbfgs or sgd, got {fx.solver!r}")
     need(fx.batchnorm in ("train", "frozen"), "transfer.fixed.batchnorm",
          f"must be train or frozen, got {fx.batchnorm!r}")
     for mode in TRANSFER_MODES:
