@@ -27,14 +27,15 @@ def main(cfg) -> None:
         if cfg.estimator.name == "lasso" and cfg.estimator.fanout.launcher == "slurm":  # the LASSO's example blocks
             fanout_tasks = mapper(cfg.estimator.fanout.slurm, out, "LASSO example-block tasks")
         s = aggregate_from_config(cfg, run_tasks, fanout_tasks)
-        print(f"used {s.rows_used} of {s.rows_total} rows (read {s.rows_read} target rows, the rest from the "
-              f"previous sums); estimator {s.estimator}; {s.seconds:.1f} s")
+        reused = s.rows_read < s.rows_used * len(s.targets)
+        read = f"read {s.rows_read} target rows, the rest from the previous sums" if reused else "every row read"
+        print(f"used {s.rows_used} of {s.rows_total} rows ({read}); estimator {s.estimator}; {s.seconds:.1f} s")
         for line in Influence(s.out).top_lines(cfg.report.kind):  # a first look; the report has the rest
             print(line)
         for t, note in s.diagnostics.items():
             print(f"diagnostics for {t}: {note}")
         print(f"wrote {s.out}")
-        print(f"next: python -m aggregate.report store.path={cfg.store.path}")
+        print(f"next: python -m aggregate.report store.path={cfg.store.path}" + (f" out={cfg.out}" if cfg.out else ""))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """`python -m aggregate.report store.path=PATH [report.out=DIR] [report.kind=softmax_gt] ...`
 
 Writes <store's parent>/report/index.html with figures and CSVs; aggregates first when the influence store is
-missing or older than the store's completed rows."""
+missing, older than the store's completed rows, or (when `estimator=...` is given) of another estimator."""
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 
 from datatransfer import config
 from datatransfer.errors import fail_cleanly
@@ -18,7 +19,9 @@ def main(cfg) -> None:
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
-        inf, store = current_influence(cfg)
+        asked = any(o.split("=")[0].lstrip("+~") in ("estimator", "estimator.name")
+                    for o in HydraConfig.get().overrides.task)
+        inf, store = current_influence(cfg, estimator_asked=asked)
         print(f"influences: {inf.path} ({inf.attrs['rows_used']} rows, estimator {inf.attrs['estimator']['name']})")
         s = write_report(inf, cfg.report.out or None, cfg.report, store)
         for line in s.headline_lines:

@@ -56,8 +56,11 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
     """The config that `python -m launch <overrides>` would see (for tests, scripts and notebooks)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     register()
+    if GlobalHydra.instance().is_initialized():  # inside one of our Hydra apps: they all read CONF_DIR
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 

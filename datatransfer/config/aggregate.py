@@ -145,6 +145,9 @@ def validate_aggregate(cfg: Any) -> None:
         if not ok:
             raise ConfigError(f"{key}: {msg}")
 
+    from datatransfer.config.validate import check_known_keys
+
+    check_known_keys(cfg)
     need(bool(str(cfg.store.path)), "store.path", "must not be empty")
     need(cfg.estimator.name in ESTIMATOR_KINDS, "estimator",
          f"must be {' or '.join(ESTIMATOR_KINDS)}, got {cfg.estimator.name!r}")

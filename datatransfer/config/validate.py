@@ -3,9 +3,11 @@ key; `python -m launch` runs them before any store is created."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+import dataclasses
+import difflib
+from typing import Any, List, Sequence, Tuple
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from datatransfer.config.launchers import validate_launcher
 from datatransfer.config.recipe import OPTIMIZERS, SCHEDULES
@@ -31,8 +33,38 @@ def need(ok: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+def unknown_keys(node: Any, path: str = "") -> List[Tuple[str, List[str]]]:
+    """(key, the section's keys) of every key that is not a field of its section's schema: Hydra's ``+key=value``
+    adds keys to a structured config, where a typo (``+train.epoch=3``) would otherwise pass silently and even
+    change the sweep's fingerprint. Sections typed as plain dicts (``targets``, ``additional_parameters``) take any
+    key."""
+    out = []
+    schema = OmegaConf.get_type(node)
+    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        if names is not None and key not in names:
+            out.append((f"{path}{key}", names))
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            out += unknown_keys(child, f"{path}{key}.")
+    return out
+
+
+def check_known_keys(cfg: Any) -> None:
+    """A ConfigError naming the first key that no schema has (see :func:`unknown_keys`), with the closest names."""
+    bad = unknown_keys(cfg)
+    if bad:
+        key, names = bad[0]
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"its section has: {', '.join(names)}"
+        more = f" (and {len(bad) - 1} more: {', '.join(k for k, _ in bad[1:4])})" if len(bad) > 1 else ""
+        raise ConfigError(f"{key}: no such setting{more}; {hint}")
+
+
 def validate(cfg: Any) -> None:
     """Check the launch config's values. Raises ConfigError naming the key."""
+    check_known_keys(cfg)
     _validate_sweep(cfg.sweep)
     _validate_counterfactual(cfg)
     bad = [m for m in cfg.transfer.modes if m not in TRANSFER_MODES]

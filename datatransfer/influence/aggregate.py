@@ -30,7 +30,7 @@ from datatransfer.influence import diagnostics as diag
 from datatransfer.influence import fanout, full, refresh
 from datatransfer.influence.blocks import completed_rows, completed_since, plan, rows_used
 from datatransfer.influence.estimators import make
-from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence
+from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence, of_store
 from datatransfer.influence.write import Job, write_counts
 from datatransfer.store.sweep_store import Store
 
@@ -153,7 +153,7 @@ def _out_path(store: Store, out: Optional[str | os.PathLike]) -> Path:
         attrs = zarr.open_group(str(out), mode="r").attrs
         if attrs.get("format") != FORMAT:
             raise AggregationError(f"{out} exists and is not an influence store; refusing to replace it")
-        if attrs.get("store") != str(store.path.resolve()):
+        if not of_store(attrs, store):
             raise AggregationError(f"{out} holds the influences of another sweep store ({attrs.get('store')}); "
                                    f"refusing to replace them with those of {store.path.resolve()}: give this one "
                                    f"its own out=PATH")
@@ -196,7 +196,7 @@ def _writing(out: Path) -> Iterator[zarr.Group]:
 def _root_attrs(store: Store, rows, targets, estimator, settings, diagnostics, scheme) -> Dict[str, Any]:
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "store": str(store.path.resolve()), "store_fingerprint": store.fingerprint,
+        "store": str(store.path.resolve()), "store_id": store.store_id, "store_fingerprint": store.fingerprint,
         "store_rows": store.num_rows, "rows_used": int(len(rows)),
         "estimator": {"name": estimator, "settings": settings},
         "unit": store.attrs.get("unit", "class"), "unit_names": store.unit_names,
@@ -256,9 +256,10 @@ def aggregate_from_config(cfg: Any, run_tasks: Any = None, fanout_tasks: Any = N
                      cfg.launcher if cfg.launcher.name == "local" else None, run_tasks, fanout_tasks)
 
 
-def current_influence(cfg: Any) -> Tuple[Influence, Store]:
-    """The influence store of the config's store, (re)computed first when absent or older than the store's
-    completed rows (e.g. more rows finished since)."""
+def current_influence(cfg: Any, estimator_asked: bool = False) -> Tuple[Influence, Store]:
+    """The influence store of the config's store, (re)computed first when absent, older than the store's
+    completed rows (e.g. more rows finished since), or, with ``estimator_asked`` (the command line chose
+    ``estimator``), computed by another estimator."""
     store = Store.open(cfg.store.path)
     path = Path(cfg.out).resolve() if cfg.out else default_out(store.path)
     reason = ""
@@ -266,9 +267,13 @@ def current_influence(cfg: Any) -> Tuple[Influence, Store]:
         reason = f"no influence store at {path} yet"
     else:
         try:
-            if not Influence(path).is_current(store):
+            inf = Influence(path)
+            held = inf.attrs.get("estimator", {}).get("name")
+            if not inf.is_current(store):
                 reason = f"{path} was computed from other rows than the store's {len(completed_rows(store))} " \
                          f"completed ones"
+            elif estimator_asked and held != cfg.estimator.name:
+                reason = f"{path} holds estimator {held}, and estimator={cfg.estimator.name} was asked"
         except AggregationError as e:
             reason = str(e)
     if reason:

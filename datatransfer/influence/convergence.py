@@ -105,21 +105,32 @@ def of_target(group: Any, t: str) -> Dict[str, Any]:
 def rows_needed(influence: Any, kind: str = "softmax_gt") -> int:
     """The most rows in all that the rule predicts for any target and mode not converged yet (output kind ``kind``);
     0 when none predicts more."""
-    kind = kind if kind in influence.output_kinds else influence.output_kinds[0]
-    k, most = influence.output_kinds.index(kind), 0
+    k, most = _kind_index(influence, kind), 0
     for t in influence.targets:
         d = of_target(influence.group, t)
         for m in range(len(influence.modes)) if d else ():
-            if not bool(d["conv_converged"][m, k]) and int(d["conv_rows_more"][m, k]) > 0:
-                most = max(most, int(d["conv_rows"][m, k]) + int(d["conv_rows_more"][m, k]))
+            more = float(d["conv_rows_more"][m, k])  # NaN: too few rows to judge yet (the verdict says so)
+            if not bool(d["conv_converged"][m, k]) and np.isfinite(more) and more > 0:
+                most = max(most, int(d["conv_rows"][m, k]) + int(more))
     return most
+
+
+def _kind_index(influence: Any, kind: str) -> int:
+    """The position of output kind ``kind``; the default (softmax_gt) falls back to the store's first kind, any
+    other kind the store lacks is refused."""
+    if kind not in influence.output_kinds and kind == "softmax_gt":
+        return 0
+    if kind not in influence.output_kinds:
+        from datatransfer.errors import ConfigError
+
+        raise ConfigError(f"kind={kind}: not an output kind of this store (it has {', '.join(influence.output_kinds)})")
+    return influence.output_kinds.index(kind)
 
 
 def status_lines(influence: Any, kind: str = "softmax_gt") -> List[str]:
     """Lines for ``launch.status``: per target and mode, the verdict on output kind ``kind`` (``influence``: an
     :class:`~datatransfer.influence.reader.Influence`)."""
-    kind = kind if kind in influence.output_kinds else influence.output_kinds[0]
-    k = influence.output_kinds.index(kind)
+    k = _kind_index(influence, kind)
     lines = []
     for t in influence.targets:
         d = of_target(influence.group, t)
@@ -149,6 +160,9 @@ def store_lines(store_path: str, influence_path: str = "", kind: str = "softmax_
     except AggregationError:
         return [f"convergence: no influence store at {path} yet ({refresh})"]
     store = Store.open(store_path)
+    if not influence.of_store(store):
+        return [f"convergence: {path} holds the influences of another sweep store ({influence.attrs.get('store')}), "
+                f"not of {store.path.resolve()}: not used (aggregate this store into its own out=PATH)"]
     done = len(completed_rows(store))
     used = int(influence.attrs.get("rows_used", 0))
     stale = f"; {done - used} completed rows since: {refresh} to update" if done > used else ""

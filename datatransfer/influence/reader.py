@@ -17,6 +17,15 @@ FORMAT = "datatransfer-influence"
 FORMAT_VERSION = 1
 
 
+def of_store(attrs: Any, store: Store) -> bool:
+    """Whether an influence store (root ``attrs``) was computed from the sweep store ``store``: the same store
+    identity (``store_id``, kept by a moved or copied store folder), or for influence stores written before they
+    recorded it, the same path."""
+    if attrs.get("store_id") and store.store_id:
+        return attrs.get("store_id") == store.store_id
+    return attrs.get("store") == str(store.path.resolve())
+
+
 class Influence:
     """Reader of an influence store."""
 
@@ -120,6 +129,10 @@ class Influence:
                 best, worst = (", ".join(show(u) for u in idx) for idx in (order[:k], order[::-1][:k]))
                 lines.append(f"{t} ({mode}, {kind}): most helpful {best}; most harmful {worst}")
         return lines
+
+    def of_store(self, store: Store) -> bool:
+        """Whether these are the influences of ``store`` (:func:`of_store`)."""
+        return of_store(self.attrs, store)
 
     def is_current(self, store: Store) -> bool:
         """Whether this was computed from exactly the store's current completed rows (every target's); completed

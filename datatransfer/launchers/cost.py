@@ -140,10 +140,11 @@ def bench_file(device_type: str, model: str = "", folder: Path = BENCH_RESULTS) 
 
 
 def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH_RESULTS,
-               model: Optional[str] = None) -> Optional[tuple]:
+               model: Optional[str] = None, cfg=None) -> Optional[tuple]:
     """(seconds per row, threads, label) from the last saved bench/models_per_hour.py run on this processor
     (``model``; default: this machine's), else on any of this device kind (the label says so), for the precision
-    asked (train.amp) and the group size nearest to ``k`` that it measured, or None."""
+    asked (train.amp) and the group size nearest to ``k`` that it measured, or None. With the sweep's ``cfg``, the
+    label names the recipe keys in which it differs from the bench's."""
     model = processor(device_type) if model is None else model
     for path in (bench_file(device_type, model, folder), bench_file(device_type, "", folder)):
         if not path.is_file():
@@ -162,7 +163,30 @@ def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH
     label = f"measured by bench/models_per_hour.py at K={nearest}, {'amp' if amp else 'fp32'}, on {measured_on}"
     if measured_on != model:
         label += f", not this machine's {model or 'processor'}: its rows may run at another speed"
+    other = other_recipe(cfg, result.get("overrides") or []) if cfg is not None else []
+    if other:
+        label += (f", for the mini recipe, not this sweep's ({'; '.join(other[:3])}{'; ...' if len(other) > 3 else ''})"
+                  f": its rows may cost otherwise")
     return float(runners[nearest]["seconds_per_row"]), int(result.get("threads", 1)), label
+
+
+# What a row's cost depends on (besides the device, the precision and K, which the bench result is picked by).
+RECIPE_SECTIONS = ("source", "targets", "model", "train", "transfer")
+
+
+def other_recipe(cfg, overrides: List[str]) -> List[str]:
+    """The keys (``key: bench's -> this sweep's``) in which ``cfg``'s row recipe differs from the one
+    bench/models_per_hour.py measured (``experiment=mini`` with the ``overrides`` its result recorded)."""
+    from omegaconf import OmegaConf
+
+    from datatransfer.config import compose
+    from datatransfer.store.spec import config_diff
+
+    def sections(c) -> dict:
+        resolved = OmegaConf.to_container(c, resolve=True)
+        return {**{k: resolved.get(k) for k in RECIPE_SECTIONS}, "sweep.alpha": resolved["sweep"].get("alpha")}
+
+    return config_diff(sections(compose(["experiment=mini", *overrides])), sections(cfg))
 
 
 def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
@@ -176,7 +200,7 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     if measured is not None:
         spr, used, n = measured
         source = f"measured: mean of this store's {n} completed rows, {used} thread(s) each"
-    elif (bench := from_bench(device_type, models_per_process(cfg), bool(cfg.train.amp))) is not None:
+    elif (bench := from_bench(device_type, models_per_process(cfg), bool(cfg.train.amp), cfg=cfg)) is not None:
         spr, used, source = bench
         source += f", {used} thread(s)"
     elif (key := (str(cfg.name), device_type)) in ESTIMATES:

@@ -1,7 +1,8 @@
 """`launch.resume`: the config to continue an existing store's sweep with, from the store and its submissions.
 
 The base is the config the latest Slurm submission ran with (``<store>/submissions/<id>/config.json``), else the store's
-own ``config`` attrs. From it come what a row is, the compute settings and the launcher; the ``launcher.*`` and
+own ``config`` attrs. From it come what a row is, the compute settings and the launcher (a store that never went to
+Slurm continues with the local launcher it was made with); the ``launcher.*`` and
 ``compute.*`` keys given on the command line go on top, and ``launcher=local`` (a group choice) replaces the
 launcher. ``launch.*`` (dry run, fault injection) holds for this invocation only and is never inherited. When the
 latest submission ran the rows of targets added later (``launch.add_targets``), resume continues those.
@@ -15,7 +16,14 @@ from typing import Any, List, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
-from datatransfer.config import SWEEP_DEFINING, ConfigError, SlurmLauncherConfig, row_defining, structured
+from datatransfer.config import (
+    SWEEP_DEFINING,
+    ConfigError,
+    LocalLauncherConfig,
+    SlurmLauncherConfig,
+    row_defining,
+    structured,
+)
 from datatransfer.launchers.slurm.manifest import load_all
 from datatransfer.store.sweep_store import Store
 
@@ -59,11 +67,17 @@ def resume_config(store: Store, cli_cfg: Any, overrides: Sequence[str]) -> Tuple
         launcher = cli_cfg.launcher
     else:
         previous = base.get("launcher") or {}
-        if not submitted and previous.get("name") != "slurm":
-            previous = {}  # the store was made by another launcher: Slurm's defaults
-        launcher = OmegaConf.merge(OmegaConf.structured(SlurmLauncherConfig), previous)
+        if not submitted and previous.get("name") == "local":  # made by the local launcher: continue it here
+            launcher = OmegaConf.merge(OmegaConf.structured(LocalLauncherConfig), previous)
+        else:
+            if not submitted and previous.get("name") != "slurm":
+                previous = {}  # the store was made by another launcher: Slurm's defaults
+            launcher = OmegaConf.merge(OmegaConf.structured(SlurmLauncherConfig), previous)
         for key in keys:
             if key.startswith("launcher."):
+                if key[len("launcher."):].split(".")[0] not in launcher:
+                    raise ConfigError(f"{key}: not a setting of the {launcher.name} launcher that {store.path} ran "
+                                      f"with; give launcher=slurm or launcher=local to choose another")
                 OmegaConf.update(launcher, key[len("launcher."):], OmegaConf.select(cli_cfg, key), merge=False)
     for key in keys:
         if key.startswith("compute."):

@@ -112,6 +112,9 @@ def open_to_plan(cfg) -> Optional[Store]:
     not made: the launchers count its new rows as to run (``launchers.rows_to_add``)."""
     if not Path(cfg.store.path).exists():
         validate(cfg)
+        Store.check_creatable(Path(cfg.store.path))
+        if cfg.sweep.kind == "counterfactual":  # its masks come from the influence store: check it as a run would
+            store_spec(cfg)
         return None
     store, added = Store.open_to_plan(cfg.store.path, store_spec(cfg))
     if added:

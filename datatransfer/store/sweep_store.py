@@ -157,27 +157,38 @@ class Store:
         fp = fingerprint(spec.sweep_defining)
         if p.exists():
             return cls._reopen_same(p, fp, spec)
+        cls.check_creatable(p)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create the store's folder {p.parent}: {e.strerror or e}") from e
-        if not os.access(p.parent, os.W_OK):
-            raise StoreError(f"cannot write the store: folder {p.parent} is not writable")
+            raise StoreError(f"store.path={p}: cannot create its folder {p.parent}: {e.strerror or e}") from e
         # Build beside the final path, then rename: a failed or interrupted creation leaves no half-made store,
         # and two concurrent creators cannot both win.
         tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
         try:
             write_new(tmp, spec, fp)
             os.rename(tmp, p)
-        except OSError:
+        except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if p.exists():  # another process created it first
                 return cls._reopen_same(p, fp, spec)
-            raise
+            raise StoreError(f"store.path={p}: cannot create the store there: {e.strerror or e}") from e
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return cls.open(p, mode="r+")
+
+    @staticmethod
+    def check_creatable(p: Path) -> None:
+        """A StoreError naming ``store.path`` unless a store could be created at ``p`` (which does not exist): its
+        nearest existing ancestor is a writable folder. Creates nothing (a dry run asks too)."""
+        up = p.parent
+        while not up.exists() and up != up.parent:
+            up = up.parent
+        if not up.is_dir():
+            raise StoreError(f"store.path={p}: cannot create the store there: {up} is a file, not a folder")
+        if not os.access(up, os.W_OK):
+            raise StoreError(f"store.path={p}: cannot create the store there: folder {up} is not writable")
 
     @classmethod
     def open_to_plan(cls, path: str | os.PathLike, spec: StoreSpec) -> Tuple["Store", int]:

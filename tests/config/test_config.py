@@ -160,6 +160,25 @@ def test_resume_of_a_planted_store(tmp_path):
     open_store(cfg)  # the same sweep: reopened, not refused
 
 
+def test_resume_of_a_local_store_stays_local(tmp_path):
+    """A store that never went to Slurm continues with the local launcher it was made with (docs/slurm.md), not
+    with Slurm's defaults; a Slurm-only key is refused by name."""
+    from datatransfer.launchers.resume import resume_config
+    from datatransfer.store.open import open_store
+
+    store = open_store(compose(["experiment=planted", "row.units=12", "row.examples=[5]", "sweep.num_models=4",
+                                "launcher.workers=1", f"store.path={tmp_path / 's.zarr'}"]))
+    given = [f"store.path={store.path}"]
+    cfg, _ = resume_config(store, compose(given, config_name="resume"), given)
+    assert cfg.launcher.name == "local" and cfg.launcher.workers == 1
+    given = [f"store.path={store.path}", "launcher.timeout_min=240"]
+    with pytest.raises(ConfigError, match="launcher.timeout_min: not a setting of the local launcher"):
+        resume_config(store, compose(given, config_name="resume"), given)
+    given = [f"store.path={store.path}", "launcher=slurm", "launcher.timeout_min=240"]
+    cfg, _ = resume_config(store, compose(given, config_name="resume"), given)
+    assert cfg.launcher.name == "slurm" and cfg.launcher.timeout_min == 240
+
+
 # ---- Hydra multirun: one store per job ---------------------------------------------------------------------------
 def test_multirun_job_dirname():
     name = job_dirname(["experiment=planted", "sweep.alpha=0.3", "row.examples=[5,3]", "launcher=slurm",
@@ -202,3 +221,43 @@ def test_multirun_gives_each_job_its_own_store(tmp_path):
     assert alphas == [0.3, 0.5]
     # a single run keeps runs/<name>/store.zarr
     assert compose(["experiment=planted"]).store.path == "runs/planted/store.zarr"
+
+
+# ---- what a run would refuse, refused first (found by QA) --------------------------------------------------------
+def test_keys_added_with_plus_that_no_schema_has_are_refused_by_name(tmp_path):
+    """Hydra suggests `+key=value` for an unknown key; a typo added that way used to pass silently (and to change
+    the sweep's fingerprint)."""
+    with pytest.raises(ConfigError, match=r"train.epoch: no such setting; did you mean epochs"):
+        validate(compose(["+train.epoch=3"]))
+    with pytest.raises(ConfigError, match=r"^foo: no such setting"):
+        validate(compose(["+foo=3"]))
+    validate(compose(["launcher=slurm", "+launcher.additional_parameters.gres=gpu:1"]))  # a dict section: any key
+    store = tmp_path / "s.zarr"
+    r = run_app("launch", "experiment=planted", "+sweep.nm=3", f"store.path={store}", cwd=tmp_path)
+    assert r.returncode == 2 and "error: sweep.nm: no such setting" in r.stderr and not store.exists(), r.stderr
+    r = run_app("aggregate", f"store.path={store}", "+estimator.lamda=1", cwd=tmp_path)
+    assert r.returncode == 2 and "error: estimator.lamda: no such setting" in r.stderr, r.stderr
+
+
+def test_a_dry_run_refuses_what_the_run_refuses_and_neither_leaves_anything(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    planted = ["experiment=planted", "row.units=6", "row.examples=[5]", "sweep.num_models=4"]
+    for dry in (["launch.dry_run=true"], []):
+        r = run_app("launch", *planted, f"store.path={afile / 'x.zarr'}", *dry, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert f"error: store.path={afile / 'x.zarr'}: cannot create the store there: {afile} is a file" in r.stderr
+    r = run_app("launch", *planted, "store.path=/proc/dt-x.zarr", cwd=tmp_path)
+    assert r.returncode == 2 and "error: store.path=/proc/dt-x.zarr: cannot create the store there" in r.stderr
+    assert "Traceback" not in r.stderr
+    # a counterfactual sweep's plan (its influence store, target, k, examples) is checked by the dry run too
+    cf = ["sweep=counterfactual", "targets=[digits]", "transfer.modes=[fixed]", "counterfactual.target=digits",
+          "counterfactual.mode=fixed",
+          f"store.path={tmp_path / 'cf.zarr'}", "launch.dry_run=true"]
+    r = run_app("launch", *cf, f"counterfactual.influence={tmp_path / 'nosuch.zarr'}", cwd=tmp_path)
+    assert r.returncode == 2 and "error: counterfactual.influence:" in r.stderr, r.stderr
+    # the local launcher trains here: a CUDA device this machine lacks is refused before the store is made
+    r = run_app("launch", "compute.device=cuda:7", "launcher.workers=1", f"store.path={tmp_path / 'g.zarr'}",
+                cwd=tmp_path)
+    assert r.returncode == 2 and "error: compute.device=cuda:7: this machine has no such CUDA device" in r.stderr
+    assert not (tmp_path / "g.zarr").exists() and not (tmp_path / "cf.zarr").exists()

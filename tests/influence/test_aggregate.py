@@ -195,6 +195,16 @@ def test_app_exits(tmp_path):
     assert "30 of 40 rows" in r.stdout and f"wrote {tmp_path / 'influence.zarr'}" in r.stdout
     assert Influence(tmp_path / "influence.zarr").attrs["estimator"]["name"] == "ridge"
     assert "t0 (fixed, softmax_gt): most helpful" in r.stdout
+    assert "every row read" in r.stdout and f"next: python -m aggregate.report store.path={p.store.path}\n" in r.stdout
+    # the report recomputes when the command line asks for another estimator than the store holds (QA: it ignored
+    # it); without estimator=..., the influences as they are
+    from datatransfer.influence.aggregate import current_influence
+
+    cfg = compose([f"store.path={p.store.path}", "diagnostics.enabled=false"], config_name="aggregate")
+    assert current_influence(cfg)[0].attrs["estimator"]["name"] == "ridge"
+    assert current_influence(cfg, estimator_asked=True)[0].attrs["estimator"]["name"] == "dim"
+    r = run_app("aggregate", f"store.path={p.store.path}", f"out={tmp_path / 'o.zarr'}")
+    assert r.returncode == 0 and f"out={tmp_path / 'o.zarr'}" in r.stdout.splitlines()[-1], r.stdout
 
 
 @pytest.mark.parametrize("override, key", [

@@ -27,6 +27,11 @@ def test_open_zarr_gives_labelled_coordinates(tmp_path, estimator):
                                   inf.array("t0", "full", "softmax_gt", "overall")[3])
     np.testing.assert_array_equal(ds["per_class"].sel({"class": "c2", "unit": "dog"}).values,
                                   inf.array("t0", "full", "softmax_gt", "per_class")[2, 1])
+    # the example of docs/influence-format.md, as written there
+    overall = inf.array("t0", "full", "softmax_gt", "overall")
+    assert list(ds.overall.sortby(-ds.overall).unit[:2].values) == [inf.unit_names[u] for u in np.argsort(-overall)[:2]]
+    best = ds.per_class.isel({"class": 2}).idxmax("unit", skipna=False).item()
+    assert best == inf.unit_names[int(np.argmax(inf.array("t0", "full", "softmax_gt", "per_class")[2]))]
     if estimator == "dim":
         assert ds["per_example_se"].dims == ("example", "unit")
     # dense per-example arrays are stored raw (they hardly compress; docs/influence-format.md), the rest with zstd

@@ -40,6 +40,18 @@ def test_this_processors_result_is_preferred_and_another_is_labelled(tmp_path):
     assert seconds == 2.8 and "not this machine's Chip A" in label
 
 
+def test_a_bench_result_of_another_recipe_is_labelled_so(tmp_path):
+    """QA: a dry run of train.epochs=1 was costed at the bench's 2-epoch seconds per row without a word."""
+    from datatransfer.config import compose
+
+    _save(bench_file("cpu", "Chip A", tmp_path), "Chip A", 3.3)  # recorded no overrides: the mini recipe
+    _, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A", cfg=compose(["experiment=mini"]))
+    assert label.endswith("on Chip A")
+    _, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A",
+                             cfg=compose(["experiment=mini", "train.epochs=1", "model.width=16"]))
+    assert "for the mini recipe, not this sweep's (model.width: 10 -> 16; train.epochs: 2 -> 1)" in label
+
+
 def test_status_cost_counts_the_rows_that_ran_at_once(tmp_path):
     store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=12))
     t0 = time.time()

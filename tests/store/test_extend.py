@@ -1,6 +1,7 @@
 """Extending a sweep: a higher sweep.num_models adds rows and changes nothing already computed."""
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,35 @@ def test_status_says_how_far_to_extend_a_sweep_that_has_not_converged_and_what_i
     assert re.search(rf"to meet the rule for every target: about {most} rows in all, {most - 40} more than the store "
                      rf"holds \(python -m launch with sweep.num_models={most} extends it\); at the completed rows' "
                      rf"cost [\d.]+ CPU-hours, .+ at 1 row\(s\) at a time", r.stdout), r.stdout
+
+
+def test_status_of_a_store_too_small_to_judge_another_sweeps_influences_and_a_kind_it_lacks(tmp_path):
+    """Found by QA: a few rows leave the rule unjudged (NaN rows predicted) and status crashed; an influence store
+    of another sweep store was trusted; an unknown kind silently fell back to the first."""
+    common, path = _aggregated_planted(tmp_path, 3.0, 4)  # 2 rows in the first half: not every unit in and out
+    r = run_app("launch.status", f"store.path={path}", cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "not judged yet" in r.stdout and "to meet the rule" not in r.stdout, r.stdout
+    r = run_app("launch.status", f"store.path={path}", "kind=nosuch", cwd=tmp_path)
+    assert r.returncode == 2 and "error: kind=nosuch: not an output kind of this store" in r.stderr, r.stderr
+    other = tmp_path / "other" / "p.zarr"
+    assert run_app("launch", *common[:-1], f"store.path={other}", "sweep.num_models=8", "sweep.seed=3",
+                   cwd=tmp_path).returncode == 0
+    r = run_app("launch.status", f"store.path={other}", f"influence={path.parent / 'influence.zarr'}", cwd=tmp_path)
+    assert r.returncode == 0 and "holds the influences of another sweep store" in r.stdout, r.stdout
+    assert "not judged yet" not in r.stdout
+
+
+def test_a_copied_run_folder_is_aggregated_again(tmp_path):
+    """The influence store belongs to the sweep store's identity (store_id), not to its path: a moved or copied
+    run folder is aggregated again in place; another sweep store's influences are still refused."""
+    _, path = _aggregated_planted(tmp_path, 0.05, 20)
+    copy = tmp_path / "copy"
+    shutil.copytree(path.parent, copy)
+    r = run_app("aggregate", f"store.path={copy / path.name}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    other = tmp_path / "o.zarr"
+    assert run_app("launch", "experiment=planted", "row.units=6", "row.examples=[5]", "sweep.num_models=4",
+                   f"store.path={other}", cwd=tmp_path).returncode == 0
+    r = run_app("aggregate", f"store.path={other}", f"out={copy / 'influence.zarr'}", cwd=tmp_path)
+    assert r.returncode == 2 and "holds the influences of another sweep store" in r.stderr, r.stderr
