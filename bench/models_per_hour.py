@@ -6,10 +6,11 @@ mixed precision.
                                     [--threads 1] [--device cpu] [--override train.epochs=1 ...] [--save]
 
 Each repeat runs the same ``--rows`` rows (the mini sweep's rows 0.., their own masks and seeds) once with each
-runner ``K:precision``: K=1 is ``TrainedRows.run`` row after row (one source model, then its transfers), K>1
-``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then each
-transferred); precision ``fp32`` (train.amp=false) or ``amp`` (train.amp=true: bf16 autocast on the CPU, fp16 on
-CUDA). The first runner is the baseline every ratio is taken to. The order of the runners rotates from repeat to
+runner ``K:precision[:solver]``: K=1 is ``TrainedRows.run`` row after row (one source model, then its transfers),
+K>1 ``TrainedRows.run_group`` in groups of K (compute.models_per_process=K: K source models trained at once, then
+each transferred); precision ``fp32`` (train.amp=false) or ``amp`` (train.amp=true: bf16 autocast on the CPU, fp16
+on CUDA); solver ``newton`` or ``lbfgs`` (transfer.fixed.solver; default the recipe's: ``1:fp32:lbfgs`` is the
+one-row-at-a-time runner as it was before issue 13). The first runner is the baseline every ratio is taken to. The order of the runners rotates from repeat to
 repeat, since a shared machine's speed drifts. A CPU-hour is the CPU time this process used
 (``time.process_time``: robust to other processes on a shared machine, which wall time is not): models per
 CPU-hour = rows / (CPU seconds / 3600); on CUDA, per GPU-hour of wall time. Printed per runner: median models per
@@ -67,15 +68,18 @@ def accuracies(rows_runner: TrainedRows, row) -> list:
 
 
 def parse_runner(spec: str) -> tuple:
-    """'4:amp' -> (4, True); '1' or '1:fp32' -> (1, False)."""
-    k, _, precision = spec.strip().partition(":")
+    """'4:amp' -> (4, True, ""); '1' or '1:fp32' -> (1, False, ""); '1:fp32:lbfgs' -> (1, False, "lbfgs"): the
+    third field sets transfer.fixed.solver for that runner ("": the recipe's)."""
+    k, precision, solver = (spec.strip().split(":") + ["", ""])[:3]
     if precision not in ("", "fp32", "amp"):
         raise SystemExit(f"--runners: precision must be fp32 or amp, got {spec!r}")
-    return int(k), precision == "amp"
+    if solver not in ("", "newton", "lbfgs"):
+        raise SystemExit(f"--runners: solver must be newton or lbfgs, got {spec!r}")
+    return int(k), precision == "amp", solver
 
 
 def name(runner: tuple) -> str:
-    return f"K={runner[0]} {'amp' if runner[1] else 'fp32'}"
+    return f"K={runner[0]} {'amp' if runner[1] else 'fp32'}" + (f" {runner[2]}" if runner[2] else "")
 
 
 def main() -> None:
@@ -91,11 +95,12 @@ def main() -> None:
     args = ap.parse_args()
     ks = [parse_runner(spec) for spec in args.runners.split(",") if spec.strip()]
     runners = {}
-    for amp in sorted({amp for _, amp in ks}):
-        cfg = compose([f"compute.device={args.device}", f"train.amp={str(amp).lower()}", *args.override])
+    for amp, solver in sorted({(amp, solver) for _, amp, solver in ks}):
+        cfg = compose([f"compute.device={args.device}", f"train.amp={str(amp).lower()}", *args.override,
+                       *([f"transfer.fixed.solver={solver}"] if solver else [])])
         rt = make_runtime(cfg.compute.device, cfg.train.amp, args.threads)
-        runners[amp] = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
-    some = next(iter(runners.values()))  # the runners differ in precision only: same source, masks and targets
+        runners[amp, solver] = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
+    some = next(iter(runners.values()))  # the runners differ in precision and solver only: same data and masks
     masks = {r: row_mask(int(cfg.sweep.seed), r, some.source.num_classes, float(cfg.sweep.alpha))
              for r in range(args.rows)}
     rows = list(range(args.rows))
@@ -103,13 +108,13 @@ def main() -> None:
     print(f"models per {unit}-hour, experiment=mini {' '.join(args.override)}: {args.rows} rows per runner, "
           f"{args.repeats} repeats, torch threads {rt.threads}, device {rt.device}, runners {[name(k) for k in ks]}",
           flush=True)
-    for amp, runner in runners.items():  # warm-up (first-call allocations, oneDNN primitive caches)
+    for runner in runners.values():  # warm-up (first-call allocations, oneDNN primitive caches)
         run_once(runner, masks, rows[:1], 1)
     cpus, walls, trains, accs = ({k: [] for k in ks} for _ in range(4))
     for rep in range(args.repeats):
         order = ks[rep % len(ks):] + ks[:rep % len(ks)]
         for k in order:
-            cpu, wall, train = run_once(runners[k[1]], masks, rows, k[0])
+            cpu, wall, train = run_once(runners[k[1], k[2]], masks, rows, k[0])
             cpus[k].append(cpu)
             walls[k].append(wall)
             trains[k].append(train)
@@ -128,6 +133,7 @@ def main() -> None:
         seconds_per_row = statistics.median(hours[k]) * 3600 / args.rows
         share = statistics.median(t / w for t, w in zip(trains[k], walls[k]))
         result["runners"][name(k)] = {"models_per_process": k[0], "amp": k[1], "seconds_per_row": seconds_per_row,
+                                      "solver": k[2] or str(some.transfer.probe.solver),
                                       "wall_seconds_per_row": statistics.median(walls[k]) / args.rows,
                                       "models_per_hour": statistics.median(per_hour[k]),
                                       "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),

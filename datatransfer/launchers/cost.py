@@ -151,8 +151,10 @@ def from_bench(device_type: str, k: int, amp: bool = False, folder: Path = BENCH
             continue
         result = json.loads(path.read_text())
         runners = {}
+        solver = str(cfg.transfer.fixed.solver) if cfg is not None else "newton"
         for key, v in result.get("runners", {}).items():  # "K=4 amp" entries; before precision was measured: "4"
-            if bool(v.get("amp", False)) == bool(amp):
+            # runners of another probe solver than the sweep's are left out (results without the field: any)
+            if bool(v.get("amp", False)) == bool(amp) and v.get("solver", solver) == solver:
                 runners[int(v.get("models_per_process", key))] = v
         if runners:
             break
