@@ -68,8 +68,8 @@ def validate(cfg: Any) -> None:
     _validate_sweep(cfg.sweep)
     _validate_counterfactual(cfg)
     bad = [m for m in cfg.transfer.modes if m not in TRANSFER_MODES]
-    need(not bad and len(cfg.transfer.modes) > 0, "transfer.modes",
-         f"unknown modes {bad}; choose from {list(TRANSFER_MODES)}")
+    need(not bad, "transfer.modes", f"unknown modes {bad}; choose from {list(TRANSFER_MODES)}")
+    need(len(cfg.transfer.modes) > 0, "transfer.modes", f"select at least one of {list(TRANSFER_MODES)}")
     planted = row_kind(cfg) == "planted"
     if planted:
         _validate_planted(cfg.row)

@@ -80,6 +80,7 @@ def test_bad_overrides_exit_nonzero_naming_the_key(tmp_path, override, needle):
         ("sweep.alpha=0.01", "sweep.alpha"),  # round(0.01 x 30 classes) = 0: every row would train on nothing
         ("source.root=/nonexistent/data", "data file not found"),
         ("transfer.modes=[fixed,linear]", "transfer.modes"),
+        ("transfer.modes=[]", "transfer.modes: select at least one of ['fixed', 'full']"),
         ("launcher.workers=-1", "launcher.workers"),
     ],
 )
