@@ -13,10 +13,11 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> None:
-    from datatransfer.launchers import run
+    from datatransfer.launchers import preflight, run
     from datatransfer.store.added_targets import add_targets
 
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
+        preflight(cfg)
         store = add_targets(cfg, dry_run=cfg.launch.dry_run)
         if store is not None:
             run(cfg, store, HydraConfig.get().overrides.task)

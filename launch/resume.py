@@ -17,7 +17,7 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="resume")
 def main(cli_cfg) -> None:
-    from datatransfer.launchers import run
+    from datatransfer.launchers import preflight, run
     from datatransfer.launchers.resume import resume_config
     from datatransfer.store.added_targets import add_targets
     from datatransfer.store.open import open_store, open_to_plan
@@ -26,6 +26,7 @@ def main(cli_cfg) -> None:
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         overrides = HydraConfig.get().overrides.task
         cfg, added = resume_config(Store.open(cli_cfg.store.path), cli_cfg, overrides)
+        preflight(cfg)
         # reopened as `python -m launch` (or `launch.add_targets`) would: same checks, same scope
         store = add_targets(cfg) if added else open_to_plan(cfg) if cfg.launch.dry_run else open_store(cfg)
         run(cfg, store, overrides)

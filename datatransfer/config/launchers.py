@@ -127,17 +127,6 @@ def validate_slurm_run(cfg: Any) -> None:
             f"purpose, set compute.device=cpu")
 
 
-def _local_cuda(device: str) -> None:
-    """The local launcher trains on this machine: refuse a CUDA device it does not have, before any store is made."""
-    import torch
-
-    index = int(device[5:]) if device.startswith("cuda:") else 0
-    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-        raise ConfigError(f"compute.device={device}: this machine has no such CUDA device (torch sees "
-                          f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}), and the local launcher "
-                          f"trains here; set compute.device=cpu (or auto), or submit with launcher=slurm_gpu")
-
-
 def _gpus_asked_otherwise(launcher: Any) -> bool:
     """GPUs requested through additional_parameters (--gpus, --gpus-per-node, --gres=gpu:...) instead."""
     for key, value in (launcher.additional_parameters or {}).items():
@@ -153,8 +142,6 @@ def validate_launcher(launcher: Any, cfg: Any = None) -> None:
     name = launcher.get("name")
     if name == "local":
         validate_local(launcher)
-        if cfg is not None and row_kind(cfg) == "trained" and str(cfg.compute.device).startswith("cuda"):
-            _local_cuda(str(cfg.compute.device))
     elif name == "slurm":
         validate_slurm(launcher)
         if cfg is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Protocol, Sequence
 
 from datatransfer import masks
+from datatransfer.config import ConfigError, row_kind
 from datatransfer.store.sweep_store import Store
 
 
@@ -24,6 +25,22 @@ def launcher(cfg: Any) -> Launcher:
     from datatransfer.launchers.slurm.submit import SlurmLauncher
 
     return {"local": LocalLauncher, "slurm": SlurmLauncher}[cfg.launcher.name]()
+
+
+def preflight(cfg: Any) -> None:
+    """What the config alone cannot tell, checked on this machine before any store is created or changed: the
+    local launcher trains here, so a CUDA device it asks for must exist (a ConfigError naming compute.device)."""
+    device = str(cfg.compute.device)
+    if cfg.launcher.name != "local" or row_kind(cfg) != "trained" or not device.startswith("cuda"):
+        return
+    import torch
+
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= found:
+        raise ConfigError(f"compute.device={device}: this machine has no such CUDA device (torch sees {found}), and "
+                          f"the local launcher trains here; set compute.device=cpu (or auto), or submit with "
+                          f"launcher=slurm_gpu")
 
 
 def run(cfg: Any, store: Optional[Store], overrides: Sequence[str] = ()) -> None:
