@@ -108,10 +108,17 @@ def from_store(store) -> Optional[tuple]:
     """(mean seconds per row, median threads, how many rows) from a store's completed rows, or None."""
     if store is None:
         return None
-    seconds, threads = store.row_times()
-    if len(seconds) == 0:
+    spans, threads = store.row_times()
+    if len(spans) == 0:
         return None
-    return float(np.mean(seconds)), int(np.median(threads)) if len(threads) else 1, len(seconds)
+    return (_per_row(store, spans), int(np.median(threads)) if len(threads) else 1, len(spans))
+
+
+def _per_row(store, spans: np.ndarray) -> float:
+    """Seconds a row costs: the mean of the rows' own times (``Store.row_seconds``: a batched group's training shared
+    among its rows), else of their provenance spans (stores without row statistics)."""
+    own = store.row_seconds()
+    return float(np.mean(own)) if len(own) else float(np.mean(spans))
 
 
 def processor(device_type: str) -> str:
@@ -221,10 +228,10 @@ def spent(store) -> Optional[Cost]:
     start, end, threads = store.row_spans()
     if len(start) == 0:
         return None
-    spr, threads = float(np.mean(end - start)), int(np.median(threads))
+    spr, threads = _per_row(store, end - start), int(np.median(threads))
     elapsed = float(end.max() - start.min())
     concurrency = float((end - start).sum() / elapsed) if elapsed > 0 else 1.0
     info = store.provenance(int(np.flatnonzero(store.completed())[0]))
     device_type = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
-    return Cost(len(start), spr, f"mean of the completed rows' provenance times, {threads} thread(s) each",
+    return Cost(len(start), spr, f"mean of the completed rows' times, {threads} thread(s) each",
                 device_type, threads, max(1, round(concurrency)), disk_bytes(store.path), elapsed, concurrency)

@@ -367,6 +367,18 @@ class Store:
         start, end, threads = self.row_spans()
         return end - start, threads
 
+    def row_seconds(self) -> np.ndarray:
+        """The ``total_seconds`` row statistic of each completed row whose statistics could be read: its own cost,
+        with a batched group's training shared among its K rows (a group's first committed row carries the whole
+        training in its provenance span instead, so spans over a group still in progress overstate a row's cost)."""
+        fields = self.row_stat_fields
+        if "total_seconds" not in fields:
+            return np.zeros(0)
+        with bulk_reads():
+            seconds = np.asarray(self._rows("row_stats"), dtype=np.float64)[:, fields.index("total_seconds")]
+        seconds = seconds[self.completed()]
+        return seconds[np.isfinite(seconds) & (seconds > 0)]
+
     def provenance(self, row: int) -> Dict[str, Any]:
         """Where and how row ``row`` was computed (docs/store-format.md, "Row provenance"): ``start_time``,
         ``end_time``, ``threads``, ``code_version``, ``host``, ``device``, ``libraries``, ``slurm_job_id``,

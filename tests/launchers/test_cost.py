@@ -56,7 +56,8 @@ def test_status_cost_counts_the_rows_that_ran_at_once(tmp_path):
     store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=12))
     t0 = time.time()
     for row in range(4):  # 4 rows at once, each ~20 s (its end is when it is written: now)
-        store.write_row(row, *row_payload(store, row), run=RowRun(start_time=t0 - 20, threads=1))
+        outs, preds, stats = row_payload(store, row)
+        store.write_row(row, outs, preds, {**stats, "total_seconds": 20.0}, run=RowRun(start_time=t0 - 20, threads=1))
     done = spent(store)
     assert done.rows == 4 and 19.9 < done.seconds_per_row < 21
     assert 19.9 < done.elapsed < 21 and 3.9 < done.concurrency < 4.1 and done.parallel == 4
@@ -66,3 +67,18 @@ def test_status_cost_counts_the_rows_that_ran_at_once(tmp_path):
     # the 8 rows left at ~20 s each: ~40 s four at a time, ~160 s (3 min) in one process
     assert re.search(r"cost of the 8 rows left: 0\.04 CPU-hours \(4\d s at the 4 row\(s\) at a time seen so far, "
                      r"3 min in one process\)", text), text
+
+
+def test_a_batched_group_in_progress_is_costed_by_each_rows_share_of_the_training(tmp_path):
+    """QA: with K rows trained together, the group's first committed row spans the whole training (the spans of a
+    group sum to its wall time), so while the group is in progress the mean span overstated a row's cost."""
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=12))
+    t0 = time.time()
+    # a group of 4: 40 s of training together, then 1 s of transfers each; 2 of its rows committed so far
+    for row, (start, share) in enumerate([(t0 - 42, 11.0), (t0 - 1, 11.0)]):
+        outs, preds, stats = row_payload(store, row)
+        store.write_row(row, outs, preds, {**stats, "total_seconds": share}, run=RowRun(start_time=start, threads=1,
+                                                                                       models=4))
+    done = spent(store)
+    assert done.rows == 2 and 10.9 < done.seconds_per_row < 11.1  # not (42 + 1) / 2
+    assert 41.9 < done.elapsed < 43
