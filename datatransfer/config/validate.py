@@ -110,6 +110,9 @@ def _validate_sweep(sw: Any) -> None:
     if sw.kind == "example_subsets":
         need(sw.select in ("all", "classes"), "sweep.select", f"must be 'all' or 'classes', got {sw.select!r}")
         need(sw.select != "classes" or len(sw.classes) > 0, "sweep.classes", "select=classes needs class names")
+        need(sw.select == "classes" or len(sw.classes) == 0, "sweep.classes",
+             f"read only with sweep.select=classes (select={sw.select} takes every source training image); add "
+             f"sweep.select=classes, or leave sweep.classes out")
         need(sw.count >= 0, "sweep.count", f"must be >= 0, got {sw.count}")
     bad = [k for k in sw.outputs if k not in OUTPUT_KINDS]
     need(not bad and len(sw.outputs) > 0, "sweep.outputs",

@@ -33,6 +33,10 @@ class ReportSummary:
     headline_lines: List[str] = field(default_factory=list)
 
 
+# The headline checks the mini data's known answers (digits: the matching MNIST digit; coarse: member classes).
+NO_HEADLINE = "(no headline: it is computed for source-class units and a digits or coarse target)"
+
+
 def default_report_dir(influence_path: str | os.PathLike) -> Path:
     return Path(influence_path).resolve().parent / "report"
 
@@ -51,7 +55,7 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
     sections = [target_section(r, t) for t in inf.targets]
     sections.append(counterfactual_section(r, inf.attrs.get("store")))  # "" when there are none
     summary.figures, summary.csvs = r.figures, r.csvs
-    (out / "headline.txt").write_text("\n".join(summary.headline_lines) + "\n")
+    (out / "headline.txt").write_text("\n".join(summary.headline_lines or [NO_HEADLINE]) + "\n")
     summary.index.write_text(_page(inf, kind, summary, sections))
     return summary
 
@@ -75,7 +79,7 @@ def _page(inf: Influence, kind: str, summary: ReportSummary, sections: List[str]
     est = a.get("estimator", {})
     est_text = {"dim": "difference of means (paper Eq. 1)", "ridge": "ridge regression (datamodels, Appendix B)",
                 "lasso": "LASSO datamodels (Sec. 4.3, Appendix D)"}.get(est.get("name"), est.get("name"))
-    head = "".join(f"<li>{esc(x)}</li>" for x in summary.headline_lines) or "<li>(no digits/coarse target)</li>"
+    head = "".join(f"<li>{esc(x)}</li>" for x in summary.headline_lines) or f"<li>{esc(NO_HEADLINE)}</li>"
     links = [f'<a href="#{esc(t)}_{esc(m)}">{esc(t)}, {esc(m)}</a>' for t in inf.targets for m in inf.modes]
     if any('<h2 id="counterfactual">' in s for s in sections):
         links.append('<a href="#counterfactual">counterfactual experiments</a>')

@@ -33,6 +33,7 @@ def add_targets(cfg, dry_run: bool = False) -> Optional[Store]:
     validate(cfg)
     if dry_run:
         store, resolved = _open_compatible(cfg)
+        _require_saved_models(store)
         specs, _ = _new_targets(cfg, store, resolved)
         log.info(f"dry run: would add targets {[t.name for t in specs]} to {store.path} and transfer the "
                  f"{int(layout.saved_backbones(store.path, store.num_rows).sum())} saved source models of its "
@@ -43,6 +44,7 @@ def add_targets(cfg, dry_run: bool = False) -> Optional[Store]:
     _require_store(Path(cfg.store.path))  # before the lock, which would create the folder
     with exclusive(layout.add_targets_lock(cfg.store.path)):
         store, resolved = _open_compatible(cfg)
+        _require_saved_models(store)
         specs, records = _new_targets(cfg, store, resolved)
         if specs:
             store.add_targets(specs, records)
@@ -53,6 +55,18 @@ def add_targets(cfg, dry_run: bool = False) -> Optional[Store]:
              f"source models: {int(saved.sum())} of {store.num_rows} rows have one, {int(done.sum())} done, "
              f"{len(scoped.missing_rows())} to run; rows without a saved model (store.save_backbones) are skipped")
     return scoped
+
+
+def _require_saved_models(store: Store) -> None:
+    """A StoreError, before anything is written, when no row of ``store`` has a saved source model and none ever
+    will (made without store.save_backbones): a target added then could never get a row."""
+    if layout.saved_backbones(store.path, store.num_rows).any():
+        return
+    if (store.attrs["config"].get("store") or {}).get("save_backbones", False):
+        return  # rows still to run will save theirs
+    raise StoreError(f"{store.path} was made without store.save_backbones=true and no row has a saved source model: "
+                     f"there is nothing to transfer to new targets, and nothing was added. Add targets to a store "
+                     f"made with store.save_backbones=true, or give all targets when making the store")
 
 
 def _require_store(path: Path) -> None:

@@ -75,3 +75,9 @@ def test_a_tiny_example_sweep_end_to_end(tmp_path):
     s = Store.open(store)
     assert s.attrs["unit"] == "example" and s.completed().all() and s.masks.shape == (2, 60)
     assert (s.masks.sum(axis=1) == 30).all() and np.isfinite(s.outputs("digits")[:]).all()
+
+
+def test_classes_without_select_classes_are_refused():
+    """QA: sweep.classes was ignored under select=all (the default) while still changing the fingerprint."""
+    with pytest.raises(ConfigError, match="sweep.classes: read only with sweep.select=classes"):
+        validate(compose(["sweep=example_subsets", "sweep.classes=[mnist:1]"]))

@@ -82,3 +82,17 @@ def test_a_batched_group_in_progress_is_costed_by_each_rows_share_of_the_trainin
     done = spent(store)
     assert done.rows == 2 and 10.9 < done.seconds_per_row < 11.1  # not (42 + 1) / 2
     assert 41.9 < done.elapsed < 43
+
+
+def test_a_short_local_run_s_throughput_is_over_its_own_span(tmp_path):
+    """QA: 8 rows done in 14 s showed '0.8 rows/min over the last 10 min'; a store never submitted to Slurm now
+    measures from its first row's start."""
+    from datatransfer.launchers.slurm.status import report
+
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=12))
+    t0 = time.time()
+    for row in range(8):
+        store.write_row(row, *row_payload(store, row), run=RowRun(start_time=t0 - 14 + row, threads=1))
+    text = report(str(store.path))[0]
+    rate = float(re.search(r"throughput: ([\d.]+) rows/min over the last (\d+) s", text).group(1))
+    assert 25 < rate < 40, text  # 8 rows in ~14 s: ~34 rows/min

@@ -170,6 +170,20 @@ def test_add_targets_needs_a_store(tmp_path):
     assert not (tmp_path / "none.zarr").exists()
 
 
+def test_add_targets_refuses_a_store_that_can_never_have_a_saved_model(tmp_path):
+    """QA: a store made without store.save_backbones got the target for good (0 of N rows, exit 0)."""
+    store_path = tmp_path / "store.zarr"
+    base = [*TINY, "sweep.num_models=2", "launcher.workers=1", "transfer.modes=[fixed]", f"store.path={store_path}"]
+    assert run_app("launch", *base, "targets=[digits]").returncode == 0
+    before = _files(store_path)
+    for dry in (["launch.dry_run=true"], []):
+        r = run_app("launch.add_targets", *base, "targets=[coarse]", *dry)
+        assert r.returncode == 2 and "made without store.save_backbones=true and no row has a saved source model" \
+            in r.stderr, r.stderr
+    assert _files(store_path, skip=(".add_targets.lock",)) == before
+    assert "coarse" not in Store.open(store_path).all_targets
+
+
 def _add_coarse(overrides, barrier, queue):
     from datatransfer.config import compose
     from datatransfer.store.added_targets import add_targets
@@ -188,7 +202,7 @@ def test_concurrent_additions_are_serialised(tmp_path, caplog):
 
     store_path = tmp_path / "store.zarr"
     base = [*TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}"]
-    r = run_app("launch", *base, "targets=[digits]", "transfer.modes=[fixed]")
+    r = run_app("launch", *base, "targets=[digits]", "transfer.modes=[fixed]", "store.save_backbones=true")
     assert r.returncode == 0, r.stderr[-3000:]
     overrides = base + ["targets=[coarse]", "transfer.modes=[fixed]"]
     ctx = mp.get_context("spawn")

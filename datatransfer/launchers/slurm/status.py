@@ -136,6 +136,13 @@ def throughput(times: np.ndarray, since: Optional[float], now: float, window_s: 
     return float((times >= start).sum()) / span
 
 
+def _first_start(store) -> Optional[float]:
+    """A store never submitted to Slurm: when its first completed row started (its provenance), so that a run shorter
+    than the throughput window is not spread over the whole window; None without provenance times."""
+    start, _, _ = store.row_spans()
+    return float(start.min()) if len(start) else None
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -223,7 +230,7 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         if len(c.failed_tasks) > failed:
             lines.append(f"  ... and {len(c.failed_tasks) - failed} more")
     now = time.time()
-    since = view.manifests[0].created_unix if view.manifests else None
+    since = view.manifests[0].created_unix if view.manifests else _first_start(store)
     window = min(WINDOW_S, now - since) if since is not None else WINDOW_S
     rate = throughput(store.completion_times(), since, now, WINDOW_S)
     todo = c.running + c.queued
