@@ -19,9 +19,8 @@ def main(cfg) -> None:
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
-        asked = any(o.split("=")[0].lstrip("+~") in ("estimator", "estimator.name")
-                    for o in HydraConfig.get().overrides.task)
-        inf, store = current_influence(cfg, estimator_asked=asked)
+        asked = {"estimator", "estimator.name"} & set(config.override_keys(HydraConfig.get().overrides.task))
+        inf, store = current_influence(cfg, estimator_asked=bool(asked))
         print(f"influences: {inf.path} ({inf.attrs['rows_used']} rows, estimator {inf.attrs['estimator']['name']})")
         s = write_report(inf, cfg.report.out or None, cfg.report, store)
         for line in s.headline_lines:

@@ -14,7 +14,7 @@ Every default lives in these dataclasses, once; the YAML files in ``conf/`` only
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, List, Sequence
 
 from datatransfer.config.aggregate import (
     AggregateConfig,
@@ -65,11 +65,20 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> Any:
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
+def override_keys(overrides: Sequence[str]) -> List[str]:
+    """Keys (or group names) that Hydra overrides set, e.g. ['launcher.timeout_min', 'launcher'] (``+``/``~``
+    prefixes and values parsed by Hydra's own override parser)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
+
+
 __all__ = [
     "AggregateConfig", "CONF_DIR", "Config", "ConfigError", "DiagnosticsConfig", "DimEstimatorConfig",
     "LassoEstimatorConfig", "LassoFanoutConfig", "LocalLauncherConfig", "OUTPUT_KINDS", "PlantedRowConfig",
     "PrepareConfig", "RandomSubsetsSweepConfig",
     "Recipe", "ReportConfig", "ResumeConfig", "RidgeEstimatorConfig", "SCHEDULES", "SOURCE_DEFINING",
     "SWEEP_DEFINING", "SlurmLauncherConfig", "StatusConfig", "TRANSFER_MODES", "TrainedRowConfig", "VerifyConfig",
-    "compose", "register", "row_defining", "row_kind", "structured", "validate", "validate_aggregate", "validate_slurm",
+    "compose", "override_keys", "register", "row_defining", "row_kind", "structured", "validate", "validate_aggregate",
+    "validate_slurm",
 ]

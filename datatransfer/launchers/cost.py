@@ -46,6 +46,7 @@ class Cost:
     store_bytes: Optional[int] = None
     elapsed: Optional[float] = None  # rows done: measured wall seconds, first row's start to last row's end
     concurrency: Optional[float] = None  # rows done: their wall seconds summed / elapsed (rows at a time, mean)
+    started: Optional[float] = None  # rows done: unix time the first of them started
 
     @property
     def unit(self) -> str:
@@ -234,4 +235,5 @@ def spent(store) -> Optional[Cost]:
     info = store.provenance(int(np.flatnonzero(store.completed())[0]))
     device_type = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
     return Cost(len(start), spr, f"mean of the completed rows' times, {threads} thread(s) each",
-                device_type, threads, max(1, round(concurrency)), disk_bytes(store.path), elapsed, concurrency)
+                device_type, threads, max(1, round(concurrency)), disk_bytes(store.path), elapsed, concurrency,
+                float(start.min()))

@@ -21,6 +21,7 @@ from datatransfer.config import (
     ConfigError,
     LocalLauncherConfig,
     SlurmLauncherConfig,
+    override_keys,
     row_defining,
     structured,
 )
@@ -28,13 +29,6 @@ from datatransfer.launchers.slurm.manifest import load_all
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
-
-
-def override_keys(overrides: Sequence[str]) -> List[str]:
-    """Keys (or group names) that Hydra overrides set, e.g. ['launcher.timeout_min', 'launcher']."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
 
 
 def _base(store: Store) -> tuple[dict, bool, List[str]]:

@@ -136,13 +136,6 @@ def throughput(times: np.ndarray, since: Optional[float], now: float, window_s: 
     return float((times >= start).sum()) / span
 
 
-def _first_start(store) -> Optional[float]:
-    """A store never submitted to Slurm: when its first completed row started (its provenance), so that a run shorter
-    than the throughput window is not spread over the whole window; None without provenance times."""
-    start, _, _ = store.row_spans()
-    return float(start.min()) if len(start) else None
-
-
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -230,7 +223,10 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         if len(c.failed_tasks) > failed:
             lines.append(f"  ... and {len(c.failed_tasks) - failed} more")
     now = time.time()
-    since = view.manifests[0].created_unix if view.manifests else _first_start(store)
+    done = cost.spent(store)  # every completed row's provenance: seconds at the paper's 7,540 rows
+    # a store never submitted to Slurm: from its first completed row's start, so that a run shorter than the
+    # throughput window is not spread over the whole window
+    since = view.manifests[0].created_unix if view.manifests else (done.started if done is not None else None)
     window = min(WINDOW_S, now - since) if since is not None else WINDOW_S
     rate = throughput(store.completion_times(), since, now, WINDOW_S)
     todo = c.running + c.queued
@@ -239,7 +235,6 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         lines.append(f"throughput: {rate * 60:.1f} rows/min over the last {_duration(window)}{eta}")
     elif todo:
         lines.append(f"throughput: no row completed in the last {_duration(window)}; ETA unknown")
-    done = cost.spent(store)  # every completed row's provenance: seconds at the paper's 7,540 rows
     lines.extend(_cost_lines(store, c, done))
     if c.failed or c.unsubmitted:
         lines.append(f"to rerun the {c.failed + c.unsubmitted} rows neither completed nor queued: "
