@@ -139,3 +139,20 @@ def test_a_full_disk_is_one_line_and_exit_2_and_leaves_nothing(planted, tmp_path
         assert not hidden(small, "writing") and not (small / "influence.zarr").exists()
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_report_whose_influence_store_was_replaced_meanwhile_is_refused(tmp_path):
+    from datatransfer.config import ReportConfig
+    from datatransfer.errors import AggregationError
+    from datatransfer.report import write_report
+
+    p = make_planted_store(tmp_path / "s.zarr", rows=40, units=6, n=(8,))
+    assert finish(start(p.store.path)).returncode == 0
+    inf = Influence(tmp_path / "influence.zarr")  # a report has opened it ...
+    assert finish(start(p.store.path, "incremental=false")).returncode == 0  # ... and another run replaces it
+    assert inf.replaced()
+    with pytest.raises(AggregationError, match="was replaced by another `python -m aggregate` while this report"):
+        write_report(inf, tmp_path / "report", ReportConfig(), p.store)
+    assert not (tmp_path / "report" / "index.html").exists()
+    assert write_report(Influence(tmp_path / "influence.zarr"), tmp_path / "report", ReportConfig(), p.store).index \
+        .is_file()  # opened again: fine
