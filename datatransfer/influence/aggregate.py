@@ -32,6 +32,7 @@ from datatransfer.influence.blocks import completed_rows, completed_since, plan,
 from datatransfer.influence.estimators import make
 from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence, of_store
 from datatransfer.influence.write import Job, write_counts
+from datatransfer.store.lock import exclusive_or_refuse
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ def aggregate(
     if diagnostics is not None and not diagnostics.enabled:
         diagnostics = None
     store = Store.open(store_path)
+    with _sole_writer(Path(out).resolve() if out else default_out(store.path)) as out:
+        return _aggregate(store, out, start, estimator, estimator_settings, diagnostics, block_rows, memory_mb,
+                          incremental, sums_block_rows, launcher, run_tasks, fanout_tasks, progress)
+
+
+def _aggregate(store: Store, out: Path, start: float, estimator, estimator_settings, diagnostics, block_rows,
+               memory_mb, incremental, sums_block_rows, launcher, run_tasks, fanout_tasks, progress) -> Summary:
     out = _out_path(store, out)
     clash = RESERVED.intersection(store.all_targets)
     if clash:
@@ -180,9 +188,63 @@ def _target_rows(store: Store, rows: np.ndarray) -> Dict[str, np.ndarray]:
 
 
 @contextlib.contextmanager
+def _sole_writer(out: Path) -> Iterator[Path]:
+    """Run the ``with`` block as the only writer of ``out`` (a lock file beside it): a second run at once is refused,
+    since it would read the previous store while the first replaces it. Holding the lock, the temporary folders of
+    runs that were killed (SIGKILL, a node lost) are removed, and SIGTERM (Slurm's scancel and time limit, kill)
+    cleans up like Ctrl-C instead of leaving a temporary folder behind."""
+    lock = out.parent / f".{out.name}.lock"
+
+    def refuse(holder: str) -> AggregationError:
+        return AggregationError(f"another `python -m aggregate` is writing {out} right now ({holder}; lock {lock}); "
+                                f"run this again once it has finished")
+
+    with _os_errors(out), exclusive_or_refuse(lock, refuse), _sigterm_interrupts():
+        olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if olds and not out.exists():  # killed between its two renames: the previous store goes back
+            log.info(f"putting {olds[-1]} back at {out}: an aggregation was killed while replacing it")
+            os.rename(olds.pop(), out)
+        for left in [*out.parent.glob(f".{out.name}.writing-*"), *olds]:
+            log.info(f"removing {left}, left by an aggregation that was killed")
+            shutil.rmtree(left, ignore_errors=True)
+        yield out
+
+
+@contextlib.contextmanager
+def _os_errors(out: Path) -> Iterator[None]:
+    """An OSError (no space left, no permission, a file where a folder should be) -> an AggregationError naming the
+    path: the app then prints one line and exits 2; ``out`` is left as it was (see _writing)."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename or out.parent
+        raise AggregationError(f"{e.strerror or e}: {where} (aggregating into {out}; nothing was replaced)") from e
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the ``with`` block (main thread only), so that it unwinds like Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
 def _writing(out: Path) -> Iterator[zarr.Group]:
     """A new influence store, written in a temporary folder beside ``out`` and put at ``out`` once complete; on any
-    error (or Ctrl-C) the temporary folder is removed and ``out`` is left as it was."""
+    error (or Ctrl-C, SIGTERM) the temporary folder is removed and ``out`` is left as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.writing-{uuid.uuid4().hex[:8]}"
     try:
@@ -238,7 +300,12 @@ def _replace(tmp: Path, out: Path) -> None:
             raise AggregationError(f"{out} exists and is not an influence store; refusing to replace it")
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
-    os.rename(tmp, out)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:  # the previous store back in place
+            os.rename(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -49,4 +49,8 @@ def process_map(fn: Callable, items: Sequence, on_done: Optional[Callable[[int],
         for i, f in enumerate(futures):
             if on_done is not None:
                 f.add_done_callback(lambda _f, i=i: on_done(i))
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # an error, Ctrl-C, SIGTERM: the tasks not started are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise

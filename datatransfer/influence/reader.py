@@ -26,6 +26,15 @@ def of_store(attrs: Any, store: Store) -> bool:
     return attrs.get("store") == str(store.path.resolve())
 
 
+def _identity(p: Path) -> Optional[Tuple[int, int]]:
+    """The root zarr.json's inode and modification time: a new influence store put at ``p`` has another file."""
+    try:
+        st = os.stat(p / "zarr.json")
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 class Influence:
     """Reader of an influence store."""
 
@@ -34,6 +43,7 @@ class Influence:
         if not (p / "zarr.json").is_file():
             raise AggregationError(f"no influence store at {p}; run `python -m aggregate store.path=...` first")
         self.path = p
+        self._identity = _identity(p)  # before opening: a store replaced in between reads as replaced
         self.group = zarr.open_group(str(p), mode="r")
         a = dict(self.group.attrs)
         if a.get("format") != FORMAT:
@@ -46,6 +56,11 @@ class Influence:
         self.modes: List[str] = list(a["modes"])
         self.output_kinds: List[str] = list(a["output_kinds"])
         self.unit_names: List[str] = list(a["unit_names"])
+
+    def replaced(self) -> bool:
+        """Whether another ``python -m aggregate`` has replaced (or removed) the store at ``path`` since this was
+        opened: arrays read from then on come from the new store, or read as fill values while it is moved."""
+        return _identity(self.path) != self._identity
 
     def rows(self, t: Optional[str] = None) -> np.ndarray:
         """The store rows used: for target ``t`` (its own, if it was added to the store later), or the root's."""

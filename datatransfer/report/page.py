@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from datatransfer.config import ReportConfig
+from datatransfer.errors import AggregationError
 from datatransfer.influence.reader import Influence
 from datatransfer.report.headline import headline, headline_lines
 from datatransfer.report.markup import KIND_TEXT, esc
@@ -55,6 +56,9 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
     sections = [target_section(r, t) for t in inf.targets]
     sections.append(counterfactual_section(r, inf.attrs.get("store")))  # "" when there are none
     summary.figures, summary.csvs = r.figures, r.csvs
+    if inf.replaced():  # its figures would mix two influence stores
+        raise AggregationError(f"{inf.path} was replaced by another `python -m aggregate` while this report read it; "
+                               f"run the report again (the figures in {out} may mix both stores until then)")
     (out / "headline.txt").write_text("\n".join(summary.headline_lines or [NO_HEADLINE]) + "\n")
     summary.index.write_text(_page(inf, kind, summary, sections))
     return summary

@@ -144,7 +144,7 @@ def test_output_format(tmp_path):
     # rerunning replaces the result in place, leaving no temporary folders behind
     run(p.store.path, out=out, diagnostics=None)
     assert "diagnostics" not in zarr.open_group(str(out), mode="r")
-    assert sorted(x.name for x in out.parent.iterdir()) == ["infl.zarr"]
+    assert sorted(x.name for x in out.parent.iterdir()) == [".infl.zarr.lock", "infl.zarr"]  # no temporary folder left
 
 
 def test_refusals(tmp_path):

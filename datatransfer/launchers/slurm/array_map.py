@@ -46,6 +46,18 @@ def _run(fn, items, on_done, launcher, near: Path, what: str) -> List[Any]:
     ex.update_parameters(**params)
     jobs = ex.map_array(fn, items)
     log.info(f"submitted {len(items)} {what} as Slurm array {jobs[0].job_id.split('_')[0]} (logs: {folder})")
+    try:
+        results = _wait(jobs, on_done, folder)
+    except BaseException:  # a failed task, Ctrl-C, SIGTERM: the others would go on writing for nobody
+        for job in jobs:
+            if not job.done():
+                job.cancel(check=False)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def _wait(jobs, on_done, folder: Path) -> List[Any]:
     results: List[Any] = [None] * len(jobs)
     pending = set(range(len(jobs)))
     while pending:
@@ -62,5 +74,4 @@ def _run(fn, items, on_done, launcher, near: Path, what: str) -> List[Any]:
                 on_done(i)
         if pending:
             time.sleep(POLL_S)
-    shutil.rmtree(folder, ignore_errors=True)
     return results

@@ -1,0 +1,158 @@
+"""`python -m aggregate` under faults, each for real: a real subprocess killed (SIGKILL) or stopped (SIGTERM) while it
+writes, two runs at once, a path it cannot write. The influence store is either the previous one or a complete new
+one, never half of one; nothing is left behind for good; a refusal is one line and exit 2."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from planted import make_planted_store
+
+from datatransfer.influence.reader import Influence
+
+NAMES = ("per_example", "per_class", "overall", "mean_output", "per_example_se", "per_class_se", "overall_se")
+
+
+def start(store: Path, *overrides: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "aggregate", f"store.path={store}", "progress=false", "sums_block_rows=16",
+           f"hydra.run.dir={store.parent / 'hydra'}", *overrides]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def hidden(folder: Path, kind: str):
+    return sorted(folder.glob(f".influence.zarr.{kind}-*"))
+
+
+def wait_writing(proc: subprocess.Popen, folder: Path) -> Path:
+    """The temporary folder of the run ``proc``, once it exists (the run is then writing its influence store)."""
+    deadline = time.time() + 120
+    while not hidden(folder, "writing"):
+        assert proc.poll() is None, f"finished before writing anything: {proc.communicate()}"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    return hidden(folder, "writing")[0]
+
+
+def same(a: Path, b: Path) -> None:
+    ia, ib = Influence(a), Influence(b)
+    np.testing.assert_array_equal(ia.rows(), ib.rows())
+    for t in ib.targets:
+        for mode in ib.modes:
+            for kind in ib.output_kinds:
+                for name in NAMES:
+                    np.testing.assert_allclose(ia.array(t, mode, kind, name), ib.array(t, mode, kind, name),
+                                               rtol=1e-6, atol=1e-9, err_msg=f"{t}/{mode}/{kind}/{name}")
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A store whose aggregation takes a second or two (a window to hit), half of its rows completed."""
+    return make_planted_store(tmp_path / "s.zarr", rows=240, units=40, n=(3000,), completed=np.arange(120))
+
+
+def complete_the_rest(p) -> None:
+    """Rows 120.. written the bulk way make_planted_store writes them, then marked completed."""
+    for t in p.y:
+        p.store.outputs(t)[120:] = p.y[t][120:]
+    p.store.group["completed"][:] = True
+
+
+def test_sigkill_while_writing_then_rerun_equals_a_clean_run(planted, tmp_path):
+    store = planted.store.path
+    assert finish(start(store)).returncode == 0  # the previous store: 120 rows
+    complete_the_rest(planted)
+    proc = start(store)
+    tmp = wait_writing(proc, tmp_path)
+    time.sleep(0.3)  # into the summing
+    proc.kill()
+    proc.wait()
+    assert tmp.exists() and len(Influence(tmp_path / "influence.zarr").rows()) == 120  # the old one, whole
+    r = finish(start(store))
+    assert r.returncode == 0, r.stderr
+    assert not hidden(tmp_path, "writing") and not hidden(tmp_path, "old")  # the killed run's folder is gone
+    assert finish(start(store, f"out={tmp_path / 'clean.zarr'}", "incremental=false")).returncode == 0
+    same(tmp_path / "influence.zarr", tmp_path / "clean.zarr")
+
+
+def test_sigterm_cleans_up_like_ctrl_c(planted, tmp_path):
+    store = planted.store.path
+    proc = start(store)
+    wait_writing(proc, tmp_path)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    r = finish(proc)
+    assert r.returncode == 130 and "interrupted: nothing was replaced" in r.stderr, r.stderr
+    assert not hidden(tmp_path, "writing") and not (tmp_path / "influence.zarr").exists()
+
+
+def test_killed_between_the_two_renames_the_previous_store_goes_back(planted, tmp_path):
+    store = planted.store.path
+    assert finish(start(store)).returncode == 0
+    # What a kill between `out -> .old-*` and `.writing-* -> out` leaves on disk.
+    os.rename(tmp_path / "influence.zarr", tmp_path / ".influence.zarr.old-0000dead")
+    (tmp_path / ".influence.zarr.writing-0000dead").mkdir()
+    r = finish(start(store))
+    assert r.returncode == 0, r.stderr
+    assert "0 changed or new" in r.stdout + r.stderr  # refreshed from the store put back, not from scratch
+    assert not hidden(tmp_path, "writing") and not hidden(tmp_path, "old")
+
+
+def test_a_second_run_at_once_is_refused(planted, tmp_path):
+    store = planted.store.path
+    first = start(store)
+    wait_writing(first, tmp_path)
+    second = finish(start(store, "incremental=false"))
+    assert second.returncode == 2, second.stderr
+    assert "another `python -m aggregate` is writing" in second.stderr and "Traceback" not in second.stderr
+    assert finish(first).returncode == 0
+    assert len(Influence(tmp_path / "influence.zarr").rows()) == 120
+
+
+def test_an_unwritable_out_is_one_line_and_exit_2(planted, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    r = finish(start(planted.store.path, f"out={tmp_path / 'file' / 'influence.zarr'}"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and str(tmp_path / "file") in r.stderr and "nothing was replaced" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_disk_is_one_line_and_exit_2_and_leaves_nothing(planted, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(small)], check=True)
+    try:
+        r = finish(start(planted.store.path, f"out={small / 'influence.zarr'}"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "No space left on device" in r.stderr and "nothing was replaced" in r.stderr
+        assert not hidden(small, "writing") and not (small / "influence.zarr").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_report_whose_influence_store_was_replaced_meanwhile_is_refused(tmp_path):
+    from datatransfer.config import ReportConfig
+    from datatransfer.errors import AggregationError
+    from datatransfer.report import write_report
+
+    p = make_planted_store(tmp_path / "s.zarr", rows=40, units=6, n=(8,))
+    assert finish(start(p.store.path)).returncode == 0
+    inf = Influence(tmp_path / "influence.zarr")  # a report has opened it ...
+    assert finish(start(p.store.path, "incremental=false")).returncode == 0  # ... and another run replaces it
+    assert inf.replaced()
+    with pytest.raises(AggregationError, match="was replaced by another `python -m aggregate` while this report"):
+        write_report(inf, tmp_path / "report", ReportConfig(), p.store)
+    assert not (tmp_path / "report" / "index.html").exists()
+    assert write_report(Influence(tmp_path / "influence.zarr"), tmp_path / "report", ReportConfig(), p.store).index \
+        .is_file()  # opened again: fine
