@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -32,7 +30,7 @@ from datatransfer.influence.blocks import completed_rows, completed_since, plan,
 from datatransfer.influence.estimators import make
 from datatransfer.influence.reader import FORMAT, FORMAT_VERSION, Influence, of_store
 from datatransfer.influence.write import Job, write_counts
-from datatransfer.store.lock import exclusive_or_refuse
+from datatransfer.store import swap
 from datatransfer.store.sweep_store import Store
 
 log = logging.getLogger(__name__)
@@ -189,24 +187,10 @@ def _target_rows(store: Store, rows: np.ndarray) -> Dict[str, np.ndarray]:
 
 @contextlib.contextmanager
 def _sole_writer(out: Path) -> Iterator[Path]:
-    """Run the ``with`` block as the only writer of ``out`` (a lock file beside it): a second run at once is refused,
-    since it would read the previous store while the first replaces it. Holding the lock, the temporary folders of
-    runs that were killed (SIGKILL, a node lost) are removed, and SIGTERM (Slurm's scancel and time limit, kill)
-    cleans up like Ctrl-C instead of leaving a temporary folder behind."""
-    lock = out.parent / f".{out.name}.lock"
-
-    def refuse(holder: str) -> AggregationError:
-        return AggregationError(f"another `python -m aggregate` is writing {out} right now ({holder}; lock {lock}); "
-                                f"run this again once it has finished")
-
-    with _os_errors(out), exclusive_or_refuse(lock, refuse), _sigterm_interrupts():
-        olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
-        if olds and not out.exists():  # killed between its two renames: the previous store goes back
-            log.info(f"putting {olds[-1]} back at {out}: an aggregation was killed while replacing it")
-            os.rename(olds.pop(), out)
-        for left in [*out.parent.glob(f".{out.name}.writing-*"), *olds]:
-            log.info(f"removing {left}, left by an aggregation that was killed")
-            shutil.rmtree(left, ignore_errors=True)
+    """Run the ``with`` block as the only writer of ``out`` (swap.sole_writer: a second run at once is refused, since
+    it would read the previous store while the first replaces it; what killed runs left is cleaned up), with SIGTERM
+    (Slurm's scancel and time limit, kill) cleaning up like Ctrl-C instead of leaving a temporary folder behind."""
+    with _os_errors(out), swap.sole_writer(out, "python -m aggregate", AggregationError), _sigterm_interrupts():
         yield out
 
 
@@ -245,14 +229,12 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _writing(out: Path) -> Iterator[zarr.Group]:
     """A new influence store, written in a temporary folder beside ``out`` and put at ``out`` once complete; on any
     error (or Ctrl-C, SIGTERM) the temporary folder is removed and ``out`` is left as it was."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.writing-{uuid.uuid4().hex[:8]}"
-    try:
+    with swap.written_beside(out, _is_influence_store, "an influence store", AggregationError) as tmp:
         yield zarr.open_group(store=str(tmp), mode="w-")
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _is_influence_store(p: Path) -> bool:
+    return (p / "zarr.json").is_file() and zarr.open_group(str(p), mode="r").attrs.get("format") == FORMAT
 
 
 def _root_attrs(store: Store, rows, targets, estimator, settings, diagnostics, scheme) -> Dict[str, Any]:
@@ -290,24 +272,6 @@ def _progress_bar(enabled: bool, total: int):
     # Appears only once a run has taken 2 s (delay), so quick runs and tests stay quiet.
     return tqdm(total=total, unit="row", desc="aggregating", file=sys.stderr, mininterval=1.0, delay=2.0,
                 leave=False)
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Put ``tmp`` at ``out``: a reader sees the old result or the new one, never a mix."""
-    old = None
-    if out.exists():
-        if not (out / "zarr.json").is_file() or zarr.open_group(str(out), mode="r").attrs.get("format") != FORMAT:
-            raise AggregationError(f"{out} exists and is not an influence store; refusing to replace it")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:  # the previous store back in place
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def aggregate_from_config(cfg: Any, run_tasks: Any = None, fanout_tasks: Any = None) -> Summary:

@@ -21,6 +21,7 @@ from datatransfer.influence.reader import Influence
 from datatransfer.report.headline import headline, headline_lines
 from datatransfer.report.markup import KIND_TEXT, esc
 from datatransfer.report.sections import Sections, counterfactual_section, target_section
+from datatransfer.store import swap
 from datatransfer.store.sweep_store import Store
 
 
@@ -45,9 +46,29 @@ def default_report_dir(influence_path: str | os.PathLike) -> Path:
 def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
                  settings: ReportConfig = ReportConfig(), store: Optional[Store] = None) -> ReportSummary:
     """Write figures, CSVs and index.html for every target and mode of ``inf`` into ``out_dir`` (default
-    ``<influence store's parent>/report``). ``store`` (optional) adds the models' most frequent wrong predictions."""
+    ``<influence store's parent>/report``). ``store`` (optional) adds the models' most frequent wrong predictions.
+    The folder is replaced all at once (store/swap.py): written beside it and renamed into place, so an interrupted
+    or refused report leaves the previous one whole; a folder that holds anything but a report's files is refused."""
     out = Path(out_dir).resolve() if out_dir else default_report_dir(inf.path)
-    out.mkdir(parents=True, exist_ok=True)
+    with swap.sole_writer(out, "python -m aggregate.report", AggregationError), \
+            swap.written_beside(out, is_report, "a report folder", AggregationError) as tmp:
+        tmp.mkdir()
+        summary = _write(inf, tmp, settings, store)
+    moved = lambda p: out / p.name  # noqa: E731 (the files' paths once the folder is in place)
+    summary.out, summary.index = out, moved(summary.index)
+    summary.figures, summary.csvs = [moved(p) for p in summary.figures], [moved(p) for p in summary.csvs]
+    return summary
+
+
+# What a report folder holds: figures, CSVs, index.html, headline.txt (nothing else is replaced with it).
+REPORT_FILES = (".png", ".csv", ".html", ".txt")
+
+
+def is_report(p: Path) -> bool:
+    return p.is_dir() and all(f.is_file() and f.suffix in REPORT_FILES for f in p.iterdir())
+
+
+def _write(inf: Influence, out: Path, settings: ReportConfig, store: Optional[Store]) -> ReportSummary:
     kind = settings.kind if settings.kind in inf.output_kinds else inf.output_kinds[0]
     summary = ReportSummary(out, out / "index.html")
     summary.headline = headline(inf, kind, settings.headline_top)
@@ -58,7 +79,7 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
     summary.figures, summary.csvs = r.figures, r.csvs
     if inf.replaced():  # its figures would mix two influence stores
         raise AggregationError(f"{inf.path} was replaced by another `python -m aggregate` while this report read it; "
-                               f"run the report again (the figures in {out} may mix both stores until then)")
+                               f"run the report again (the previous report is left as it was)")
     (out / "headline.txt").write_text("\n".join(summary.headline_lines or [NO_HEADLINE]) + "\n")
     summary.index.write_text(_page(inf, kind, summary, sections))
     return summary

@@ -141,18 +141,39 @@ def test_a_full_disk_is_one_line_and_exit_2_and_leaves_nothing(planted, tmp_path
         subprocess.run(["umount", str(small)], check=True)
 
 
-def test_a_report_whose_influence_store_was_replaced_meanwhile_is_refused(tmp_path):
+def test_a_report_whose_influence_store_was_replaced_meanwhile_is_refused_and_the_previous_report_stays(tmp_path):
     from datatransfer.config import ReportConfig
     from datatransfer.errors import AggregationError
     from datatransfer.report import write_report
 
     p = make_planted_store(tmp_path / "s.zarr", rows=40, units=6, n=(8,))
     assert finish(start(p.store.path)).returncode == 0
+    report = tmp_path / "report"
+    first = write_report(Influence(tmp_path / "influence.zarr"), report, ReportConfig(), p.store)
+    before = {f.name: f.read_bytes() for f in report.iterdir()}
+    assert first.index == report / "index.html" and all(f.parent == report for f in first.figures + first.csvs)
     inf = Influence(tmp_path / "influence.zarr")  # a report has opened it ...
     assert finish(start(p.store.path, "incremental=false")).returncode == 0  # ... and another run replaces it
     assert inf.replaced()
     with pytest.raises(AggregationError, match="was replaced by another `python -m aggregate` while this report"):
-        write_report(inf, tmp_path / "report", ReportConfig(), p.store)
-    assert not (tmp_path / "report" / "index.html").exists()
-    assert write_report(Influence(tmp_path / "influence.zarr"), tmp_path / "report", ReportConfig(), p.store).index \
+        write_report(inf, report, ReportConfig(), p.store)
+    # the previous report whole (not some new figures beside an old index.html), no temporary folder left
+    assert {f.name: f.read_bytes() for f in report.iterdir()} == before
+    assert sorted(x.name for x in tmp_path.glob(".report*")) == [".report.lock"]
+    assert write_report(Influence(tmp_path / "influence.zarr"), report, ReportConfig(), p.store).index \
         .is_file()  # opened again: fine
+
+
+def test_a_report_into_a_folder_holding_other_files_is_refused_untouched(tmp_path):
+    p = make_planted_store(tmp_path / "s.zarr", rows=40, units=6, n=(8,))
+    assert finish(start(p.store.path)).returncode == 0
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.md").write_text("keep me")
+    r = subprocess.run([sys.executable, "-m", "aggregate.report", f"store.path={p.store.path}", f"report.out={mine}",
+                        f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "is not a report folder; refusing to replace it" in r.stderr
+    assert sorted(x.name for x in mine.iterdir()) == ["notes.md", "sub"]
+    assert (mine / "notes.md").read_text() == "keep me"
+    assert not list(tmp_path.glob(".mine.writing-*"))
