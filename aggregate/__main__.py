@@ -25,7 +25,8 @@ def main(cfg) -> None:
         if cfg.launcher.name == "slurm":  # the row blocks as one Slurm array
             run_tasks = mapper(cfg.launcher, out, "row-block tasks")
         if cfg.estimator.name == "lasso" and cfg.estimator.fanout.launcher == "slurm":  # the LASSO's example blocks
-            fanout_tasks = mapper(cfg.estimator.fanout.slurm, out, "LASSO example-block tasks")
+            fanout_tasks = mapper(cfg.estimator.fanout.slurm, out, "LASSO example-block tasks",
+                                  "estimator.fanout.slurm.")
         s = aggregate_from_config(cfg, run_tasks, fanout_tasks)
         reused = s.rows_read < s.rows_used * len(s.targets)
         read = f"read {s.rows_read} target rows, the rest from the previous sums" if reused else "every row read"

@@ -81,12 +81,13 @@ def _check_job_name(name: str, default_of: str = "") -> None:
                       f"and . _ + -, e.g. launcher.job_name={fixed}")
 
 
-def validate_slurm(launcher: Any) -> None:
-    """Value checks of launcher=slurm. Raises ConfigError naming the key."""
+def validate_slurm(launcher: Any, prefix: str = "launcher.") -> None:
+    """Value checks of launcher=slurm. Raises ConfigError naming the key (``prefix``: where the settings sit, e.g.
+    ``estimator.fanout.slurm.``)."""
 
     def need(ok: bool, key: str, msg: str) -> None:
         if not ok:
-            raise ConfigError(f"launcher.{key}: {msg}")
+            raise ConfigError(f"{prefix}{key}: {msg}")
 
     for key in ("cpus_per_task", "timeout_min", "array_parallelism", "rows_per_task"):
         need(launcher[key] >= 1, key, f"must be at least 1, got {launcher[key]}")
@@ -94,9 +95,9 @@ def validate_slurm(launcher: Any) -> None:
         need(launcher[key] >= 0, key, f"must be >= 0, got {launcher[key]}")
     limit_s = int(launcher.timeout_min) * 60
     need(launcher.signal_delay_s < limit_s, "signal_delay_s",
-         f"{launcher.signal_delay_s} s is not shorter than the time limit (launcher.timeout_min={launcher.timeout_min}"
+         f"{launcher.signal_delay_s} s is not shorter than the time limit ({prefix}timeout_min={launcher.timeout_min}"
          f" = {limit_s} s): the requeue signal would come before the task starts working; set "
-         f"launcher.signal_delay_s<{limit_s} (90 is the default) or raise launcher.timeout_min")
+         f"{prefix}signal_delay_s<{limit_s} (90 is the default) or raise {prefix}timeout_min")
     if launcher.job_name:
         _check_job_name(str(launcher.job_name))
 

@@ -59,6 +59,7 @@ def analyse(store_path: str | os.PathLike, out: Optional[str | os.PathLike] = No
              "mode": r.mode, "kind": r.kind, "influence": r.attrs.get("influence"), "num_units": r.num_units,
              "handpicked": r.attrs.get("handpicked"), "shares": res.shares}
     (o / "about.json").write_text(json.dumps(about, indent=1, default=str) + "\n")
+    res.files.append(o / "about.json")  # counted in the app's "wrote N files"
     return res
 
 

@@ -36,9 +36,11 @@ def _base(store: Store) -> tuple[dict, bool, List[str]]:
     submission ran: empty for the store's own rows). Only manifests inside the store are read."""
     for m in reversed(load_all(store.path)):
         if m.config_path.is_file():
+            defaults = OmegaConf.to_container(OmegaConf.structured(SlurmLauncherConfig))
+            # every setting the rows will be resubmitted with that is not Slurm's default (partition, CPUs, ...)
+            differ = {k: v for k, v in m.launcher.items() if k != "name" and k in defaults and v != defaults[k]}
             log.info("resume: continuing submission %s (%s); inherited launcher settings: %s", m.id, m.config_path,
-                     {k: m.launcher.get(k) for k in ("python", "setup", "additional_parameters") if m.launcher.get(k)}
-                     or "none beyond the defaults")
+                     differ or "none beyond the defaults")
             return json.loads(m.config_path.read_text()), True, list(m.added_targets)
     return dict(store.attrs["config"]), False, []
 

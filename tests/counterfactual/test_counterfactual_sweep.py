@@ -168,6 +168,7 @@ def test_aggregate_counterfactual_writes_the_tables_and_figures_and_the_report_s
     for name in ("accuracy.csv", "summary.csv", "best_k.csv", "accuracy_vs_k.png", "examples.csv",
                  "example_predictions.png", "example_shares.csv", "about.json"):
         assert (out / name).is_file(), name
+    assert f"wrote 8 files to {out}" in r.stdout and len(list(out.iterdir())) == 8  # every file it wrote counted
     acc = list(csv.DictReader(open(out / "accuracy.csv")))
     assert len(acc) == Store.open(store).num_rows == (3 * 2 + 1 + 2) * 3
     summ = list(csv.DictReader(open(out / "summary.csv")))

@@ -203,3 +203,24 @@ def test_good_job_names_pass(fake_slurm, tmp_path):
                       "launcher.signal_delay_s=119"]))
     m = _submit(tmp_path, "name=planted.v2")  # the default name, dt-<name>
     assert m.job_name == "dt-planted.v2"
+
+
+# ---- the same check before `python -m aggregate` submits its own arrays --------------------------------------------
+@pytest.mark.parametrize("overrides,message", [
+    (["launcher=slurm"], "error: launcher.cpus_per_task=4: no node of partition debug has more than 2 CPUs; "
+                         "set launcher.cpus_per_task<=2"),
+    (["estimator=lasso", "estimator.fanout.launcher=slurm", "estimator.fanout.slurm.cpus_per_task=1"],
+     "error: estimator.fanout.slurm.mem_gb=8: no node of partition debug has more than 1937 MB of memory; "
+     "set estimator.fanout.slurm.mem_gb<=1.89"),
+])
+def test_aggregate_on_slurm_refuses_a_request_no_node_can_run(fake_slurm, tmp_path, overrides, message):
+    # such an array would wait PENDING (PartitionConfig) for good, and the aggregation with it
+    from planted import make_planted_store
+
+    (fake_slurm / "sinfo.txt").write_text(SMALL_NODE)
+    p = make_planted_store(tmp_path / "s.zarr", rows=20, units=4, n=(5,))
+    r = run_app("aggregate", f"store.path={p.store.path}", "diagnostics.enabled=false", *overrides, cwd=tmp_path,
+                timeout=180)
+    assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+    assert not list(fake_slurm.glob("sbatch-*")) and not (tmp_path / "influence.zarr").exists()
+    assert not list(tmp_path.glob(".influence.zarr.*"))  # nothing written, no submitit folder left

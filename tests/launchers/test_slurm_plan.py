@@ -179,8 +179,11 @@ def test_bad_slurm_values_name_the_key():
 
 
 # ---- resume: the stored sweep, the latest launcher, the overrides on top ---------------------------------------
-def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_last_submission(fake_slurm, tmp_path):
+def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_last_submission(fake_slurm, tmp_path,
+                                                                                                caplog):
     from datatransfer.launchers.resume import resume_config
+
+    caplog.set_level(logging.INFO)
 
     store_path = tmp_path / "s.zarr"
     cfg = compose([*PLANTED, "sweep.num_models=4", f"store.path={store_path}", "launcher.partition=big",
@@ -190,6 +193,8 @@ def test_resume_config_takes_the_sweep_from_the_store_and_the_launcher_from_the_
     given = [f"store.path={store_path}", "launcher.timeout_min=240", "compute.device=cpu"]
     r, _ = resume_config(store, compose(given, config_name="resume"), given)
     assert r.launcher.partition == "big" and r.launcher.timeout_min == 240  # inherited + overridden
+    # the log names what is inherited, not "none beyond the defaults"
+    assert "inherited launcher settings: {'partition': 'big', 'timeout_min': 30}" in caplog.text
     assert r.compute.device == "cpu" and str(r.store.path) == str(store.path)
     assert list(r.launch.fail_rows) == [] and r.row.units == 12 and r.sweep.num_models == 4
     validate(r)

@@ -13,18 +13,22 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from datatransfer.config.launchers import validate_slurm
 from datatransfer.errors import SlurmError
+from datatransfer.launchers.slurm import resources
 from datatransfer.launchers.slurm.plan import executor_parameters
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 
 
-def mapper(launcher: Any, near: Path, what: str = "tasks"):
+def mapper(launcher: Any, near: Path, what: str = "tasks", prefix: str = "launcher."):
     """``map(fn, items, on_done) -> [fn(item)]`` running each call as a task of one Slurm array; ``on_done(i)`` is
     called as task i finishes. The submitit folder (logs, pickles) is a hidden folder beside ``near`` (it must be on
     a filesystem the nodes see) and is removed once every task succeeded; a failed task raises a SlurmError naming
-    it and the folder."""
-    validate_slurm(launcher)
+    it and the folder. The settings are checked here, before anything is read or submitted (``prefix``: where they
+    sit in the config, for the keys a refusal names): a request no node of the partition can run would otherwise
+    stay PENDING for good while this process waits for it."""
+    validate_slurm(launcher, prefix)
+    resources.check(launcher, prefix)  # one sinfo call
 
     def run(fn: Callable, items: Sequence, on_done: Optional[Callable[[int], None]] = None) -> List[Any]:
         return _run(fn, items, on_done, launcher, near, what)

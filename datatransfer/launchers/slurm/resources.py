@@ -103,9 +103,9 @@ def query(partition: str) -> List[Nodes]:
     return parse_sinfo(r.stdout)
 
 
-def check(launcher: Any) -> None:
+def check(launcher: Any, prefix: str = "launcher.") -> None:
     """Refuse (ConfigError) a request no node of the partition can ever run; warn and go on when sinfo cannot be
-    asked or does not list the partition."""
+    asked or does not list the partition. ``prefix``: where the settings sit, for the keys the message names."""
     try:
         nodes = query(str(launcher.partition or ""))
     except SlurmError as e:
@@ -121,7 +121,7 @@ def check(launcher: Any) -> None:
     by_partition: Dict[str, List[Nodes]] = {}
     for n in nodes:
         by_partition.setdefault(n.partition, []).append(n)
-    problems = [problem(launcher, p, group) for p, group in by_partition.items()]
+    problems = [problem(launcher, p, group, prefix) for p, group in by_partition.items()]
     if all(problems):  # several partitions (partition=a,b): refused only if none of them can run a task
         raise ConfigError("; ".join(problems))
     for p, group in by_partition.items():
@@ -131,28 +131,28 @@ def check(launcher: Any) -> None:
         log.info("partition %s (sinfo): nodes of %s; time limit %s", p, offers, shown)
 
 
-def problem(launcher: Any, partition: str, nodes: Sequence[Nodes]) -> str:
+def problem(launcher: Any, partition: str, nodes: Sequence[Nodes], prefix: str = "launcher.") -> str:
     """Why no node of ``partition`` can ever run a task of ``launcher``, naming the key to change; "" if one can."""
     limit = nodes[0].time_limit_min  # the partition's, on every line
     if limit is not None and launcher.timeout_min > limit:
-        return (f"launcher.timeout_min={launcher.timeout_min}: partition {partition}'s time limit is {limit:g} min; "
-                f"set launcher.timeout_min<={math.floor(limit)}")
+        return (f"{prefix}timeout_min={launcher.timeout_min}: partition {partition}'s time limit is {limit:g} min; "
+                f"set {prefix}timeout_min<={math.floor(limit)}")
     asks = _asks(launcher)
     for key, (wanted, per_node, unit) in asks.items():
         known = [per_node(n) for n in nodes]
         if wanted and None not in known and max(known) < wanted:
             most = max(known)
             if not most:
-                return (f"launcher.{key}={_fmt(launcher[key])}: no node of partition {partition} has {unit}; "
-                        f"set launcher.{key}=0 or choose a launcher.partition whose nodes have them")
-            return (f"launcher.{key}={_fmt(launcher[key])}: no node of partition {partition} has more than "
-                    f"{most:g} {unit}; set launcher.{key}<={_fmt(_key_value(key, most))}")
+                return (f"{prefix}{key}={_fmt(launcher[key])}: no node of partition {partition} has {unit}; "
+                        f"set {prefix}{key}=0 or choose a {prefix}partition whose nodes have them")
+            return (f"{prefix}{key}={_fmt(launcher[key])}: no node of partition {partition} has more than "
+                    f"{most:g} {unit}; set {prefix}{key}<={_fmt(_key_value(key, most))}")
     if any(_fits(asks, n) is not False for n in nodes):
         return ""
-    keys = ", ".join(f"launcher.{k}={_fmt(launcher[k])}" for k, (wanted, _, _) in asks.items() if wanted)
+    keys = ", ".join(f"{prefix}{k}={_fmt(launcher[k])}" for k, (wanted, _, _) in asks.items() if wanted)
     offers = "; ".join(sorted({n.describe() for n in nodes}))
     return (f"{keys}: no node of partition {partition} has all of them at once (its nodes: {offers}); lower one "
-            f"of them or choose another launcher.partition")
+            f"of them or choose another {prefix}partition")
 
 
 def _asks(launcher: Any) -> Dict[str, tuple]:
