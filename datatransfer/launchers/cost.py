@@ -67,6 +67,7 @@ class Cost:
 
     def lines(self, what: str = "to run") -> List[str]:
         unit = self.unit
+        per = f"{self.threads} thread(s) a process" if self.device_type == "cpu" else "one GPU a process"
         if math.isnan(self.seconds_per_row):
             out = [f"cost: {self.rows} rows {what}; seconds per row unknown ({self.source})"]
         else:
@@ -74,7 +75,7 @@ class Cost:
                 if self.elapsed is None else (f"{duration(self.elapsed)} measured, the first row's start to the "
                                               f"last row's end ({self.concurrency:.1f} rows at a time on average)")
             out = [f"cost: {self.rows} rows {what} x {self.seconds_per_row:.1f} s/row ({self.source}) = "
-                   f"{self.device_hours:.2f} {unit}-hours ({self.threads} thread(s) a process); wall time {wall}"]
+                   f"{self.device_hours:.2f} {unit}-hours ({per}); wall time {wall}"]
         if self.store_bytes is not None:
             out.append(f"store size on disk: {self.store_bytes / 1e6:.1f} MB")
         return out
@@ -199,12 +200,22 @@ def other_recipe(cfg, overrides: List[str]) -> List[str]:
     return config_diff(sections(compose(["experiment=mini", *overrides])), sections(cfg))
 
 
+def rows_device(cfg, resolve_device) -> str:
+    """The device type the rows will run on (cpu | cuda). On Slurm it is the tasks' nodes', not the submitting
+    machine's: with ``compute.device=auto`` a task that asks for a GPU (``launcher.gpus_per_task`` > 0) runs on it
+    even when the login node that plans the sweep has none. Elsewhere: this machine's (``resolve_device``)."""
+    device = str(cfg.compute.device)
+    if device == "auto" and str(cfg.launcher.get("name", "")) == "slurm":
+        return "cuda" if int(cfg.launcher.get("gpus_per_task", 0) or 0) > 0 else "cpu"
+    return resolve_device(device).type
+
+
 def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     """The cost of running ``rows`` more rows of ``cfg`` with ``parallel`` processes of ``threads`` threads."""
     from datatransfer.rows.worker import models_per_process  # torch: not imported by launch.status
     from datatransfer.train.loop import resolve_device
 
-    device_type = resolve_device(cfg.compute.device).type
+    device_type = rows_device(cfg, resolve_device)
     size = disk_bytes(store.path) if store is not None else None
     measured = from_store(store)
     if measured is not None:

@@ -96,3 +96,23 @@ def test_a_short_local_run_s_throughput_is_over_its_own_span(tmp_path):
     text = report(str(store.path))[0]
     rate = float(re.search(r"throughput: ([\d.]+) rows/min over the last (\d+) s", text).group(1))
     assert 25 < rate < 40, text  # 8 rows in ~14 s: ~34 rows/min
+
+
+def test_a_slurm_sweep_is_costed_on_the_device_its_tasks_get_not_the_login_node_s(tmp_path):
+    """QA: a dry run of a GPU sweep (launcher=slurm_gpu) from a CPU-only login node was costed in CPU-hours from the
+    mini CPU bench, "8 thread(s) a process"."""
+    import torch
+
+    from datatransfer.config import compose
+    from datatransfer.launchers.cost import estimate
+    from datatransfer.train.loop import resolve_device
+
+    assert not torch.cuda.is_available()  # this machine plans like a login node
+    gpu = compose(["experiment=imagenet_transfer", "source.root=/data/betons", "launcher=slurm_gpu"])
+    assert estimate(gpu, None, 100, 8, 10).device_type == "cuda"
+    line = estimate(gpu, None, 100, 8, 10).lines()[0]
+    assert "GPU-hours (one GPU a process)" in line and "CPU" not in line
+    cpu = compose(["experiment=mini", "launcher=slurm"])  # no GPU asked: the tasks run on CPUs
+    assert estimate(cpu, None, 100, 1, 10).device_type == "cpu"
+    assert "CPU-hours (1 thread(s) a process)" in estimate(cpu, None, 100, 1, 10).lines()[0]
+    assert estimate(compose(["experiment=mini"]), None, 10, 1, 2).device_type == resolve_device("auto").type
