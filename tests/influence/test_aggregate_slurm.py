@@ -2,6 +2,7 @@
 single-node Slurm (scripts/slurm_local.sh), then reduced: the same influences as summing them in this process."""
 
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -52,3 +53,29 @@ def test_slurm_array_equals_local(cluster, tmp_path):
     r = run_app("aggregate", *common, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "submitted 2 row-block tasks" in r.stdout + r.stderr and "read 4 target rows" in r.stdout
+
+
+def test_an_array_that_will_never_start_is_cancelled_and_refused_instead_of_waited_for(cluster, tmp_path):
+    """QA: an array pending for a reason Slurm never resolves (here a dependency on a failed job; in practice a QOS
+    or association limit the up-front partition check cannot see) made `aggregate` wait for good, silently."""
+    import time
+
+    failed = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "exit 1"], capture_output=True,
+                            text=True, check=True).stdout.strip().split(";")[0]
+    deadline = time.time() + 120
+    while subprocess.run(["squeue", "--noheader", "-j", failed], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline
+        time.sleep(1)
+    p = make_planted_store(tmp_path / "s.zarr", rows=20, units=4, n=(6,))
+    r = run_app("aggregate", f"store.path={p.store.path}", "sums_block_rows=10", "launcher=slurm",
+                "launcher.cpus_per_task=1", "launcher.mem_gb=0.5", "launcher.timeout_min=10", "progress=false",
+                f"+launcher.additional_parameters.dependency=afterok:{failed}", cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "are PENDING (DependencyNeverSatisfied) and will never start" in r.stderr
+    assert "change launcher.additional_parameters" in r.stderr
+    assert not (tmp_path / "influence.zarr").exists()
+    array = re.search(r"array (\d+): ", r.stderr).group(1)
+    deadline = time.time() + 60  # the array was cancelled, not left in the queue
+    while subprocess.run(["squeue", "--noheader", "-j", array], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline
+        time.sleep(1)
