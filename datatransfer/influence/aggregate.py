@@ -87,7 +87,8 @@ def aggregate(
     if diagnostics is not None and not diagnostics.enabled:
         diagnostics = None
     store = Store.open(store_path)
-    with _sole_writer(Path(out).resolve() if out else default_out(store.path)) as out:
+    # refusals of the path come before anything is written (the lock file included); checked again under the lock
+    with _sole_writer(_out_path(store, out)) as out:
         return _aggregate(store, out, start, estimator, estimator_settings, diagnostics, block_rows, memory_mb,
                           incremental, sums_block_rows, launcher, run_tasks, fanout_tasks, progress)
 

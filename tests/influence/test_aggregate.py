@@ -151,8 +151,10 @@ def test_refusals(tmp_path):
     p = make_planted_store(tmp_path / "s.zarr", rows=10, units=4, n=(3,), completed=np.array([], dtype=int))
     with pytest.raises(AggregationError, match="no completed rows"):
         run(p.store.path)
+    files = sorted(p.store.path.rglob("*"))
     with pytest.raises(AggregationError, match="inside the sweep store"):
         run(p.store.path, out=p.store.path / "x.zarr")
+    assert sorted(p.store.path.rglob("*")) == files  # refused before anything is written (no lock file in it)
     with pytest.raises(StoreError, match="no store at"):
         run(tmp_path / "nothing.zarr")
     (tmp_path / "notinfl").mkdir()
