@@ -75,7 +75,7 @@ def test_sigkill_while_writing_then_rerun_equals_a_clean_run(planted, tmp_path):
     complete_the_rest(planted)
     proc = start(store)
     tmp = wait_writing(proc, tmp_path)
-    time.sleep(0.3)  # into the summing
+    time.sleep(0.1)  # into the summing (the run takes a second or more from here)
     proc.kill()
     proc.wait()
     assert tmp.exists() and len(Influence(tmp_path / "influence.zarr").rows()) == 120  # the old one, whole
@@ -90,7 +90,7 @@ def test_sigterm_cleans_up_like_ctrl_c(planted, tmp_path):
     store = planted.store.path
     proc = start(store)
     wait_writing(proc, tmp_path)
-    time.sleep(0.3)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     r = finish(proc)
     assert r.returncode == 130 and "interrupted: nothing was replaced" in r.stderr, r.stderr
@@ -110,13 +110,23 @@ def test_killed_between_the_two_renames_the_previous_store_goes_back(planted, tm
 
 
 def test_a_second_run_at_once_is_refused(planted, tmp_path):
+    """Another process holds the lock (as a run in progress does, for however long it takes: a real run may finish
+    before a second one has started under load, so the holder here waits until it is told to go)."""
     store = planted.store.path
-    first = start(store)
-    wait_writing(first, tmp_path)
-    second = finish(start(store, "incremental=false"))
-    assert second.returncode == 2, second.stderr
-    assert "another `python -m aggregate` is writing" in second.stderr and "Traceback" not in second.stderr
-    assert finish(first).returncode == 0
+    lock = tmp_path / ".influence.zarr.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 1 on elsewhere');"
+        " f.flush(); print('held', flush=True); sys.stdin.readline()"), str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = finish(start(store))
+        assert second.returncode == 2, second.stderr
+        assert "another `python -m aggregate` is writing" in second.stderr and "pid 1 on elsewhere" in second.stderr
+        assert "Traceback" not in second.stderr and not (tmp_path / "influence.zarr").exists()
+    finally:
+        holder.communicate("go\n", timeout=30)
+    assert finish(start(store)).returncode == 0  # the lock ends with its holder
     assert len(Influence(tmp_path / "influence.zarr").rows()) == 120
 
 
