@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -62,8 +63,19 @@ def written_beside(out: Path, is_ours: Callable[[Path], bool], what: str, error:
         yield tmp
         _replace(tmp, out, is_ours, what, error)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path, tries: int = 20) -> None:
+    """Remove ``tmp``, again if it comes back: after an error in one write, zarr's other writes of the same call
+    may still be in flight in its event loop thread and create folders after a first removal (seen with a full
+    disk). What is still left then, the next writer removes (``sole_writer``)."""
+    for _ in range(tries):
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(0.05)
+        if not tmp.exists():
+            return
 
 
 def refuse_foreign(out: Path, is_ours: Callable[[Path], bool], what: str, error: type = StoreError) -> None:
