@@ -50,6 +50,8 @@ def influence_z(values: np.ndarray, masks: np.ndarray) -> tuple:
 
 def beyond(z: np.ndarray) -> str:
     z = z[np.isfinite(z)]
+    if not len(z):  # every standard error 0: e.g. two runs whose rows are bitwise equal (docs/configuration.md)
+        return "no z score: the differences have no spread (A and B equal on these rows)"
     return (f"{len(z)} z scores, {np.mean(np.abs(z) > 1.96):.1%} beyond |z| = 1.96 (5% expected), largest |z| "
             f"{np.abs(z).max():.2f}, mean z {z.mean():+.2f}")
 
