@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digit_z import class_rows, digit_z  # bench/ scripts run as files
+from digit_z import class_rows, digit_z, open_store  # bench/ scripts run as files
 
 from datatransfer.store.sweep_store import Store
 
@@ -43,7 +43,7 @@ def accuracy_lines(store: Store, rows: np.ndarray) -> list:
 
 def digit_lines(store: Store) -> list:
     lines = []
-    for mode in store.modes:
+    for mode in store.modes if "digits" in store.targets else []:  # a store of other targets: no digit lines
         z = digit_z(*class_rows(store, mode, "softmax_gt"), store.unit_names)
         per = " ".join(f"{name}:{v:+.1f}{'*' if top else ''}" for name, (v, top) in z.items())
         counts = ", ".join(f"z >= {k}: {sum(v >= k for v, _ in z.values())}/10" for k in (2, 3))
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("store")
     ap.add_argument("--report", help="the report folder (default: <store's folder>/report)")
     args = ap.parse_args()
-    store = Store.open(args.store)
+    store = open_store(ap, args.store)
     report = Path(args.report) if args.report else Path(args.store).resolve().parent / "report"
     rows = np.flatnonzero(store.completed())
     print(f"{args.store}: {len(rows)} rows")

@@ -19,6 +19,7 @@ import argparse
 
 import numpy as np
 
+from datatransfer.errors import AppError
 from datatransfer.store.sweep_store import Store
 
 
@@ -53,6 +54,14 @@ def noise(per_row: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return np.sqrt(((per_row - x @ coef) ** 2).sum(0) / dof)
 
 
+def open_store(ap: argparse.ArgumentParser, path: str) -> Store:
+    """The store at ``path``, or argparse's one-line error (exit 2) naming what is wrong."""
+    try:
+        return Store.open(path)
+    except AppError as e:
+        ap.error(str(e))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("store")
@@ -62,7 +71,14 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=0, help="draws of the rows with replacement (0: none)")
     ap.add_argument("--at-least", type=int, default=8)
     args = ap.parse_args()
-    store = Store.open(args.store)
+    store = open_store(ap, args.store)
+    # a bad option is one line naming it, exit 2 (argparse's), not a traceback from deep in the arrays
+    for what, value, valid in (("--mode", args.mode, store.modes), ("--kind", args.kind, store.output_kinds),
+                               ("STORE", "target digits", [f"target {t}" for t in store.targets])):
+        if value not in valid:
+            ap.error(f"{what}: {value!r} is not in {args.store} (it has {', '.join(valid)})")
+    if args.bootstrap < 0:
+        ap.error(f"--bootstrap: draws must be >= 0, got {args.bootstrap}")
     per_row, inside, names = class_rows(store, args.mode, args.kind)
     z = digit_z(per_row, inside, names, store.unit_names)
     print(f"{args.store}: {len(per_row)} rows, digits, {args.mode}, {args.kind}")

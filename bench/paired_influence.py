@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from digit_z import open_store
 
 from datatransfer.store.sweep_store import Store
 
@@ -50,6 +51,8 @@ def influence_z(values: np.ndarray, masks: np.ndarray) -> tuple:
 
 def beyond(z: np.ndarray) -> str:
     z = z[np.isfinite(z)]
+    if not len(z):  # every standard error 0: e.g. two runs whose rows are bitwise equal (docs/configuration.md)
+        return "no z score: the differences have no spread (A and B equal on these rows)"
     return (f"{len(z)} z scores, {np.mean(np.abs(z) > 1.96):.1%} beyond |z| = 1.96 (5% expected), largest |z| "
             f"{np.abs(z).max():.2f}, mean z {z.mean():+.2f}")
 
@@ -78,7 +81,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0, help="use only rows below this (0: all rows both completed)")
     ap.add_argument("--unpaired", action="store_true", help="sweeps of different rows (e.g. another sweep seed)")
     args = ap.parse_args()
-    A, B = Store.open(args.a), Store.open(args.b)
+    A, B = open_store(ap, args.a), open_store(ap, args.b)
+    for s, path in ((A, args.a), (B, args.b)):
+        if args.kind not in s.output_kinds:
+            ap.error(f"--kind: {args.kind!r} is not in {path} (it has {', '.join(s.output_kinds)})")
     print(f"A = {args.a}\nB = {args.b}")
     if args.unpaired:
         return unpaired(A, B, args.kind, args.rows)

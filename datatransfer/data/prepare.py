@@ -61,7 +61,7 @@ def prepare(cfg: Any) -> List[Path]:
         raise ConfigError(f"src: dataset={cfg.dataset} needs the raw data's folder (docs/paper-scale.md)")
     src = Path(cfg.src)
     if cfg.dataset in ("cifar10", "cifar100"):
-        return [write_cifar(src, folder, workers)]
+        return [write_cifar(src, folder, workers, cfg.dataset)]
     image = {"max_resolution": int(cfg.max_resolution), "compress_probability": float(cfg.compress_probability),
              "jpeg_quality": int(cfg.jpeg_quality)}
     release = _image_folders(src) if cfg.dataset == "folder" else releases.read(cfg.dataset, src, int(cfg.seed))
@@ -177,18 +177,28 @@ def write_release(release: Release, src: Path, folder: Path, workers: int, image
     return folder
 
 
-def write_cifar(src: Path, folder: Path, workers: int) -> Path:
-    """CIFAR-10 or CIFAR-100 (fine labels) from the python pickles in ``src`` (or its cifar-10-batches-py/,
-    cifar-100-python/: the folder the archive unpacks to) to raw 32x32 betons."""
+# What each CIFAR release unpacks to, and the pickle that tells it apart from the other (ffcv_writer.load_cifar_pickles)
+CIFAR_RELEASES = {"cifar10": ("cifar-10-batches-py", "data_batch_1"), "cifar100": ("cifar-100-python", "train")}
+
+
+def write_cifar(src: Path, folder: Path, workers: int, dataset: str = "cifar10") -> Path:
+    """CIFAR-10 or CIFAR-100 (``dataset``; fine labels) from the python pickles in ``src`` (or its
+    cifar-10-batches-py/, cifar-100-python/: the folder the archive unpacks to) to raw 32x32 betons. The other
+    release at ``src`` is refused before anything is written: its classes would go under this dataset's name."""
     if not src.is_dir():
-        raise DataError(f"no CIFAR pickle folder {src}")
-    src = next((d for d in (src / "cifar-10-batches-py", src / "cifar-100-python") if d.is_dir()), src)
+        raise DataError(f"src={src}: no CIFAR pickle folder there")
+    sub, marker = CIFAR_RELEASES[dataset]
+    other = next(n for n in CIFAR_RELEASES if n != dataset)
+    src = next((d for d in (src / sub, src / CIFAR_RELEASES[other][0]) if d.is_dir()), src)
+    if not (src / marker).is_file() and (src / CIFAR_RELEASES[other][1]).is_file():
+        raise DataError(f"src={src}: holds the {other} release (its {CIFAR_RELEASES[other][1]}), not {dataset}'s "
+                        f"({sub}/ with {marker}); give dataset={other}, or the {dataset} release's folder")
     arrays = {}
     for s in ("train", "test"):
         try:
             arrays[s] = ffcv_writer.load_cifar_pickles(src, s)
         except (FileNotFoundError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-            raise DataError(f"{src}: not a complete CIFAR python release ({type(e).__name__}: {e})") from e
+            raise DataError(f"src={src}: not a complete CIFAR python release ({type(e).__name__}: {e})") from e
     num_classes = max(int(y.max()) + 1 for _, y in arrays.values())
     with _staging(folder) as tmp:
         for s, (x, y) in arrays.items():

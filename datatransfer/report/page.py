@@ -43,6 +43,12 @@ def default_report_dir(influence_path: str | os.PathLike) -> Path:
     return Path(influence_path).resolve().parent / "report"
 
 
+def refuse_foreign_out(out: Path) -> None:
+    """Refuse a report folder that holds anything but a report's files (AggregationError); the app calls it before
+    aggregating, so that a refused report costs no work and writes nothing."""
+    swap.refuse_foreign(out, is_report, "a report folder", AggregationError)
+
+
 def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
                  settings: ReportConfig = ReportConfig(), store: Optional[Store] = None) -> ReportSummary:
     """Write figures, CSVs and index.html for every target and mode of ``inf`` into ``out_dir`` (default

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from datatransfer import data, masks
 from datatransfer.config import row_defining, validate
-from datatransfer.errors import ConfigError
+from datatransfer.errors import ConfigError, DataError
 from datatransfer.masks import examples
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import LATER_KEYS, StoreSpec, TargetSpec, defining  # noqa: F401 (re-exported)
@@ -88,7 +88,7 @@ def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str], Opt
         names = planted.class_names(p)
         return (planted.unit_names(p), [TargetSpec(t, planted.labels(p, t), names) for t in planted.target_names(p)],
                 list(p.modes), None)
-    source = data.open_source(cfg)
+    source = _naming("source", lambda: data.open_source(cfg))
     unit_names, unit_index = list(source.class_names), None
     if cfg.sweep.unit == "example":
         labels = source.labels("train")
@@ -96,9 +96,18 @@ def _units_and_targets(cfg) -> Tuple[List[str], List[TargetSpec], List[str], Opt
         unit_names = examples.unit_names(unit_index, labels, source.class_names)
     targets = []
     for key in cfg.targets:
-        t = data.open_target(cfg, key)
+        t = _naming(f"targets.{key}", lambda: data.open_target(cfg, key))
         targets.append(TargetSpec(key, t.labels("test"), t.class_names))
     return unit_names, targets, list(cfg.transfer.modes), unit_index
+
+
+def _naming(section: str, open_data):
+    """``open_data()``, a missing or unreadable data file named with the config section whose ``root``/``file`` say
+    where it is (``error: <key>: <reason>``, like every refused value)."""
+    try:
+        return open_data()
+    except DataError as e:
+        raise DataError(f"{section}: {e}") from e
 
 
 def open_store(cfg) -> Store:

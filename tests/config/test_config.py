@@ -78,7 +78,8 @@ def test_bad_overrides_exit_nonzero_naming_the_key(tmp_path, override, needle):
         ("sweep.seed=-1", "sweep.seed"),
         ("sweep.init=random", "sweep.init"),
         ("sweep.alpha=0.01", "sweep.alpha"),  # round(0.01 x 30 classes) = 0: every row would train on nothing
-        ("source.root=/nonexistent/data", "data file not found"),
+        ("source.root=/nonexistent/data", "error: source: data file not found: /nonexistent/data/mini.npz"),
+        ("targets.digits.root=/nonexistent/data", "error: targets.digits: data file not found"),
         ("transfer.modes=[fixed,linear]", "transfer.modes"),
         ("transfer.modes=[]", "transfer.modes: select at least one of ['fixed', 'full']"),
         ("launcher.workers=-1", "launcher.workers"),

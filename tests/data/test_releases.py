@@ -193,6 +193,11 @@ def test_cifar_from_the_folder_it_unpacks_in_and_a_damaged_pickle_refused(tmp_pa
     files = json.loads((out / "cifar10" / "meta.json").read_text())["origin"]["files"]
     assert sorted(files) == ["batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                              "data_batch_5", "test_batch"]
+    # the other release under this one's name: refused before anything is written (it wrote 10 classes as cifar100)
+    for src in (tmp_path / "raw", tmp_path / "raw" / "cifar-10-batches-py"):
+        with pytest.raises(DataError, match="holds the cifar10 release .*, not cifar100's"):
+            _prepare("cifar100", src, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
     (tmp_path / "raw" / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x04truncated")
     with pytest.raises(DataError, match="not a complete CIFAR"):
         _prepare("cifar10", tmp_path / "raw", tmp_path / "other")

@@ -176,12 +176,21 @@ def test_a_report_whose_influence_store_was_replaced_meanwhile_is_refused_and_th
 
 def test_a_report_into_a_folder_holding_other_files_is_refused_untouched(tmp_path):
     p = make_planted_store(tmp_path / "s.zarr", rows=40, units=6, n=(8,))
-    assert finish(start(p.store.path)).returncode == 0
     mine = tmp_path / "mine"
     (mine / "sub").mkdir(parents=True)
     (mine / "notes.md").write_text("keep me")
-    r = subprocess.run([sys.executable, "-m", "aggregate.report", f"store.path={p.store.path}", f"report.out={mine}",
-                        f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=REPO, capture_output=True, text=True)
+
+    def report():
+        return subprocess.run([sys.executable, "-m", "aggregate.report", f"store.path={p.store.path}",
+                               f"report.out={mine}", f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=REPO,
+                              capture_output=True, text=True)
+
+    # refused before any work: with no influence store yet, none is computed first
+    r = report()
+    assert r.returncode == 2 and "is not a report folder; refusing to replace it" in r.stderr, r.stderr
+    assert "aggregating first" not in r.stdout and not (tmp_path / "influence.zarr").exists()
+    assert finish(start(p.store.path)).returncode == 0
+    r = report()
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "is not a report folder; refusing to replace it" in r.stderr
     assert sorted(x.name for x in mine.iterdir()) == ["notes.md", "sub"]
