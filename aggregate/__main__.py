@@ -11,16 +11,14 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
-    from datatransfer.influence.aggregate import aggregate_from_config, default_out
+    from datatransfer.influence.aggregate import aggregate_from_config, out_path
     from datatransfer.influence.reader import Influence
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
-        from pathlib import Path
-
         from datatransfer.launchers.slurm.array_map import mapper
 
-        out = Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path)
+        out = out_path(cfg.out, cfg.store.path)
         run_tasks = fanout_tasks = None
         if cfg.launcher.name == "slurm":  # the row blocks as one Slurm array
             run_tasks = mapper(cfg.launcher, out, "row-block tasks")

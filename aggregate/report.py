@@ -14,16 +14,13 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg) -> None:
-    from pathlib import Path
-
-    from datatransfer.influence.aggregate import current_influence, default_out
-    from datatransfer.report.page import default_report_dir, refuse_foreign_out, write_report
+    from datatransfer.influence.aggregate import current_influence, out_path
+    from datatransfer.report.page import refuse_foreign_out, report_dir, write_report
 
     with fail_cleanly("nothing was replaced (results are written to a temporary folder first)"):
         config.validate_aggregate(cfg)
         # report.out is checked before the influence store is (re)computed: a refused report does no work
-        inf_path = Path(cfg.out).resolve() if cfg.out else default_out(cfg.store.path)
-        refuse_foreign_out(Path(cfg.report.out).resolve() if cfg.report.out else default_report_dir(inf_path))
+        refuse_foreign_out(report_dir(cfg.report.out, out_path(cfg.out, cfg.store.path)))
         asked = {"estimator", "estimator.name"} & set(config.override_keys(HydraConfig.get().overrides.task))
         inf, store = current_influence(cfg, estimator_asked=bool(asked))
         print(f"influences: {inf.path} ({inf.attrs['rows_used']} rows, estimator {inf.attrs['estimator']['name']})")

@@ -151,9 +151,14 @@ def _aggregate(store: Store, out: Path, start: float, estimator, estimator_setti
                    unreadable, rows_read)
 
 
+def out_path(out: Optional[str | os.PathLike], store_path: str | os.PathLike) -> Path:
+    """Where the influence store goes: ``out`` (the config's ``out``), else beside the sweep store."""
+    return Path(out).resolve() if out else default_out(store_path)
+
+
 def _out_path(store: Store, out: Optional[str | os.PathLike]) -> Path:
-    """Where the influence store goes: ``out`` or the default, never inside the sweep store."""
-    out = Path(out).resolve() if out else default_out(store.path)
+    """Where the influence store goes (``out_path``), never inside the sweep store."""
+    out = out_path(out, store.path)
     if out == store.path.resolve() or store.path.resolve() in out.parents:
         raise AggregationError(f"out={out} would write inside the sweep store {store.path}; choose another path")
     if (out / "zarr.json").is_file():  # an influence store is replaced only by one of the same sweep store
@@ -293,7 +298,7 @@ def current_influence(cfg: Any, estimator_asked: bool = False) -> Tuple[Influenc
     completed rows (e.g. more rows finished since), or, with ``estimator_asked`` (the command line chose
     ``estimator``), computed by another estimator."""
     store = Store.open(cfg.store.path)
-    path = Path(cfg.out).resolve() if cfg.out else default_out(store.path)
+    path = out_path(cfg.out, store.path)
     reason = ""
     if not (path / "zarr.json").is_file():
         reason = f"no influence store at {path} yet"

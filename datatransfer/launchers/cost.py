@@ -200,10 +200,12 @@ def other_recipe(cfg, overrides: List[str]) -> List[str]:
     return config_diff(sections(compose(["experiment=mini", *overrides])), sections(cfg))
 
 
-def rows_device(cfg, resolve_device) -> str:
+def rows_device(cfg) -> str:
     """The device type the rows will run on (cpu | cuda). On Slurm it is the tasks' nodes', not the submitting
     machine's: with ``compute.device=auto`` a task that asks for a GPU (``launcher.gpus_per_task`` > 0) runs on it
     even when the login node that plans the sweep has none. Elsewhere: this machine's (``resolve_device``)."""
+    from datatransfer.train.loop import resolve_device  # torch: not imported by launch.status
+
     device = str(cfg.compute.device)
     if device == "auto" and str(cfg.launcher.get("name", "")) == "slurm":
         return "cuda" if int(cfg.launcher.get("gpus_per_task", 0) or 0) > 0 else "cpu"
@@ -213,9 +215,8 @@ def rows_device(cfg, resolve_device) -> str:
 def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     """The cost of running ``rows`` more rows of ``cfg`` with ``parallel`` processes of ``threads`` threads."""
     from datatransfer.rows.worker import models_per_process  # torch: not imported by launch.status
-    from datatransfer.train.loop import resolve_device
 
-    device_type = rows_device(cfg, resolve_device)
+    device_type = rows_device(cfg)
     size = disk_bytes(store.path) if store is not None else None
     measured = from_store(store)
     if measured is not None:

@@ -43,6 +43,11 @@ def default_report_dir(influence_path: str | os.PathLike) -> Path:
     return Path(influence_path).resolve().parent / "report"
 
 
+def report_dir(out_dir: Optional[str | os.PathLike], influence_path: str | os.PathLike) -> Path:
+    """The report folder: ``out_dir`` (report.out), else ``<influence store's parent>/report``."""
+    return Path(out_dir).resolve() if out_dir else default_report_dir(influence_path)
+
+
 def refuse_foreign_out(out: Path) -> None:
     """Refuse a report folder that holds anything but a report's files (AggregationError); the app calls it before
     aggregating, so that a refused report costs no work and writes nothing."""
@@ -55,7 +60,7 @@ def write_report(inf: Influence, out_dir: Optional[str | os.PathLike] = None,
     ``<influence store's parent>/report``). ``store`` (optional) adds the models' most frequent wrong predictions.
     The folder is replaced all at once (store/swap.py): written beside it and renamed into place, so an interrupted
     or refused report leaves the previous one whole; a folder that holds anything but a report's files is refused."""
-    out = Path(out_dir).resolve() if out_dir else default_report_dir(inf.path)
+    out = report_dir(out_dir, inf.path)
     with swap.sole_writer(out, "python -m aggregate.report", AggregationError), \
             swap.written_beside(out, is_report, "a report folder", AggregationError) as tmp:
         tmp.mkdir()
