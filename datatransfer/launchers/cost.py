@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
+
+from datatransfer.store import size
+from datatransfer.store.size import disk_bytes
 
 BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 # (experiment name, device type) -> (seconds per row in one process, threads of that process, where it comes from)
@@ -47,6 +49,9 @@ class Cost:
     elapsed: Optional[float] = None  # rows done: measured wall seconds, first row's start to last row's end
     concurrency: Optional[float] = None  # rows done: their wall seconds summed / elapsed (rows at a time, mean)
     started: Optional[float] = None  # rows done: unix time the first of them started
+    projected_bytes: Optional[int] = None  # the store's size on disk when all its rows are complete
+    projected_how: str = ""  # where projected_bytes comes from
+    total_rows: Optional[int] = None  # the rows of the store when complete
 
     @property
     def unit(self) -> str:
@@ -76,8 +81,14 @@ class Cost:
                                               f"last row's end ({self.concurrency:.1f} rows at a time on average)")
             out = [f"cost: {self.rows} rows {what} x {self.seconds_per_row:.1f} s/row ({self.source}) = "
                    f"{self.device_hours:.2f} {unit}-hours ({per}); wall time {wall}"]
-        if self.store_bytes is not None:
-            out.append(f"store size on disk: {self.store_bytes / 1e6:.1f} MB")
+        size = [f"{self.store_bytes / 1e6:.1f} MB now"] if self.store_bytes is not None else []
+        if self.projected_bytes is not None:
+            size.append(f"{'' if size else 'new store: '}{self.projected_bytes / 1e6:.1f} MB projected when its "
+                        f"{self.total_rows} rows are complete ({self.projected_how})")
+        elif self.projected_how:
+            size.append(f"{'' if size else 'new store: '}{self.projected_how}")
+        if size:
+            out.append("store size on disk: " + "; ".join(size))
         return out
 
 
@@ -89,21 +100,6 @@ def duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def disk_bytes(path) -> Optional[int]:
-    """Bytes of the files under ``path`` (None if it does not exist)."""
-    root = Path(path)
-    if not root.exists():
-        return None
-    total = 0
-    for folder, _, files in os.walk(root):
-        for f in files:
-            try:
-                total += os.stat(os.path.join(folder, f)).st_size
-            except OSError:  # removed meanwhile
-                pass
-    return total
 
 
 def from_store(store) -> Optional[tuple]:
@@ -218,6 +214,7 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
 
     device_type = rows_device(cfg)
     size = disk_bytes(store.path) if store is not None else None
+    projected, how, total = projection(cfg, store, rows, device_type)
     measured = from_store(store)
     if measured is not None:
         spr, used, n = measured
@@ -231,7 +228,31 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     else:
         spr, source = float("nan"), (f"no completed rows, no saved bench run for {device_type} and no estimate for "
                                      f"experiment {cfg.name}: run bench/models_per_hour.py --save, or a few rows")
-    return Cost(rows, spr, source, device_type, threads, parallel, size)
+    return Cost(rows, spr, source, device_type, threads, parallel, size, projected_bytes=projected,
+                projected_how=how, total_rows=total)
+
+
+def projection(cfg, store, rows: int, device_type: str) -> tuple:
+    """(bytes on disk or None, how it was found, rows) of the store of ``cfg`` once ``rows`` more rows are written
+    (store/size.py): from ``store``'s written rows when it has some, else an upper bound from its arrays' shapes (a
+    new store's: from the spec, which reads the data's labels as creating the store would). None when the data it
+    needs is not there yet: the rest of the cost is still worth printing."""
+    from datatransfer.errors import DataError
+    from datatransfer.store.open import store_spec
+
+    bound = "an upper bound: rows of random values, which zarr cannot compress as it does real ones"
+    done = int(store.completed().sum()) if store is not None else 0
+    try:
+        models = size.backbone_bytes(cfg) if cfg.store.get("save_backbones") and cfg.row.kind != "planted" else 0
+        also = f"; + {models / 1e3:.1f} kB a row of saved source models" if models else ""
+        if not done:  # nothing written yet to measure: the store of the spec, made of incompressible rows
+            total = size.new_store_bytes(store_spec(cfg), size.info_bytes(device_type))
+            return total + (done + rows) * models, bound + also, done + rows
+    except DataError as e:
+        return None, f"not projected: {e}", done + rows
+    per = size.written_row_bytes(store.path, store.group, done)
+    how = f"measured: {per / 1e3:.1f} kB a written row, from its {done} completed rows"
+    return int((disk_bytes(store.path) or 0) + rows * (per + models)), how + also, done + rows
 
 
 def spent(store) -> Optional[Cost]:
@@ -246,6 +267,10 @@ def spent(store) -> Optional[Cost]:
     concurrency = float((end - start).sum() / elapsed) if elapsed > 0 else 1.0
     info = store.provenance(int(np.flatnonzero(store.completed())[0]))
     device_type = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
+    per = size.written_row_bytes(store.path, store.group, int(store.completed().sum()))
+    now = disk_bytes(store.path)
+    left = store.num_rows - int(store.completed().sum())
     return Cost(len(start), spr, f"mean of the completed rows' times, {threads} thread(s) each",
-                device_type, threads, max(1, round(concurrency)), disk_bytes(store.path), elapsed, concurrency,
-                float(start.min()))
+                device_type, threads, max(1, round(concurrency)), now, elapsed, concurrency,
+                float(start.min()), projected_bytes=int(now + left * per), total_rows=store.num_rows,
+                projected_how=f"measured: {per / 1e3:.1f} kB a written row")

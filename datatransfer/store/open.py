@@ -107,6 +107,8 @@ def _naming(section: str, open_data):
     try:
         return open_data()
     except DataError as e:
+        if str(e).startswith(f"{section}."):  # it names its key already (source.loader=ffcv needs ffcv ...)
+            raise
         raise DataError(f"{section}: {e}") from e
 
 

@@ -263,3 +263,19 @@ def test_a_dry_run_refuses_what_the_run_refuses_and_neither_leaves_anything(tmp_
                 cwd=tmp_path)
     assert r.returncode == 2 and "error: compute.device=cuda:7: this machine has no such CUDA device" in r.stderr
     assert not (tmp_path / "g.zarr").exists() and not (tmp_path / "cf.zarr").exists()
+
+
+def test_a_data_error_names_its_config_section_once():
+    from datatransfer.errors import DataError
+    from datatransfer.store.open import _naming
+
+    def fails(message):
+        def open_data():
+            raise DataError(message)
+        return open_data
+
+    with pytest.raises(DataError, match=r"^source: data file not found: /x$"):
+        _naming("source", fails("data file not found: /x"))
+    # a message that names its key already keeps it as it is (was "source: source.loader=ffcv needs ffcv ...")
+    with pytest.raises(DataError, match=r"^source\.loader=ffcv needs ffcv"):
+        _naming("source", fails("source.loader=ffcv needs ffcv, which does not import here"))

@@ -112,6 +112,8 @@ def test_a_slurm_sweep_is_costed_on_the_device_its_tasks_get_not_the_login_node_
     assert estimate(gpu, None, 100, 8, 10).device_type == "cuda"
     line = estimate(gpu, None, 100, 8, 10).lines()[0]
     assert "GPU-hours (one GPU a process)" in line and "CPU" not in line
+    # its data is not on this machine: the size is not projected, and the cost is printed all the same
+    assert "store size on disk: new store: not projected: " in estimate(gpu, None, 100, 8, 10).lines()[1]
     cpu = compose(["experiment=mini", "launcher=slurm"])  # no GPU asked: the tasks run on CPUs
     assert estimate(cpu, None, 100, 1, 10).device_type == "cpu"
     assert "CPU-hours (1 thread(s) a process)" in estimate(cpu, None, 100, 1, 10).lines()[0]

@@ -91,12 +91,15 @@ def test_dry_run_and_status_print_the_cost(tmp_path):
     assert re.search(rf"cost: {rows} rows to run x [\d.]+ s/row \((ESTIMATE, not measured here|measured by bench)",
                      r.stdout)
     assert "CPU-hours" in r.stdout and "wall time" in r.stdout and not store_path.exists()
+    assert re.search(rf"store size on disk: new store: [\d.]+ MB projected when its {rows} rows are complete \(an "
+                     r"upper bound", r.stdout), r.stdout
     r = run_app("launch", *TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_app("launch", *TINY, "sweep.num_models=2", "launch.dry_run=true", f"store.path={store_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"cost: 0 rows to run x [\d.]+ s/row \(measured: mean of this store's 2 completed rows", r.stdout)
-    assert re.search(r"store size on disk: [\d.]+ MB", r.stdout)
+    assert re.search(r"store size on disk: [\d.]+ MB now; [\d.]+ MB projected when its 2 rows are complete "
+                     r"\(measured: [\d.]+ kB a written row, from its 2 completed rows\)", r.stdout), r.stdout
     r = run_app("launch.status", f"store.path={store_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"cost: 2 rows completed x [\d.]+ s/row .* CPU-hours", r.stdout), r.stdout

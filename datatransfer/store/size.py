@@ -1,0 +1,145 @@
+"""How big a store gets on disk: now, and when all its rows are complete (``launch.dry_run``, ``launch.status``).
+
+A row adds one slice of every array whose first dimension is ``row`` (outputs, predictions, completion flag, row
+statistics, provenance, its mask). Two ways to price that slice:
+
+- *measured*: a store with completed rows: the bytes of the files its rows wrote (the chunks of the arrays written
+  one row at a time), divided by the rows written — what zarr's compression actually gave;
+- *upper bound*: before any row is written: the slice's uncompressed size, read from the arrays' shapes and types
+  (a new store's are those of a one-row copy built by the store's own creation code in a temporary folder, so no
+  layout is written down twice). zarr compresses with zstd, so the store ends smaller: the demo's outputs (p_y and
+  predictions of ~1,800 examples) take about half of it.
+
+Saved source models (``store.save_backbones``: one file per row) are priced by the model's weights; training
+checkpoints live only while a row trains, so they are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import zarr
+
+
+def disk_bytes(path) -> Optional[int]:
+    """Bytes ``path`` takes on disk, as ``du -s`` counts them: the blocks allocated to its files and folders (a store
+    of small chunk files takes a block, often 4 kB, for each); None if it does not exist."""
+    root = Path(path)
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        return root.stat().st_blocks * 512
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in (folder, *(os.path.join(folder, f) for f in files)):
+            try:
+                total += os.lstat(name).st_blocks * 512
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def _row_arrays(group: zarr.Group):
+    """(path, array) of every array of ``group`` whose first dimension is ``row``."""
+    for name, node in group.members(max_depth=None):
+        if isinstance(node, zarr.Array) and node.ndim and (node.metadata.dimension_names or ("",))[0] == "row":
+            yield name, node
+
+
+def whole_row_bytes(group: zarr.Group, string_bytes: int) -> int:
+    """Uncompressed bytes one row adds to the arrays of the store ``group`` written whole when the store is created
+    or extended (its masks, the row coordinates), not one row at a time: a row's slice of each (a text element
+    counted as ``string_bytes``)."""
+    return sum(math.prod(arr.shape[1:]) * _item(arr, string_bytes) for _, arr in _row_arrays(group)
+               if arr.chunks[0] > 1)
+
+
+def _item(arr: zarr.Array, string_bytes: int) -> int:
+    return string_bytes if _is_text(arr) else np.dtype(arr.dtype).itemsize
+
+
+def _is_text(arr: zarr.Array) -> bool:
+    return np.dtype(arr.dtype).kind in "TUSO"
+
+
+def written_row_bytes(path, group: zarr.Group, rows: int) -> Optional[float]:
+    """Mean bytes on disk of a row written so far (``rows`` of them): the chunk files of the arrays written one row at
+    a time (those whose chunks hold one row), None when no row is written."""
+    if rows <= 0:
+        return None
+    total = 0
+    for name, arr in _row_arrays(group):
+        if arr.chunks[0] == 1:
+            total += disk_bytes(Path(path) / name / "c") or 0
+    return total / rows
+
+
+def info_bytes(device: str) -> int:
+    """Bytes of a row's provenance text as this machine would write it now (store/provenance.py), plus zarr's
+    length prefix."""
+    from datatransfer.store.provenance import RowRun, record
+
+    return len(record(RowRun(device=device))["info"].encode()) + 4
+
+
+def new_store_bytes(spec, string_bytes: int) -> int:
+    """Upper bound of the bytes the store of ``spec`` takes on disk when all of its rows are complete. Measured on a
+    two-row copy made by the store's own creation code in a temporary folder: what it takes when created, plus what
+    its second row adds (a row of random, so incompressible, values written into each array written one row at a
+    time, with the files and folders of its chunks) and each row's uncompressed slice of the arrays written
+    whole."""
+    from datatransfer.store.spec import write_new
+
+    two = dataclasses.replace(
+        spec, num_rows=2,
+        masks=spec.masks if callable(spec.masks) else np.asarray(spec.masks)[:2],
+        extra_arrays={k: (np.asarray(v)[:2] if dims and dims[0] == "row" else v, dims, a)
+                      for k, (v, dims, a) in spec.extra_arrays.items()})
+    rows = int(spec.num_rows) if callable(spec.masks) else len(spec.masks)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="datatransfer-size-") as tmp:
+        path = Path(tmp) / "store.zarr"
+        write_new(path, two, "size projection")
+        group = zarr.open_group(str(path), mode="r+")
+        sizes = []
+        for row in (0, 1):  # the first row also creates each array's chunk folder: the second is a row's cost
+            sizes.append(disk_bytes(path) or 0)
+            for _, arr in _row_arrays(group):
+                if arr.chunks[0] == 1:
+                    arr[row] = _random(arr, rng, string_bytes)
+        added = (disk_bytes(path) or 0) - sizes[1]
+        whole = whole_row_bytes(group, string_bytes)
+    return sizes[0] + rows * (added + whole)
+
+
+def _random(arr: zarr.Array, rng: np.random.Generator, string_bytes: int) -> np.ndarray:
+    """One row of ``arr`` of random values (zstd cannot shrink them much: an upper bound of a real row)."""
+    shape = arr.shape[1:]
+    if _is_text(arr):
+        text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), size=max(0, string_bytes - 4)))
+        return np.full(shape, text, dtype=object) if shape else np.asarray(text, dtype=object)
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    return rng.integers(0, 255, size=(*shape, dtype.itemsize), dtype=np.uint8).view(dtype).reshape(shape)
+
+
+def backbone_bytes(cfg) -> int:
+    """Bytes on disk of one saved source model (``store.save_backbones``): an untrained model of the sweep's
+    architecture saved as a row saves it (train/backbones.py), into a temporary folder."""
+    from datatransfer import data
+    from datatransfer.train import backbones
+    from datatransfer.train.models import build
+
+    source = data.open_source(cfg)
+    model = build(cfg.model, source.num_classes, in_channels=source.channels)
+    with tempfile.TemporaryDirectory(prefix="datatransfer-size-") as tmp:
+        file = Path(tmp) / "row-0.pt"
+        backbones.save(file, model, cfg.model, source.channels, {"row": 0, "seed": 0, "source_accuracy": 0.0})
+        return disk_bytes(file) or 0

@@ -1,0 +1,60 @@
+"""A store's size on disk, projected before it exists and measured from its written rows (store/size.py), against
+the size of real stores written to the end."""
+
+import numpy as np
+
+from datatransfer.launchers.cost import spent
+from datatransfer.store import size
+from datatransfer.store.provenance import RowRun
+from datatransfer.store.sweep_store import Store
+from tests.store.test_store import make_spec, row_payload
+
+
+def _random_payload(store: Store, row: int, rng):
+    """Outputs zstd cannot shrink, as in the rows the upper bound is made of."""
+    outs, preds, stats = row_payload(store, row)
+    outs = {t: rng.random(o.shape, dtype=np.float32) for t, o in outs.items()}
+    preds = {t: rng.integers(0, 3, p.shape, dtype=np.int32) for t, p in preds.items()}
+    return outs, preds, stats
+
+
+def _fill(store: Store, rows, payload):
+    for row in rows:
+        store.write_row(row, *payload(row), run=RowRun(start_time=1.0, device="cpu", threads=1))
+
+
+def test_a_new_store_s_projection_bounds_the_store_written_to_the_end(tmp_path):
+    spec = make_spec(rows=20, n=(700, 500))
+    projected = size.new_store_bytes(spec, size.info_bytes("cpu"))
+    rng = np.random.default_rng(1)
+    noisy = Store.create_or_open(tmp_path / "noisy.zarr", spec)
+    _fill(noisy, range(20), lambda r: _random_payload(noisy, r, rng))
+    actual = size.disk_bytes(noisy.path)
+    # rows of random outputs are what the projection is made of (its predictions are random int32, these of 3
+    # classes compress): it is close to their size, block for block
+    assert actual <= projected <= 1.25 * actual, (projected, actual)
+    plain = Store.create_or_open(tmp_path / "plain.zarr", make_spec(rows=20, n=(700, 500)))
+    _fill(plain, range(20), lambda r: row_payload(plain, r))
+    assert size.disk_bytes(plain.path) < projected  # rows that compress take less: an upper bound
+
+
+def test_the_status_projection_from_written_rows_meets_the_finished_store(tmp_path):
+    spec = make_spec(rows=24, n=(700, 500))
+    store = Store.create_or_open(tmp_path / "s.zarr", spec)
+    rng = np.random.default_rng(2)
+    _fill(store, range(6), lambda r: _random_payload(store, r, rng))
+    done = spent(store)
+    assert done.total_rows == 24 and "measured" in done.projected_how
+    now = size.disk_bytes(store.path)
+    assert done.store_bytes == now and done.projected_bytes > now
+    _fill(store, range(6, 24), lambda r: _random_payload(store, r, rng))
+    actual = size.disk_bytes(store.path)
+    assert abs(done.projected_bytes - actual) <= 0.05 * actual, (done.projected_bytes, actual)
+    assert "MB projected when its 24 rows are complete (measured:" in "\n".join(done.lines("completed"))
+
+
+def test_disk_bytes_counts_allocated_blocks_like_du(tmp_path):
+    assert size.disk_bytes(tmp_path / "absent") is None
+    (tmp_path / "a").write_bytes(b"x")  # one byte takes a block
+    (tmp_path / "d").mkdir()
+    assert size.disk_bytes(tmp_path) >= 2 * 512 + (tmp_path / "a").stat().st_blocks * 512 - 1
