@@ -20,8 +20,9 @@ import dataclasses
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import zarr
@@ -45,11 +46,13 @@ def disk_bytes(path) -> Optional[int]:
     return total
 
 
-def _row_arrays(group: zarr.Group):
+def _row_arrays(group: zarr.Group) -> List[Tuple[str, zarr.Array]]:
     """(path, array) of every array of ``group`` whose first dimension is ``row``."""
-    for name, node in group.members(max_depth=None):
-        if isinstance(node, zarr.Array) and node.ndim and (node.metadata.dimension_names or ("",))[0] == "row":
-            yield name, node
+    with warnings.catch_warnings():  # the store's own non-zarr folders (claims/, checkpoints/, ...): not news
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        members = list(group.members(max_depth=None))
+    return [(name, node) for name, node in members
+            if isinstance(node, zarr.Array) and node.ndim and (node.metadata.dimension_names or ("",))[0] == "row"]
 
 
 def whole_row_bytes(group: zarr.Group, string_bytes: int) -> int:
