@@ -5,15 +5,23 @@ errors (docs/influence-format.md, "Row-block sums").
 A block of a target is, compared with the previous store's sums of it:
 - unchanged: the same rows, each with the same stamp (its outputs chunk's modification time) and the same mask:
   its chunks are hard-linked, nothing is read;
-- grown: every earlier row unchanged, some rows completed since: only those are read, and added to its sums;
+- grown: every earlier row unchanged, some rows completed since: only those are read. In this process they are
+  added to the totals only, and marked *pending* (``row_pending``): the block's sums, hard-linked, stay those of its
+  earlier rows, so a refresh writes no block (a grown block's sums are U x 2K float64 per pair, read and written
+  again every refresh otherwise). Where the tasks run elsewhere (worker processes, Slurm), they are added to the
+  block's sums, read and written there;
 - changed: a row was rewritten, invalidated (no longer completed) or its mask rewritten: all of its rows are read.
-The totals are the previous totals plus, per block read, its new sums minus its previous ones (the same numbers as a
-full recomputation up to float64 rounding). Blocks are independent tasks (``fanout.py`` runs them in this process,
-in worker processes or as a Slurm array), each writing only its own chunks.
+The totals are the previous totals plus, per block grown, its new rows' sums, and per block summed again, its new
+sums minus its previous ones (the same numbers as a full recomputation up to float64 rounding). A block summed again
+that had pending rows left its previous share of the totals unknown (a pending row may be the one rewritten): then
+every block with pending rows is summed again too and the totals are the sum of the blocks; invalidations are rare,
+so the refresh that meets one pays for it. Blocks are independent tasks (``fanout.py`` runs them in this process, in
+worker processes or as a Slurm array), each writing only its own chunks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -52,6 +60,7 @@ class Task:
     read_rows: int
     keep: bool = False  # return what the block adds to the totals (tasks run in this process, memory permitting)
     fresh: bool = False  # the previous store has no such block (the sweep store was extended since)
+    pending: bool = False  # grown, kept: the new rows go to the totals only, the block's sums stay as they were
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Done:
     rows: np.ndarray  # rows the block's sums now hold
     unreadable: List[int]  # rows left out: their chunk cannot be decoded
     delta: Optional[Sums] = None  # with Task.keep: the block's new sums minus its previous ones (None: not known)
+    pending: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # rows not in its sums
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,14 +92,19 @@ def run_task(task: Task) -> Done:
     # it grew (exact: they are summed on their own); a changed block's is left to _total (previous minus new).
     grown = task.base is not None and len(task.base) > 0
     delta = sums if task.keep and (grown or task.old is None or task.fresh) else None
+    pending = np.zeros(0, np.int64)
     if grown:
         old = zarr.open_group(str(Path(task.old) / "sums" / t), mode="r")
-        base = ss.read_block(old, task.block, task.pairs)
-        base.s_in += sums.s_in  # in place: these are U x 2K float64 per pair
-        base.total += sums.total
-        base.n_in += sums.n_in
-        base.count += sums.count
-        sums = base
+        pending = ss.pending_rows(old, lay, task.block)
+        if task.pending:  # the block's sums stay as they are (hard-linked by aggregate_targets)
+            pending = np.union1d(pending, data.rows)
+        else:
+            base = ss.read_block(old, task.block, task.pairs)
+            base.s_in += sums.s_in  # in place: these are U x 2K float64 per pair
+            base.total += sums.total
+            base.n_in += sums.n_in
+            base.count += sums.count
+            sums = base
         prev = ss.read_rowdata(old, lay, task.block, task.pairs, task.base)
         order = np.argsort(np.concatenate([prev.rows, data.rows]), kind="stable")
         data = RowData(np.concatenate([prev.rows, data.rows])[order],
@@ -97,9 +112,10 @@ def run_task(task: Task) -> Done:
                        np.concatenate([prev.samples, data.samples])[order])
     with zarr.config.set({"array.write_empty_chunks": True}):  # no pass comparing 160 MB of sums with zeros
         g = zarr.open_group(str(Path(task.new) / "sums" / t), mode="r+")
-        ss.write_block(g, task.block, task.pairs, sums)
+        if not task.pending:
+            ss.write_block(g, task.block, task.pairs, sums)
         ss.write_rowdata(g, lay, task.block, task.pairs, data)
-    return Done(data.rows, sorted(skipped), delta)
+    return Done(data.rows, sorted(skipped), delta, pending)
 
 
 @dataclass
@@ -111,6 +127,7 @@ class _Plan:
     unchanged: List[int]
     grown: Dict[int, Tuple[np.ndarray, np.ndarray]]  # block -> (earlier rows, new rows)
     changed: Dict[int, np.ndarray]  # block -> all its rows
+    summed: bool = False  # the totals are the sum of the blocks (a block with pending rows was summed again)
 
 
 def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_rows: int) -> _Plan:
@@ -147,6 +164,16 @@ def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_
             p.grown[j] = (had, np.setdiff1d(has, had))
         elif len(has) or (prev is not None and len(had)):
             p.changed[j] = has
+    if prev is not None:
+        waiting = [j for j in range(prev_blocks) if len(ss.pending_rows(prev, lay, j))]
+        if any(j in p.changed for j in waiting):  # its share of the previous totals is unknown: sum every block
+            for j in waiting:
+                blk = lay.block(j)
+                p.changed[j] = np.flatnonzero(stamps[blk]) + blk.start
+                p.grown.pop(j, None)
+                if j in p.unchanged:
+                    p.unchanged.remove(j)
+            p.summed = True
     return p
 
 
@@ -162,9 +189,10 @@ def _tasks(job: Job, t: str, p: _Plan, new: Path, old: Optional[Path], read_rows
     keep = in_process and len(todo) * lay.pairs * lay.units * 2 * lay.cols * 8 <= job.memory_mb * 2 ** 20 // 2
     out = []
     for j, (base, rows) in todo:
+        fresh = p.prev is not None and j >= p.prev_blocks
         for pairs in groups:
             out.append(Task(str(job.store.path), str(new), str(old) if old else None, t, j, pairs, rows, base,
-                            p.layout, read_rows, keep, p.prev is not None and j >= p.prev_blocks))
+                            p.layout, read_rows, keep, fresh, keep and j in p.grown and not fresh and not p.summed))
     return out
 
 
@@ -182,7 +210,10 @@ def aggregate_targets(job: Job, target_rows: Dict[str, np.ndarray], root: zarr.G
         ss.create(root.require_group("sums").require_group(t), p.layout)
         for j in p.unchanged:
             ss.link_block(old / "sums" / t, new / "sums" / t, j)
-        tasks += _tasks(job, t, p, new, old, read_rows, run_tasks is serial_map)
+        mine = _tasks(job, t, p, new, old, read_rows, run_tasks is serial_map)
+        for j in sorted({task.block for task in mine if task.pending}):  # their sums stay: linked, never written
+            ss.link_block(old / "sums" / t, new / "sums" / t, j, ss.BLOCK_ARRAYS)
+        tasks += mine
         log.info(f"target {t}: {len(p.unchanged)} row blocks unchanged, {len(p.grown)} grown, {len(p.changed)} "
                  f"changed or new, of {p.layout.blocks}")
     bar = job.bar
@@ -216,6 +247,9 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
         stamp = np.zeros(blk.stop - blk.start, dtype=np.int64)
         stamp[d.rows - blk.start] = p.stamps[d.rows]
         g["row_stamp"][blk] = stamp
+        waiting = np.zeros(blk.stop - blk.start, dtype=np.int8)
+        waiting[d.pending - blk.start] = 1
+        g["row_pending"][blk] = waiting
         g["block_mask_hash"][j] = ss.mask_hash(masks[d.rows], d.rows)
     rows = np.flatnonzero(np.asarray(g["row_stamp"][:]))
     if len(rows) == 0:
@@ -224,7 +258,8 @@ def _reduce(job: Job, t: str, p: _Plan, results: Dict[int, Done], root: zarr.Gro
     tg = root.require_group(t)
     touched = sorted(set(p.grown) | set(p.changed))
     for q in range(lay.pairs):
-        tot = _total(g, p.prev, p.prev_blocks, q, touched, deltas)
+        tot = _total(g, None if p.summed else p.prev, p.prev_blocks, q, range(lay.blocks) if p.summed else touched,
+                     {} if p.summed else deltas)
         with zarr.config.set({"array.write_empty_chunks": True}):
             ss.write_total(g, q, tot)
         try:

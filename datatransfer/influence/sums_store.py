@@ -24,10 +24,12 @@ import zarr
 from datatransfer.influence.sums import RowData, Sums
 from datatransfer.store.integrity import chunk_file
 
-SUMS_VERSION = 2  # 2: the U x 2K sums in chunks of ~16 MB (1: one chunk per block and pair)
-# Arrays whose first axis is the block or the row; (name, dtype, shape after that axis, chunk after that axis).
-_BLOCK = ("block_s_in", "block_total", "block_n_in", "block_count", "block_mask_hash")
-_ROW = ("row_stamp", "row_aggregate", "row_samples")
+# 3: row_pending (rows counted in the totals but not in their block's sums); 2: the U x 2K sums in chunks of ~16 MB
+# (1: one chunk per block and pair)
+SUMS_VERSION = 3
+# Arrays whose first axis is the block or the row, by that axis.
+BLOCK_ARRAYS = ("block_s_in", "block_total", "block_n_in", "block_count", "block_mask_hash")
+ROW_ARRAYS = ("row_stamp", "row_pending", "row_aggregate", "row_samples")
 
 
 @dataclass
@@ -71,6 +73,7 @@ def create(g: zarr.Group, lay: Layout) -> None:
     for name in ("block_count", "block_mask_hash"):
         g.create_array(name, shape=(nb,), chunks=(1,), dtype="int64", **raw, dimension_names=("block",))
     g.create_array("row_stamp", shape=(lay.rows,), chunks=(b,), dtype="int64", **raw, dimension_names=("row",))
+    g.create_array("row_pending", shape=(lay.rows,), chunks=(b,), dtype="int8", **raw, dimension_names=("row",))
     g.create_array("row_aggregate", shape=(lay.rows, p), chunks=(b, 1), dtype="float64", **raw,
                    dimension_names=("row", "pair"))
     g.create_array("row_samples", shape=(lay.rows, p, max(s, 1)), chunks=(b, 1, max(s, 1)), dtype="float32", **raw,
@@ -101,9 +104,10 @@ def open_previous(out: Path, t: str, lay: Layout, states: Dict[str, int]) -> Opt
     return None
 
 
-def link_block(old: Path, new: Path, j: int) -> None:
-    """Hard-link every chunk of block ``j`` of the block/row arrays of ``old`` (a sums group folder) into ``new``."""
-    for name in _BLOCK + _ROW:
+def link_block(old: Path, new: Path, j: int, arrays=BLOCK_ARRAYS + ROW_ARRAYS) -> None:
+    """Hard-link every chunk of block ``j`` of the block/row ``arrays`` of ``old`` (a sums group folder) into
+    ``new``."""
+    for name in arrays:
         src = old / name / "c" / str(j)
         if not src.exists():
             continue
@@ -172,6 +176,14 @@ def write_total(g: zarr.Group, p: int, s: Sums) -> None:
     g["total_total"][p] = s.total[0]
     g["total_n_in"][:] = s.n_in
     g["total_count"][0] = s.count
+
+
+def pending_rows(g: zarr.Group, lay: Layout, j: int) -> np.ndarray:
+    """The rows of block ``j`` that the sums group ``g`` counts in its totals but not in the block's sums (``g`` may
+    hold fewer rows than ``lay``: sums taken before the store was extended)."""
+    blk = lay.block(j)
+    blk = slice(blk.start, min(blk.stop, g["row_pending"].shape[0]))
+    return np.flatnonzero(np.asarray(g["row_pending"][blk])) + blk.start
 
 
 def read_rowdata(g: zarr.Group, lay: Layout, j: int, pairs: List[int], rows: np.ndarray) -> RowData:

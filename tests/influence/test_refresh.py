@@ -73,6 +73,50 @@ def test_refresh_equals_full_recomputation(tmp_path):
     write([50])
     run(store.path, tmp_path / "other.zarr")
     np.testing.assert_array_equal(Influence(out).array("t1", "full", "is_correct", "per_example"), before)
+    # rows added to a grown block went to the totals only: pending, their block's sums are the earlier rows'
+    pending = np.flatnonzero(Influence(out).group["sums/t0/row_pending"][:])
+    np.testing.assert_array_equal(pending, [10, 30, 31])
+    # a pending row rewritten: its block's share of the totals is unknown, so every block with pending rows (8-15,
+    # 24-31) is summed again, with the new row 50's, and the totals are the blocks' sum
+    p.y["t0"][31] -= 2.0
+    write([31])
+    s = run(store.path, out)
+    assert s.rows_used == 34 and s.rows_read == 2 * (8 + 8 + 1), s.rows_read
+    same_influences(out, run(store.path, ref, incremental=False).out)
+    assert not Influence(out).group["sums/t0/row_pending"][:].any()
+
+
+def test_pending_rows_survive_a_refresh_in_worker_processes(tmp_path):
+    """Grown blocks keep their new rows pending only where the tasks run in this process; worker processes add
+    rows to the block's sums and keep the earlier pending rows as they were; an invalidated pending row makes the
+    totals the sum of the blocks, there too."""
+    from omegaconf import OmegaConf
+
+    p = make_planted_store(tmp_path / "s.zarr", rows=40, units=5, n=(6,), completed=np.arange(0, 20), noise=1.0,
+                           scheme="bernoulli", via_write_row=True)
+    store, out = p.store, tmp_path / "infl.zarr"
+    workers = OmegaConf.create({"name": "local", "workers": 2})
+
+    def write(rows):
+        for i in rows:
+            store.write_row(int(i), {t: p.y[t][i] for t in p.y},
+                            {t: np.zeros((2, p.y[t].shape[-1]), np.int32) for t in p.y}, {"source_accuracy": 0.5})
+
+    def check(name):
+        same_influences(out, run(store.path, tmp_path / name, incremental=False).out)
+
+    run(store.path, out)
+    write([20, 21])
+    run(store.path, out)  # in this process: 20 and 21 pending in block 16-23
+    check("a.zarr")
+    write([22])
+    assert run(store.path, out, launcher=workers).rows_read == 1  # in workers: 22 goes into the block's sums
+    np.testing.assert_array_equal(np.flatnonzero(Influence(out).group["sums/t0/row_pending"][:]), [20, 21])
+    check("b.zarr")
+    chunk_file(store.path, store.outputs("t0"), 21).write_bytes(b"\x00garbage\xff" * 5)
+    assert verify(store.path, invalidate=True).cleared
+    assert run(store.path, out, launcher=workers).rows_read == 6  # block 16-23 summed again: 16-20, 22
+    check("c.zarr")
 
 
 def test_worker_processes_equal_this_process(tmp_path):
