@@ -25,7 +25,6 @@ from typing import List, Optional
 import numpy as np
 
 from datatransfer.store import size
-from datatransfer.store.size import disk_bytes
 
 BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 # (experiment name, device type) -> (seconds per row in one process, threads of that process, where it comes from)
@@ -102,20 +101,21 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def from_store(store) -> Optional[tuple]:
-    """(mean seconds per row, median threads, how many rows) from a store's completed rows, or None."""
+def from_store(store, completed: Optional[np.ndarray] = None) -> Optional[tuple]:
+    """(mean seconds per row, median threads, how many rows) from a store's completed rows (``completed``: its
+    ``completed()``, if already read), or None."""
     if store is None:
         return None
-    spans, threads = store.row_times()
+    spans, threads = store.row_times(completed)
     if len(spans) == 0:
         return None
-    return (_per_row(store, spans), int(np.median(threads)) if len(threads) else 1, len(spans))
+    return (_per_row(store, spans, completed), int(np.median(threads)) if len(threads) else 1, len(spans))
 
 
-def _per_row(store, spans: np.ndarray) -> float:
+def _per_row(store, spans: np.ndarray, completed: Optional[np.ndarray] = None) -> float:
     """Seconds a row costs: the mean of the rows' own times (``Store.row_seconds``: a batched group's training shared
     among its rows), else of their provenance spans (stores without row statistics)."""
-    own = store.row_seconds()
+    own = store.row_seconds(completed)
     return float(np.mean(own)) if len(own) else float(np.mean(spans))
 
 
@@ -213,9 +213,9 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     from datatransfer.rows.worker import models_per_process  # torch: not imported by launch.status
 
     device_type = rows_device(cfg)
-    size = disk_bytes(store.path) if store is not None else None
-    projected, how, total = projection(cfg, store, rows, device_type)
-    measured = from_store(store)
+    completed = store.completed() if store is not None else None  # read once: seconds at thousands of rows
+    projected, how, total, now = projection(cfg, store, device_type, completed)
+    measured = from_store(store, completed)
     if measured is not None:
         spr, used, n = measured
         source = f"measured: mean of this store's {n} completed rows, {used} thread(s) each"
@@ -228,49 +228,71 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     else:
         spr, source = float("nan"), (f"no completed rows, no saved bench run for {device_type} and no estimate for "
                                      f"experiment {cfg.name}: run bench/models_per_hour.py --save, or a few rows")
-    return Cost(rows, spr, source, device_type, threads, parallel, size, projected_bytes=projected,
+    return Cost(rows, spr, source, device_type, threads, parallel, now, projected_bytes=projected,
                 projected_how=how, total_rows=total)
 
 
-def projection(cfg, store, rows: int, device_type: str) -> tuple:
-    """(bytes on disk or None, how it was found, rows) of the store of ``cfg`` once ``rows`` more rows are written
-    (store/size.py): from ``store``'s written rows when it has some, else an upper bound from its arrays' shapes (a
-    new store's: from the spec, which reads the data's labels as creating the store would). None when the data it
-    needs is not there yet: the rest of the cost is still worth printing."""
+def projection(cfg, store, device_type: str, completed: Optional[np.ndarray] = None) -> tuple:
+    """(bytes on disk or None, how it was found, rows, bytes on disk now or None) of the store of ``cfg`` once all
+    its rows are complete (store/size.py): those this run would run, those queued, running or held by another run,
+    and those an extension adds (``sweep.num_models`` raised). From ``store``'s written rows when it has some
+    (``completed``: its ``completed()``, if already read), else an upper bound from its arrays' shapes (a new store's:
+    from the spec, which reads the data's labels as creating the store would). None when the data it needs is not
+    there yet: the rest of the cost is still worth printing."""
+    from datatransfer import masks
     from datatransfer.errors import DataError
     from datatransfer.store.open import store_spec
 
     bound = "an upper bound: rows of random values, which zarr cannot compress as it does real ones"
-    done = int(store.completed().sum()) if store is not None else 0
+    total = max(masks.num_rows(cfg), store.num_rows if store is not None else 0)
+    done = int((store.completed() if completed is None else completed).sum()) if store is not None else 0
+    use = size.usage(store.path, store.group) if store is not None else None
+    now = use.total if use is not None else None
+    saves = bool(cfg.store.get("save_backbones")) and cfg.row.kind != "planted"
     try:
-        models = size.backbone_bytes(cfg) if cfg.store.get("save_backbones") and cfg.row.kind != "planted" else 0
-        also = f"; + {models / 1e3:.1f} kB a row of saved source models" if models else ""
         if not done:  # nothing written yet to measure: the store of the spec, made of incompressible rows
-            total = size.new_store_bytes(store_spec(cfg), size.info_bytes(device_type))
-            return total + (done + rows) * models, bound + also, done + rows
+            models = size.backbone_bytes(cfg) if saves else 0
+            also = f"; + {models / 1e3:.1f} kB a row of saved source models" if models else ""
+            return (size.new_store_bytes(store_spec(cfg), size.info_bytes(device_type)) + total * models,
+                    bound + also, total, now)
+        # the models this store has saved price the next ones; without any yet, one saved here
+        models = (use.per_model or size.backbone_bytes(cfg)) if saves else 0
     except DataError as e:
-        return None, f"not projected: {e}", done + rows
-    per = size.written_row_bytes(store.path, store.group, done)
-    how = f"measured: {per / 1e3:.1f} kB a written row, from its {done} completed rows"
-    return int((disk_bytes(store.path) or 0) + rows * (per + models)), how + also, done + rows
+        return None, f"not projected: {e}", total, now
+    projected, how = _measured(store, use, done, total, models, size.info_bytes(device_type))
+    return projected, how + f", from its {done} completed rows", total, now
 
 
-def spent(store) -> Optional[Cost]:
+def _measured(store, use, done: int, total: int, models: float, string_bytes: int) -> tuple:
+    """(bytes, how) of ``store`` at ``total`` rows from its ``done`` written ones (``use``: ``size.usage``):
+    the store now without its training checkpoints (deleted as their rows complete), plus each row left at the
+    written rows' mean and ``models`` bytes of saved source model, plus an extension's rows of the arrays written
+    whole (the masks, uncompressed)."""
+    per = use.per_row(done)
+    added = max(0, total - store.num_rows)
+    whole = size.whole_row_bytes(store.group, string_bytes) if added else 0
+    projected = use.total - use.transient + (total - done) * (per + models) + added * whole
+    how = f"measured: {per / 1e3:.1f} kB a written row"
+    return int(projected), how + (f"; + {models / 1e3:.1f} kB a row of saved source models" if models else "")
+
+
+def spent(store, completed: Optional[np.ndarray] = None) -> Optional[Cost]:
     """What the completed rows of ``store`` cost (``launch.status``), from their provenance, with the wall time they
     took (first start to last end: idle time between runs of a resumed sweep included) and how many ran at a time
-    on average (``parallel``: that, rounded); None if none has times."""
-    start, end, threads = store.row_spans()
+    on average (``parallel``: that, rounded); None if none has times. ``completed``: ``store.completed()``, if
+    already read (reading it takes seconds at thousands of rows)."""
+    completed = store.completed() if completed is None else completed
+    start, end, threads = store.row_spans(completed)
     if len(start) == 0:
         return None
-    spr, threads = _per_row(store, end - start), int(np.median(threads))
+    spr, threads = _per_row(store, end - start, completed), int(np.median(threads))
     elapsed = float(end.max() - start.min())
     concurrency = float((end - start).sum() / elapsed) if elapsed > 0 else 1.0
-    info = store.provenance(int(np.flatnonzero(store.completed())[0]))
+    info = store.provenance(int(np.flatnonzero(completed)[0]))
     device_type = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
-    per = size.written_row_bytes(store.path, store.group, int(store.completed().sum()))
-    now = disk_bytes(store.path)
-    left = store.num_rows - int(store.completed().sum())
+    use = size.usage(store.path, store.group)
+    # the rows left save a source model each if the rows so far did (store.save_backbones)
+    projected, how = _measured(store, use, int(completed.sum()), store.num_rows, use.per_model or 0, 0)
     return Cost(len(start), spr, f"mean of the completed rows' times, {threads} thread(s) each",
-                device_type, threads, max(1, round(concurrency)), now, elapsed, concurrency,
-                float(start.min()), projected_bytes=int(now + left * per), total_rows=store.num_rows,
-                projected_how=f"measured: {per / 1e3:.1f} kB a written row")
+                device_type, threads, max(1, round(concurrency)), use.total, elapsed, concurrency,
+                float(start.min()), projected_bytes=projected, total_rows=store.num_rows, projected_how=how)

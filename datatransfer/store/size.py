@@ -10,8 +10,8 @@ statistics, provenance, its mask). Two ways to price that slice:
   layout is written down twice). zarr compresses with zstd, so the store ends smaller: the demo's outputs (p_y and
   predictions of ~1,800 examples) take about half of it.
 
-Saved source models (``store.save_backbones``: one file per row) are priced by the model's weights; training
-checkpoints live only while a row trains, so they are left out.
+Saved source models (``store.save_backbones``: one file per row) are priced by those saved so far, else by the
+model's weights; training checkpoints live only while a row trains, so they are left out (``Usage.transient``).
 """
 
 from __future__ import annotations
@@ -71,16 +71,50 @@ def _is_text(arr: zarr.Array) -> bool:
     return np.dtype(arr.dtype).kind in "TUSO"
 
 
-def written_row_bytes(path, group: zarr.Group, rows: int) -> Optional[float]:
-    """Mean bytes on disk of a row written so far (``rows`` of them): the chunk files of the arrays written one row at
-    a time (those whose chunks hold one row), None when no row is written."""
-    if rows <= 0:
-        return None
-    total = 0
-    for name, arr in _row_arrays(group):
-        if arr.chunks[0] == 1:
-            total += disk_bytes(Path(path) / name / "c") or 0
-    return total / rows
+@dataclasses.dataclass
+class Usage:
+    """A store's bytes on disk (``du -s``), and the parts of it a projection prices apart."""
+
+    total: int  # the whole store folder
+    rows: int  # the chunk files of the arrays written one row at a time (those whose chunks hold one row)
+    models: int  # saved source models (store.save_backbones): backbones/
+    saved: int  # how many saved source models
+    transient: int  # training checkpoints (checkpoints/): deleted when their row completes
+
+    def per_row(self, done: int) -> Optional[float]:
+        """Mean bytes of a row's chunk files, from the ``done`` rows written so far; None when none is."""
+        return self.rows / done if done > 0 else None
+
+    @property
+    def per_model(self) -> Optional[float]:
+        return self.models / self.saved if self.saved else None
+
+
+def usage(path, group: zarr.Group) -> Usage:
+    """The store at ``path`` (opened as ``group``) on disk, in one walk of its folders (a paper-scale store has
+    a chunk file per row and array: hundreds of thousands)."""
+    root = os.path.abspath(path)
+    kinds = {os.path.join(root, name, "c"): "rows" for name, arr in _row_arrays(group) if arr.chunks[0] == 1}
+    kinds[os.path.join(root, "backbones")] = "models"
+    kinds[os.path.join(root, "checkpoints")] = "transient"
+    sums = dict(total=0, rows=0, models=0, saved=0, transient=0)
+    kind_of = {root: None}
+    for folder, dirs, files in os.walk(root):
+        kind = kind_of.pop(folder, None)
+        for d in dirs:  # a folder inside one of the priced folders is priced with it
+            child = os.path.join(folder, d)
+            kind_of[child] = kind or kinds.get(child)
+        for name in (folder, *(os.path.join(folder, f) for f in files)):
+            try:
+                n = os.lstat(name).st_blocks * 512
+            except OSError:  # removed meanwhile
+                continue
+            sums["total"] += n
+            if kind:
+                sums[kind] += n
+        if kind == "models":
+            sums["saved"] += sum(f.endswith(".pt") for f in files)
+    return Usage(**sums)
 
 
 def info_bytes(device: str) -> int:

@@ -335,14 +335,15 @@ class Store:
     def row_stat_fields(self) -> List[str]:
         return list(self._array("row_stats").attrs["fields"])
 
-    def completion_times(self) -> np.ndarray:
+    def completion_times(self, completed: Optional[np.ndarray] = None) -> np.ndarray:
         """Unix times at which the completed rows were written: their provenance end times (format version 2;
         rows written without one are left out), else (version 1) the modification times of the non-empty
-        ``completed`` chunks (one chunk per row, written last)."""
+        ``completed`` chunks (one chunk per row, written last). ``completed``: ``completed()`` if already read
+        (reading it takes a second or more at thousands of rows)."""
         if self.format_version >= 2:
             with bulk_reads():
                 end = np.asarray(self._rows(f"{provenance.GROUP}/end_time"), dtype=np.float64)
-                return end[self.completed() & np.isfinite(end)]
+                return end[self._done(completed) & np.isfinite(end)]
         folder = layout.completed_chunks(self.path)
         if not folder.is_dir():
             return np.zeros(0)
@@ -350,24 +351,27 @@ class Store:
             stats = [e.stat() for e in it if e.is_file()]
         return np.array([st.st_mtime for st in stats if st.st_size > 0], dtype=np.float64)
 
-    def row_spans(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _done(self, completed: Optional[np.ndarray]) -> np.ndarray:
+        return self.completed() if completed is None else completed
+
+    def row_spans(self, completed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(start, end unix seconds, torch threads) of each completed row whose provenance has both times (format
-        version 2; none for version 1), as the worker recorded them."""
+        version 2; none for version 1), as the worker recorded them (``completed``: as in ``completion_times``)."""
         if self.format_version < 2:
             return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int32)
         with bulk_reads():
             start, end = (np.asarray(self._rows(f"{provenance.GROUP}/{n}"), dtype=np.float64)
                           for n in ("start_time", "end_time"))
             threads = np.asarray(self._rows(f"{provenance.GROUP}/threads"))
-        ok = self.completed() & np.isfinite(start) & np.isfinite(end)
+        ok = self._done(completed) & np.isfinite(start) & np.isfinite(end)
         return start[ok], end[ok], threads[ok].astype(np.int32)
 
-    def row_times(self) -> Tuple[np.ndarray, np.ndarray]:
+    def row_times(self, completed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """(wall seconds, torch threads) of each completed row with both times: end_time - start_time."""
-        start, end, threads = self.row_spans()
+        start, end, threads = self.row_spans(completed)
         return end - start, threads
 
-    def row_seconds(self) -> np.ndarray:
+    def row_seconds(self, completed: Optional[np.ndarray] = None) -> np.ndarray:
         """The ``total_seconds`` row statistic of each completed row whose statistics could be read: its own cost,
         with a batched group's training shared among its K rows (a group's first committed row carries the whole
         training in its provenance span instead, so spans over a group still in progress overstate a row's cost)."""
@@ -376,7 +380,7 @@ class Store:
             return np.zeros(0)
         with bulk_reads():
             seconds = np.asarray(self._rows("row_stats"), dtype=np.float64)[:, fields.index("total_seconds")]
-        seconds = seconds[self.completed()]
+        seconds = seconds[self._done(completed)]
         return seconds[np.isfinite(seconds) & (seconds > 0)]
 
     def provenance(self, row: int) -> Dict[str, Any]:

@@ -298,3 +298,26 @@ def test_planted_rows_are_reproducible_and_follow_the_truth(tmp_path):
     again = planted.PlantedRows(cfg).run(5, masks[5])
     np.testing.assert_array_equal(again.outputs["t0"], store.outputs("t0")[5])
     np.testing.assert_array_equal(planted.truth(cfg.row)["t1"][0], planted.truth(cfg.row)["t1"][0])
+
+
+def test_a_dry_run_projects_the_size_of_the_whole_store_with_the_rows_queued(fake_slurm, tmp_path, caplog):
+    """The size projection is for all the store's rows, not only those the dry run would submit (it said 'when its
+    4 rows are complete' of a 6-row store with 2 rows queued)."""
+    caplog.set_level(logging.INFO)
+    store_path = tmp_path / "s.zarr"
+    base = [*PLANTED[:-1], f"store.path={store_path}"]
+    r = run_app("launch", *base, "sweep.num_models=2", "launcher.workers=1")  # rows 0, 1 written here
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = compose([*PLANTED, "sweep.num_models=6", f"store.path={store_path}", "launcher.rows_per_task=2"])
+    submit(cfg, open_store(cfg))  # extended to 6 rows; one array 4242: tasks [2,3] [4,5]
+    (fake_slurm / "squeue.txt").write_text("4242_0|PENDING|Priority|dt-planted\n")  # task 1 cancelled
+    caplog.clear()
+    dry = compose([*PLANTED, "sweep.num_models=6", f"store.path={store_path}", "launcher.rows_per_task=2",
+                   "launch.dry_run=true"])
+    assert submit(dry, open_store(dry)) is None
+    assert "2 rows to run (2 already completed, 2 already queued or running)" in caplog.text
+    m = re.search(r"store size on disk: ([\d.]+) MB now; ([\d.]+) MB projected when its 6 rows are complete "
+                  r"\(measured: ([\d.]+) kB a written row", caplog.text)
+    assert m, caplog.text
+    now, projected, per = float(m.group(1)), float(m.group(2)), float(m.group(3)) / 1e3
+    assert abs(projected - (now + 4 * per)) <= 0.1 + 1e-9, (now, projected, per)  # the four rows left, rounded

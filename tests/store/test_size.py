@@ -58,3 +58,28 @@ def test_disk_bytes_counts_allocated_blocks_like_du(tmp_path):
     (tmp_path / "a").write_bytes(b"x")  # one byte takes a block
     (tmp_path / "d").mkdir()
     assert size.disk_bytes(tmp_path) >= 2 * 512 + (tmp_path / "a").stat().st_blocks * 512 - 1
+
+
+def test_the_status_projection_prices_saved_models_and_leaves_out_training_checkpoints(tmp_path):
+    """Rows that save their source model (store.save_backbones) add one each; a training checkpoint is deleted
+    when its row completes: the projection counted the first as nothing and the second as if it stayed."""
+    from datatransfer.store import layout
+
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=24, n=(700, 500)))
+    rng = np.random.default_rng(3)
+
+    def write(rows):
+        for row in rows:
+            layout.backbone(store.path, row).parent.mkdir(exist_ok=True)
+            layout.backbone(store.path, row).write_bytes(rng.bytes(200_000))
+        _fill(store, rows, lambda r: _random_payload(store, r, rng))
+
+    write(range(6))
+    layout.checkpoint(store.path, 6).parent.mkdir(exist_ok=True)
+    layout.checkpoint(store.path, 6).write_bytes(rng.bytes(3_000_000))  # row 6 training
+    done = spent(store)
+    assert "kB a row of saved source models" in done.projected_how, done.projected_how
+    layout.checkpoint(store.path, 6).unlink()
+    write(range(6, 24))
+    actual = size.disk_bytes(store.path)
+    assert abs(done.projected_bytes - actual) <= 0.05 * actual, (done.projected_bytes, actual)

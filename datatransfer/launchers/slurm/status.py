@@ -169,9 +169,10 @@ def _cost_lines(store: Store, c: RowCounts, done) -> List[str]:
     """What the completed rows cost (``done``: ``cost.spent``, None without provenance times) and what the others
     will at the same rate."""
     from datatransfer.launchers import cost
+    from datatransfer.store.size import disk_bytes
 
     if done is None:
-        size = cost.disk_bytes(store.path)
+        size = disk_bytes(store.path)
         return [f"cost: no completed row with provenance times yet; store size on disk: {size / 1e6:.1f} MB"]
     lines = done.lines(what="completed")
     left = c.total - c.completed
@@ -223,12 +224,12 @@ def report(store_path: str, failed: int = 10, tail: int = 5) -> tuple[str, RowCo
         if len(c.failed_tasks) > failed:
             lines.append(f"  ... and {len(c.failed_tasks) - failed} more")
     now = time.time()
-    done = cost.spent(store)  # every completed row's provenance: seconds at the paper's 7,540 rows
+    done = cost.spent(store, completed)  # every completed row's provenance: seconds at the paper's 7,540 rows
     # a store never submitted to Slurm: from its first completed row's start, so that a run shorter than the
     # throughput window is not spread over the whole window
     since = view.manifests[0].created_unix if view.manifests else (done.started if done is not None else None)
     window = min(WINDOW_S, now - since) if since is not None else WINDOW_S
-    rate = throughput(store.completion_times(), since, now, WINDOW_S)
+    rate = throughput(store.completion_times(completed), since, now, WINDOW_S)
     todo = c.running + c.queued
     if rate > 0:
         eta = f"; ETA {_duration(todo / rate)} for the {todo} rows in the queue" if todo else ""
