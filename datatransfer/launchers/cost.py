@@ -8,7 +8,8 @@ Seconds per row come from the best source there is, named in the output:
 2. *measured, bench*: the last ``python bench/models_per_hour.py --save`` on this device kind, for the group size the
    sweep will use: from ``bench/results/models_per_hour-<cpu|cuda>-<processor>.json`` when this processor was
    measured (two CPU kinds of the same core count: 2.8 and 3.4 CPU-s a mini row), else from any processor of the
-   device kind (``models_per_hour-<cpu|cuda>.json``), saying which;
+   device kind (``models_per_hour-<cpu|cuda>.json``), saying which (planted rows train nothing: for them
+   ``row.seconds_per_row``, their sleep, comes instead);
 3. *estimate*: ``ESTIMATES`` below, per experiment and device kind, labelled as such (docs/performance.md says where
    each comes from); otherwise the cost is unknown, and the output says how to measure it.
 """
@@ -191,7 +192,8 @@ def other_recipe(cfg, overrides: List[str]) -> List[str]:
 
     def sections(c) -> dict:
         resolved = OmegaConf.to_container(c, resolve=True)
-        return {**{k: resolved.get(k) for k in RECIPE_SECTIONS}, "sweep.alpha": resolved["sweep"].get("alpha")}
+        return {**{k: resolved.get(k) for k in RECIPE_SECTIONS}, "sweep.alpha": resolved["sweep"].get("alpha"),
+                "sweep.unit": resolved["sweep"].get("unit")}
 
     return config_diff(sections(compose(["experiment=mini", *overrides])), sections(cfg))
 
@@ -219,6 +221,9 @@ def estimate(cfg, store, rows: int, threads: int, parallel: int) -> Cost:
     if measured is not None:
         spr, used, n = measured
         source = f"measured: mean of this store's {n} completed rows, {used} thread(s) each"
+    elif cfg.row.kind == "planted":  # no model: the bench's trained rows say nothing of these
+        spr = float(cfg.row.seconds_per_row)
+        source = "row.seconds_per_row: planted rows train nothing and sleep this long each, besides their store writes"
     elif (bench := from_bench(device_type, models_per_process(cfg), bool(cfg.train.amp), cfg=cfg)) is not None:
         spr, used, source = bench
         source += f", {used} thread(s)"

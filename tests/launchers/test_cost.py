@@ -134,3 +134,18 @@ def test_status_reads_the_completion_flags_once(tmp_path, monkeypatch):
     text, counts, done = report(str(store.path))
     assert counts.completed == 4 and done.rows == 4 and "projected when its 12 rows are complete" in text, text
     assert len(reads) == 1, len(reads)
+
+
+def test_planted_rows_are_costed_by_their_sleep_and_example_units_are_labelled(tmp_path):
+    """QA: a planted dry run was costed at the mini bench's 2.7 s a row (its rows take ~0.01 s), and an
+    example-level sweep took the class-level bench's rows without saying so."""
+    from datatransfer.config import compose
+    from datatransfer.launchers.cost import estimate
+
+    planted = compose(["experiment=planted", "row.seconds_per_row=0.25", f"store.path={tmp_path / 'p.zarr'}"])
+    c = estimate(planted, None, 400, 1, 2)
+    assert c.seconds_per_row == 0.25 and "row.seconds_per_row: planted rows train nothing" in c.source
+    _save(bench_file("cpu", "Chip A", tmp_path), "Chip A", 3.0)
+    _, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A",
+                             cfg=compose(["experiment=mini", "sweep=example_subsets"]))
+    assert "not this sweep's (sweep.unit: 'class' -> 'example')" in label
