@@ -165,7 +165,8 @@ def _plan_target(job: Job, t: str, rows: np.ndarray, old: Optional[Path], block_
         elif len(has) or (prev is not None and len(had)):
             p.changed[j] = has
     if prev is not None:
-        waiting = [j for j in range(prev_blocks) if len(ss.pending_rows(prev, lay, j))]
+        flags = np.asarray(prev["row_pending"][:])  # the rows before an extension: the first len(flags)
+        waiting = [j for j in range(prev_blocks) if flags[lay.block(j)].any()]
         if any(j in p.changed for j in waiting):  # its share of the previous totals is unknown: sum every block
             for j in waiting:
                 blk = lay.block(j)
