@@ -35,22 +35,27 @@ def disk_bytes(path) -> Optional[int]:
     if not root.exists():
         return None
     if not root.is_dir():
-        return root.stat().st_blocks * 512
+        return _blocks(root.stat())
     total = 0
     for folder, _, files in os.walk(root):
         for name in (folder, *(os.path.join(folder, f) for f in files)):
             try:
-                total += os.lstat(name).st_blocks * 512
+                total += _blocks(os.lstat(name))
             except OSError:  # removed meanwhile
                 pass
     return total
+
+
+def _blocks(st: os.stat_result) -> int:
+    """Bytes allocated to a file or folder, as ``du`` counts them."""
+    return st.st_blocks * 512
 
 
 def _row_arrays(group: zarr.Group) -> List[Tuple[str, zarr.Array]]:
     """(path, array) of every array of ``group`` whose first dimension is ``row``."""
     with warnings.catch_warnings():  # the store's own non-zarr folders (claims/, checkpoints/, ...): not news
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        members = list(group.members(max_depth=None))
+        members = sorted(group.members(max_depth=None), key=lambda m: m[0])  # listed in no fixed order
     return [(name, node) for name, node in members
             if isinstance(node, zarr.Array) and node.ndim and (node.metadata.dimension_names or ("",))[0] == "row"]
 
@@ -106,7 +111,7 @@ def usage(path, group: zarr.Group) -> Usage:
             kind_of[child] = kind or kinds.get(child)
         for name in (folder, *(os.path.join(folder, f) for f in files)):
             try:
-                n = os.lstat(name).st_blocks * 512
+                n = _blocks(os.lstat(name))
             except OSError:  # removed meanwhile
                 continue
             sums["total"] += n
@@ -162,8 +167,8 @@ def _random(arr: zarr.Array, rng: np.random.Generator, string_bytes: int) -> np.
         text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), size=max(0, string_bytes - 4)))
         return np.full(shape, text, dtype=object) if shape else np.asarray(text, dtype=object)
     dtype = np.dtype(arr.dtype)
-    if dtype.kind == "b":
-        return rng.random(shape) < 0.5
+    if dtype.kind == "b":  # not the fill value (False), which zarr would not store at all: a completed row's flag
+        return np.ones(shape, dtype=bool)
     return rng.integers(0, 255, size=(*shape, dtype.itemsize), dtype=np.uint8).view(dtype).reshape(shape)
 
 
