@@ -20,12 +20,13 @@ import dataclasses
 import math
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
 import zarr
+
+from datatransfer.store.extend import row_arrays
 
 
 def disk_bytes(path) -> Optional[int]:
@@ -52,12 +53,9 @@ def _blocks(st: os.stat_result) -> int:
 
 
 def _row_arrays(group: zarr.Group) -> List[Tuple[str, zarr.Array]]:
-    """(path, array) of every array of ``group`` whose first dimension is ``row``."""
-    with warnings.catch_warnings():  # the store's own non-zarr folders (claims/, checkpoints/, ...): not news
-        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        members = sorted(group.members(max_depth=None), key=lambda m: m[0])  # listed in no fixed order
-    return [(name, node) for name, node in members
-            if isinstance(node, zarr.Array) and node.ndim and (node.metadata.dimension_names or ("",))[0] == "row"]
+    """(path, array) of every array of ``group`` whose first dimension is ``row``, by path (zarr lists them in no
+    fixed order, and the projection's random row must go to the same arrays every time)."""
+    return sorted(row_arrays(group), key=lambda m: m[0])
 
 
 def whole_row_bytes(group: zarr.Group, string_bytes: int) -> int:
