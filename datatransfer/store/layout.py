@@ -6,6 +6,9 @@
     <store>/submissions/<id>/                               one Slurm submission (manifest, config, logs)
     <store>/claims/row-<i>.json                             who is computing row i (store/claims.py)
     <store>/claims/targets/<t1>+<t2>/row-<i>.json           the same for rows of targets added later
+    <store>/claims/.add_targets.lock                        held while targets are added or the sweep extended
+
+Each of these folders is a Zarr group with a description (``AUX_FOLDERS``), made with the store.
 
 Stores written before the submissions folder was named so keep theirs at ``<store>/launch/``; it is still read.
 """
@@ -20,6 +23,15 @@ import numpy as np
 
 SUBMISSIONS = "submissions"
 LEGACY_SUBMISSIONS = "launch"  # stores written before 2026-12
+# The store's folders that hold files, not arrays. A new store makes each a Zarr group (a zarr.json with this
+# description) and keeps no file outside them, so that zarr and xarray list the store without "not recognized as a
+# component of a Zarr hierarchy" warnings.
+AUX_FOLDERS = {
+    "claims": "not array data: row claims of the workers computing rows (claims.py), and the add_targets lock",
+    "checkpoints": "not array data: the training state of rows in progress (row-<i>.pt), removed when they complete",
+    "backbones": "not array data: saved source models (store.save_backbones, row-<i>.pt)",
+    SUBMISSIONS: "not array data: Slurm submissions (manifests, the tasks' configs and logs)",
+}
 
 
 def checkpoint(store: str | os.PathLike, row: int) -> Path:
@@ -63,8 +75,9 @@ def completed_chunks(store: str | os.PathLike) -> Path:
 
 
 def add_targets_lock(store: str | os.PathLike) -> Path:
-    """Held while targets are added, so that two additions never interleave (``store/added_targets.py``)."""
-    return Path(store) / ".add_targets.lock"
+    """Held while targets are added, so that two additions never interleave (``store/added_targets.py``). In the
+    claims folder: the store's root holds Zarr nodes only (stores made before 2026-12-07 have it at the root)."""
+    return Path(store) / "claims" / ".add_targets.lock"
 
 
 def claims(store: str | os.PathLike, scope: Optional[Sequence[str]] = None) -> Path:

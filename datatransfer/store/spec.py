@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from datatransfer.errors import StoreError
-from datatransfer.store import coords, mask_bits, provenance
+from datatransfer.store import coords, layout, mask_bits, provenance
 
 
 def fingerprint(sweep_defining: Mapping[str, Any]) -> str:
@@ -157,6 +157,8 @@ def write_new(path: Path, spec: StoreSpec, fp: str) -> None:
     provenance.create_arrays(root, m)
     for g in ("targets", "outputs", "predictions"):
         root.create_group(g)
+    for name, what in layout.AUX_FOLDERS.items():  # folders of files, described as such to zarr and xarray
+        root.create_group(name, attributes={"datatransfer": what})
     coords.create(root, m, spec.unit_names, modes, kinds, ROW_STAT_FIELDS)
     for t in spec.targets:
         create_target_arrays(root, t, m, modes, kinds)

@@ -163,7 +163,7 @@ def test_imagenet_recipe_end_to_end_on_a_tiny_imagefolder(tmp_path):
         assert ((store.predictions(t)[:] >= 0) & (store.predictions(t)[:] < len(store.class_names(t)))).all()
     stats = store.row_stats()[:]
     assert np.isfinite(stats).all() and (stats[:, 0] >= 0).all()
-    assert sorted(p.name for p in (store_path / "backbones").iterdir()) == ["row-0.pt", "row-1.pt"]
+    assert sorted(p.name for p in (store_path / "backbones").glob("row-*")) == ["row-0.pt", "row-1.pt"]
     saved = yaml.safe_load(yaml.safe_dump(store.attrs["config"]))
     assert saved["train"]["optimizer"] == "sgd" and saved["transfer"]["fixed"]["batchnorm"] == "train"
 

@@ -96,7 +96,7 @@ def test_uncommitted_addition_is_replaced(tmp_path):
 # ---- launch.add_targets through the real app (in-memory mini data) -----------------------------------------------
 
 # files an addition of target coarse creates (the original sweep's other files stay byte-identical)
-ADDED_FILES = ("zarr.json", ".add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse",
+ADDED_FILES = ("zarr.json", "claims/.add_targets.lock", "outputs/coarse", "predictions/coarse", "targets/coarse",
                "outputs/example_coarse", "predictions/example_coarse")  # the new target's coordinates
 
 
@@ -105,7 +105,7 @@ def test_add_targets_without_training(tmp_path, monkeypatch):
     base = [*TINY, "sweep.num_models=2", "launcher.workers=1", f"store.path={store_path}"]
     r = run_app("launch", *base, "targets=[digits]", "store.save_backbones=true")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in (store_path / "backbones").iterdir()) == ["row-0.pt", "row-1.pt"]
+    assert sorted(p.name for p in (store_path / "backbones").glob("row-*")) == ["row-0.pt", "row-1.pt"]
     # the dry run's projection prices a saved model as these are saved (within a file-system block)
     from datatransfer.config import compose
     from datatransfer.store.size import backbone_bytes, disk_bytes
@@ -186,7 +186,7 @@ def test_add_targets_refuses_a_store_that_can_never_have_a_saved_model(tmp_path)
         r = run_app("launch.add_targets", *base, "targets=[coarse]", *dry)
         assert r.returncode == 2 and "made without store.save_backbones=true and no row has a saved source model" \
             in r.stderr, r.stderr
-    assert _files(store_path, skip=(".add_targets.lock",)) == before
+    assert _files(store_path, skip=("claims/.add_targets.lock",)) == before
     assert "coarse" not in Store.open(store_path).all_targets
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import zarr
 
 from datatransfer.store.sweep_store import Store
 from tests.store.test_store import make_spec, row_payload
@@ -32,3 +33,24 @@ def test_xarray_open_zarr_gives_labelled_coordinates_and_extension_keeps_them(tm
     Store.create_or_open(path, make_spec(rows=9, units=5, n=(7, 4)))
     assert xr.open_zarr(path, consolidated=False)["row"].values.tolist() == list(range(9))
     assert xr.open_zarr(path, group="outputs", consolidated=False)["row"].values.tolist() == list(range(9))
+
+
+def test_a_store_that_ran_rows_and_grew_opens_without_zarr_warnings(tmp_path):
+    """A real run leaves claims/ and checkpoints/ folders, an extension the add_targets lock: folders of files, not
+    arrays. zarr and xarray listed them with "not recognized as a component of a Zarr hierarchy"; they are groups
+    now, and no file lies beside the arrays."""
+    import warnings
+
+    from conftest import TINY, run_app
+
+    path = tmp_path / "store.zarr"
+    for rows in (2, 3):  # the second run extends the sweep, under the lock
+        r = run_app("launch", *TINY, f"sweep.num_models={rows}", "launcher.workers=1", f"store.path={path}")
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert (path / "claims" / ".add_targets.lock").is_file() and (path / "checkpoints").is_dir()
+    assert [p.name for p in path.iterdir() if p.is_file()] == ["zarr.json"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert xr.open_zarr(path, consolidated=False)["row"].values.tolist() == [0, 1, 2]
+        groups = dict(zarr.open_group(str(path), mode="r").groups())
+    assert groups["claims"].attrs["datatransfer"].startswith("not array data")
