@@ -65,7 +65,7 @@ class Task:
 
 @dataclass
 class Done:
-    rows: np.ndarray  # rows the block's sums now hold
+    rows: np.ndarray  # rows the block now counts: in its sums, or pending (in the totals only)
     unreadable: List[int]  # rows left out: their chunk cannot be decoded
     delta: Optional[Sums] = None  # with Task.keep: the block's new sums minus its previous ones (None: not known)
     pending: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # rows not in its sums
