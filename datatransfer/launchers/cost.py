@@ -81,14 +81,14 @@ class Cost:
                                               f"last row's end ({self.concurrency:.1f} rows at a time on average)")
             out = [f"cost: {self.rows} rows {what} x {self.seconds_per_row:.1f} s/row ({self.source}) = "
                    f"{self.device_hours:.2f} {unit}-hours ({per}); wall time {wall}"]
-        size = [f"{self.store_bytes / 1e6:.1f} MB now"] if self.store_bytes is not None else []
+        disk = [f"{self.store_bytes / 1e6:.1f} MB now"] if self.store_bytes is not None else []
         if self.projected_bytes is not None:
-            size.append(f"{'' if size else 'new store: '}{self.projected_bytes / 1e6:.1f} MB projected when its "
+            disk.append(f"{'' if disk else 'new store: '}{self.projected_bytes / 1e6:.1f} MB projected when its "
                         f"{self.total_rows} rows are complete ({self.projected_how})")
         elif self.projected_how:
-            size.append(f"{'' if size else 'new store: '}{self.projected_how}")
-        if size:
-            out.append("store size on disk: " + "; ".join(size))
+            disk.append(f"{'' if disk else 'new store: '}{self.projected_how}")
+        if disk:
+            out.append("store size on disk: " + "; ".join(disk))
         return out
 
 
