@@ -10,7 +10,7 @@ statistics, provenance, its mask). Two ways to price that slice:
 - *upper bound*: before any row is written: a two-row copy of the store made by its own creation code in a
   temporary folder (so no layout is written down twice), with a row of random values (which zstd cannot shrink)
   written into it: what that row added, files, folders and blocks included. Real rows compress: the demo's store
-  ended at 51.0 MB against a bound of 66.8 MB (2026-12-07, docs/configuration.md).
+  ended at 51.0 MB against a bound of 65.4 MB (2026-12-07, docs/configuration.md).
 
 Saved source models (``store.save_backbones``: one file per row) are priced by those saved so far, else by saving
 an untrained model of the sweep's architecture; training checkpoints live only while a row trains, so they are
