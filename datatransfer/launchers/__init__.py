@@ -7,6 +7,7 @@ A new launcher: copy ``local.py``, implement ``Launcher``, add it to ``LAUNCHERS
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, List, Optional, Protocol, Sequence
 
 from datatransfer import masks
@@ -29,7 +30,13 @@ def launcher(cfg: Any) -> Launcher:
 
 def preflight(cfg: Any) -> None:
     """What the config alone cannot tell, checked on this machine before any store is created or changed: the
-    local launcher trains here, so a CUDA device it asks for must exist (a ConfigError naming compute.device)."""
+    local launcher trains here, so a CUDA device it asks for must exist (a ConfigError naming compute.device); a
+    Slurm request no node of the partition can run is refused before a new store is made for it (the submission
+    asks ``sinfo`` again, as it does for an existing store)."""
+    if cfg.launcher.name == "slurm" and not cfg.launch.dry_run and not Path(cfg.store.path).exists():
+        from datatransfer.launchers.slurm import resources
+
+        resources.check(cfg.launcher, quiet=True)  # the submission checks again and logs
     device = str(cfg.compute.device)
     if cfg.launcher.name != "local" or row_kind(cfg) != "trained" or not device.startswith("cuda"):
         return

@@ -50,6 +50,20 @@ def test_a_request_no_node_can_run_is_refused_before_sbatch(fake_slurm, tmp_path
     assert ("--partition=long" in call) == ("launcher.partition=long" in overrides)
 
 
+def test_a_refused_request_leaves_no_new_store_behind(fake_slurm, tmp_path):
+    """QA: `launch launcher=slurm` with more CPUs than any node made the store, then refused to submit."""
+    (fake_slurm / "sinfo.txt").write_text(SMALL_NODE)
+    store = tmp_path / "new.zarr"
+    r = run_app("launch", *PLANTED, "sweep.num_models=4", f"store.path={store}", cwd=tmp_path)
+    assert r.returncode == 2 and "launcher.cpus_per_task=4: no node of partition debug" in r.stderr, r.stderr
+    assert not store.exists() and not list(fake_slurm.glob("sbatch-*"))
+    r = run_app("launch", *PLANTED, "sweep.num_models=4", "launcher.cpus_per_task=2", "launcher.mem_gb=1",
+                f"store.path={store}", cwd=tmp_path)
+    assert r.returncode == 0 and store.exists(), r.stderr
+    # the partition's nodes are logged once, by the submission
+    assert r.stdout.count("partition debug (sinfo)") == 1, r.stdout
+
+
 def test_a_request_that_fits_is_submitted_and_the_partition_logged(fake_slurm, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     (fake_slurm / "sinfo.txt").write_text(SMALL_NODE)

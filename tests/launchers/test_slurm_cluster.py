@@ -291,7 +291,7 @@ def test_e_a_request_beyond_the_node_is_refused_before_submission(cluster, tmp_p
     wanted = asked[0].split("=")[1]
     assert (f"error: launcher.cpus_per_task={wanted}: no node of partition debug has more than {cpus} CPUs; "
             f"set launcher.cpus_per_task<={cpus}") in r.stderr
-    assert load_all(store_path) == []  # no submission, nothing queued
+    assert load_all(store_path) == [] and not store_path.exists()  # no submission, and no store made for it
     dry = _launch("experiment=planted", "launcher=slurm", f"store.path={tmp_path / 'dry.zarr'}",
                   "launch.dry_run=true", "launcher.cpus_per_task=1", "launcher.mem_gb=0.5", tmp=tmp_path)
     assert f"partition debug (sinfo): nodes of {cpus} CPUs" in dry.stdout and "dry run: nothing submitted" in dry.stdout

@@ -103,20 +103,22 @@ def query(partition: str) -> List[Nodes]:
     return parse_sinfo(r.stdout)
 
 
-def check(launcher: Any, prefix: str = "launcher.") -> None:
+def check(launcher: Any, prefix: str = "launcher.", quiet: bool = False) -> None:
     """Refuse (ConfigError) a request no node of the partition can ever run; warn and go on when sinfo cannot be
-    asked or does not list the partition. ``prefix``: where the settings sit, for the keys the message names."""
+    asked or does not list the partition. ``prefix``: where the settings sit, for the keys the message names;
+    ``quiet``: refuse only, log nothing (a check before the one that submits, which logs)."""
+    say = (lambda *a: None) if quiet else log.warning
     try:
         nodes = query(str(launcher.partition or ""))
     except SlurmError as e:
-        log.warning("the request (CPUs, memory, GPUs, time limit) is not checked against the partition: %s", e)
+        say("the request (CPUs, memory, GPUs, time limit) is not checked against the partition: %s", e)
         return
     wanted = [p.strip() for p in str(launcher.partition or "").split(",") if p.strip()]
     nodes = [n for n in nodes if (n.partition in wanted if wanted else n.default)]
     if not nodes:
         which = f"partition {launcher.partition}" if launcher.partition else "a default partition"
-        log.warning("sinfo lists no node of %s: the request is not checked against it (sbatch will say if the "
-                    "partition does not exist)", which)
+        say("sinfo lists no node of %s: the request is not checked against it (sbatch will say if the "
+            "partition does not exist)", which)
         return
     by_partition: Dict[str, List[Nodes]] = {}
     for n in nodes:
@@ -124,7 +126,7 @@ def check(launcher: Any, prefix: str = "launcher.") -> None:
     problems = [problem(launcher, p, group, prefix) for p, group in by_partition.items()]
     if all(problems):  # several partitions (partition=a,b): refused only if none of them can run a task
         raise ConfigError("; ".join(problems))
-    for p, group in by_partition.items():
+    for p, group in by_partition.items() if not quiet else ():
         limit = group[0].time_limit_min
         offers = " / ".join(sorted({n.describe() for n in group}))
         shown = "unknown" if limit is None else "none" if limit == math.inf else f"{limit:g} min"
