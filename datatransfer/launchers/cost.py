@@ -248,24 +248,41 @@ def projection(cfg, store, device_type: str, completed: Optional[np.ndarray] = N
     from datatransfer.errors import DataError
     from datatransfer.store.open import store_spec
 
-    bound = "an upper bound: rows of random values, which zarr cannot compress as it does real ones"
     total = max(masks.num_rows(cfg), store.num_rows if store is not None else 0)
     done = int((store.completed() if completed is None else completed).sum()) if store is not None else 0
     use = size.usage(store.path, store.group) if store is not None else None
     now = use.total if use is not None else None
     saves = bool(cfg.store.get("save_backbones")) and cfg.row.kind != "planted"
     try:
-        if not done:  # nothing written yet to measure: the store of the spec, made of incompressible rows
-            models = size.backbone_bytes(cfg) if saves else 0
-            also = f"; + {models / 1e3:.1f} kB a row of saved source models" if models else ""
-            return (size.new_store_bytes(store_spec(cfg), size.info_bytes(device_type)) + total * models,
-                    bound + also, total, now)
         # the models this store has saved price the next ones; without any yet, one saved here
-        models = (use.per_model or size.backbone_bytes(cfg)) if saves else 0
+        models = ((use.per_model if use is not None else None) or size.backbone_bytes(cfg)) if saves else 0
+        if store is None:  # the store of the spec, made of incompressible rows
+            return (size.new_store_bytes(store_spec(cfg), size.info_bytes(device_type)) + total * models,
+                    BOUND + _models(models), total, now)
     except DataError as e:
         return None, f"not projected: {e}", total, now
+    if not done:  # nothing written yet to measure
+        return (*_bounded(store, use, total, models, size.info_bytes(device_type)), total, now)
     projected, how = _measured(store, use, done, total, models, size.info_bytes(device_type))
     return projected, how + f", from its {done} completed rows", total, now
+
+
+BOUND = "an upper bound: rows of random values, which zarr cannot compress as it does real ones"
+
+
+def _models(models: float) -> str:
+    return f"; + {models / 1e3:.1f} kB a row of saved source models" if models else ""
+
+
+def _bounded(store, use, total: int, models: float, string_bytes: int) -> tuple:
+    """(bytes, how) of ``store``, which has no completed row yet, at ``total`` rows: the store now without its
+    training checkpoints, plus each row at the upper bound of ``size.row_bound`` and ``models`` bytes of saved
+    source model, plus an extension's rows of the arrays written whole."""
+    added = max(0, total - store.num_rows)
+    whole = size.whole_row_bytes(store.group, string_bytes) if added else 0
+    projected = use.total - use.transient + total * (size.row_bound(store.path, string_bytes) + models) \
+        + added * whole
+    return int(projected), BOUND + _models(models)
 
 
 def _measured(store, use, done: int, total: int, models: float, string_bytes: int) -> tuple:
@@ -278,7 +295,16 @@ def _measured(store, use, done: int, total: int, models: float, string_bytes: in
     whole = size.whole_row_bytes(store.group, string_bytes) if added else 0
     projected = use.total - use.transient + (total - done) * (per + models) + added * whole
     how = f"measured: {per / 1e3:.1f} kB a written row"
-    return int(projected), how + (f"; + {models / 1e3:.1f} kB a row of saved source models" if models else "")
+    return int(projected), how + _models(models)
+
+
+def unmeasured(store) -> Cost:
+    """The size lines of ``launch.status`` for a store with no completed row yet (its cost is not known): the store
+    now, and the upper bound of it complete."""
+    use = size.usage(store.path, store.group)
+    projected, how = _bounded(store, use, store.num_rows, use.per_model or 0, size.info_bytes("cpu"))
+    return Cost(0, float("nan"), "no completed row", "cpu", 1, 1, use.total, projected_bytes=projected,
+                projected_how=how, total_rows=store.num_rows)
 
 
 def spent(store, completed: Optional[np.ndarray] = None) -> Optional[Cost]:

@@ -145,20 +145,42 @@ def new_store_bytes(spec, string_bytes: int) -> int:
         extra_arrays={k: (np.asarray(v)[:2] if dims and dims[0] == "row" else v, dims, a)
                       for k, (v, dims, a) in spec.extra_arrays.items()})
     rows = int(spec.num_rows) if callable(spec.masks) else len(spec.masks)
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="datatransfer-size-") as tmp:
         path = Path(tmp) / "store.zarr"
         write_new(path, two, "size projection")
         group = zarr.open_group(str(path), mode="r+")
-        sizes = []
-        for row in (0, 1):  # the first row also creates each array's chunk folder: the second is a row's cost
-            sizes.append(disk_bytes(path) or 0)
-            for _, arr in _row_arrays(group):
-                if arr.chunks[0] == 1:
-                    arr[row] = _random(arr, rng, string_bytes)
-        added = (disk_bytes(path) or 0) - sizes[1]
+        created = disk_bytes(path) or 0
+        added = _random_row_bytes(path, group, string_bytes)
         whole = whole_row_bytes(group, string_bytes)
-    return sizes[0] + rows * (added + whole)
+    return created + rows * (added + whole)
+
+
+def row_bound(path, string_bytes: int) -> int:
+    """Upper bound of the bytes a row adds to the existing store at ``path`` (one with no completed row to measure
+    yet): its metadata copied to a temporary folder, without any chunk, and a row of random values written there
+    as in ``new_store_bytes``. The arrays written whole (masks) are already in the store's size now."""
+    root = Path(path)
+    with tempfile.TemporaryDirectory(prefix="datatransfer-size-") as tmp:
+        copy = Path(tmp) / "store.zarr"
+        for meta in root.rglob("zarr.json"):  # zarr 3 keeps every group's and array's metadata in one such file
+            rel = meta.relative_to(root)
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            (copy / rel).write_bytes(meta.read_bytes())
+        return _random_row_bytes(copy, zarr.open_group(str(copy), mode="r+"), string_bytes)
+
+
+def _random_row_bytes(path: Path, group: zarr.Group, string_bytes: int) -> int:
+    """Bytes on disk a row of random values adds to the store at ``path`` with no row written (``group``: it,
+    opened for writing): rows 0 and 1 are written, and the second measured (the first also makes each array's
+    chunk folders)."""
+    rng = np.random.default_rng(0)
+    sizes = []
+    for row in (0, 1):
+        sizes.append(disk_bytes(path) or 0)
+        for _, arr in _row_arrays(group):
+            if arr.chunks[0] == 1:
+                arr[row] = _random(arr, rng, string_bytes)
+    return (disk_bytes(path) or 0) - sizes[1]
 
 
 def _random(arr: zarr.Array, rng: np.random.Generator, string_bytes: int) -> np.ndarray:

@@ -153,6 +153,7 @@ def test_b_cancel_and_failures_then_resume_reruns_exactly_the_missing_rows(clust
     assert "--time=30" in next(retry.submitit_folder.glob("*_submission.sh")).read_text()
     again = _launch(f"store.path={store_path}", module="launch.resume", tmp=tmp_path)
     assert "nothing to submit" in again.stdout and len(load_all(store_path)) == 2  # twice: nothing the 2nd time
+    assert "store size on disk: " in again.stdout and "projected when its 16 rows are complete" in again.stdout
     _wait(store_path, timeout=300)
 
     assert Store.open(store_path).completed().all()

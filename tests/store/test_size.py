@@ -83,3 +83,20 @@ def test_the_status_projection_prices_saved_models_and_leaves_out_training_check
     write(range(6, 24))
     actual = size.disk_bytes(store.path)
     assert abs(done.projected_bytes - actual) <= 0.05 * actual, (done.projected_bytes, actual)
+
+
+def test_an_existing_store_without_completed_rows_is_bounded_from_its_own_arrays(tmp_path):
+    """`launch.status` on a store whose rows have not completed printed its size now, and no projection."""
+    from datatransfer.launchers.cost import unmeasured
+
+    store = Store.create_or_open(tmp_path / "s.zarr", make_spec(rows=20, n=(700, 500)))
+    bound = unmeasured(store)
+    assert bound.store_bytes == size.disk_bytes(store.path) and bound.total_rows == 20
+    # the same layout, bounded from the spec before the store existed
+    assert abs(bound.projected_bytes - size.new_store_bytes(make_spec(rows=20, n=(700, 500)),
+                                                           size.info_bytes("cpu"))) <= 0.02 * bound.projected_bytes
+    rng = np.random.default_rng(4)
+    _fill(store, range(20), lambda r: _random_payload(store, r, rng))
+    actual = size.disk_bytes(store.path)
+    assert actual <= bound.projected_bytes <= 1.25 * actual, (bound.projected_bytes, actual)
+    assert "store size on disk: " in bound.lines()[1] and "an upper bound" in bound.lines()[1]

@@ -169,11 +169,9 @@ def _cost_lines(store: Store, c: RowCounts, done) -> List[str]:
     """What the completed rows cost (``done``: ``cost.spent``, None without provenance times) and what the others
     will at the same rate."""
     from datatransfer.launchers import cost
-    from datatransfer.store.size import disk_bytes
 
     if done is None:
-        size = disk_bytes(store.path)
-        return [f"cost: no completed row with provenance times yet; store size on disk: {size / 1e6:.1f} MB"]
+        return ["cost: no completed row with provenance times yet", *cost.unmeasured(store).lines()[1:]]
     lines = done.lines(what="completed")
     left = c.total - c.completed
     if left:
