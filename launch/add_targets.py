@@ -19,6 +19,10 @@ def main(cfg) -> None:
     with fail_cleanly("completed rows are kept; rerun the same command to continue"):
         preflight(cfg)
         store = add_targets(cfg, dry_run=cfg.launch.dry_run)
+        if cfg.launch.dry_run:
+            from datatransfer.launchers.cost import transfers
+
+            print("\n".join(transfers(cfg).lines()))
         if store is not None:
             run(cfg, store, HydraConfig.get().overrides.task)
 

@@ -327,3 +327,41 @@ def spent(store, completed: Optional[np.ndarray] = None) -> Optional[Cost]:
     return Cost(len(start), spr, f"mean of the completed rows' times, {threads} thread(s) each",
                 device_type, threads, max(1, round(concurrency)), use.total, elapsed, concurrency,
                 float(start.min()), projected_bytes=projected, total_rows=store.num_rows, projected_how=how)
+
+
+def transfers(cfg) -> Cost:
+    """What ``launch.add_targets`` will cost (its dry run): the saved source models of the store at ``store.path``
+    not yet transferred to all of ``cfg.targets``, no source model trained. Seconds per row: the store's completed
+    rows' transfer time (``total_seconds`` − ``train_seconds``) per original target, times the targets added; in
+    this launcher's processes (local: its workers; Slurm: ``cpus_per_task`` and ``array_parallelism``)."""
+    from datatransfer.store import layout
+    from datatransfer.store.sweep_store import Store
+
+    store = Store.open(cfg.store.path)
+    saved = layout.saved_backbones(store.path, store.num_rows)
+    added = [store.target_completed(t) for t in cfg.targets if t in store.added_targets]
+    rows = int((saved & ~np.logical_and.reduce(added) if added else saved).sum())  # added before: its rows left
+    if str(cfg.launcher.name) == "slurm":
+        threads = int(cfg.launcher.cpus_per_task) or 1
+        tasks = math.ceil(rows / max(1, int(cfg.launcher.rows_per_task)))
+        parallel = min(int(cfg.launcher.array_parallelism) or tasks, tasks) if tasks else 1
+    else:
+        from datatransfer.launchers.local import local_workers
+        from datatransfer.rows.worker import cpus_allotted
+
+        parallel = local_workers(cfg)
+        threads = max(1, cpus_allotted() // parallel)
+    done = np.flatnonzero(store.completed())
+    fields = store.row_stat_fields
+    per_target, spr, source = float("nan"), float("nan"), "no completed row of this store has its times"
+    if len(done) and {"train_seconds", "total_seconds"} <= set(fields):
+        stats = store.row_stats_of(done).astype(np.float64)
+        transfer = stats[:, fields.index("total_seconds")] - stats[:, fields.index("train_seconds")]
+        transfer = transfer[np.isfinite(transfer) & (transfer > 0)]
+        if len(transfer):
+            per_target = float(np.mean(transfer)) / len(store.targets)
+            spr = per_target * len(cfg.targets)
+            source = (f"measured: this store's {len(transfer)} completed rows transferred to its {len(store.targets)} "
+                      f"target(s) in {per_target:.2f} s a target, {len(cfg.targets)} target(s) added (targets of "
+                      f"other sizes cost otherwise)")
+    return Cost(rows, spr, source, rows_device(cfg), threads, parallel, size.disk_bytes(store.path))

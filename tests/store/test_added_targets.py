@@ -118,6 +118,12 @@ def test_add_targets_without_training(tmp_path, monkeypatch):
     # a dry run checks and writes nothing
     r = run_app("launch.add_targets", *base, "targets=[coarse]", "launch.dry_run=true")
     assert r.returncode == 0 and "dry run: would add targets ['coarse']" in r.stdout, r.stdout + r.stderr[-3000:]
+    # what it will cost: 2 transfers at the store's own transfer time per target (total - train seconds)
+    stats = Store.open(store_path).row_stats()[:]
+    per_target = float(np.mean(stats[:, 2].astype(float) - stats[:, 1]))
+    assert (f"cost: 2 rows to run x {per_target:.1f} s/row (measured: this store's 2 completed rows transferred to "
+            f"its 1 target(s) in {per_target:.2f} s a target, 1 target(s) added") in r.stdout, r.stdout
+    assert "store size on disk: " in r.stdout
     assert "coarse" not in Store.open(store_path).all_targets and not (store_path / "outputs" / "coarse").exists()
     r = run_app("launch.add_targets", *base, "targets=[coarse]")
     assert r.returncode == 0, r.stderr[-3000:]
