@@ -55,6 +55,26 @@ secs = time.perf_counter() - t0
 print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+# The same read as READ_CHILD, from the chunk files by the arrays' own codecs (store/chunk_files.py), as the
+# aggregation now reads: how fast the data can be had at all, beside zarr's own read.
+FILES_READ_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, zarr
+from datatransfer.store import chunk_files
+path, block = sys.argv[1], int(sys.argv[2])
+t0, c0 = time.perf_counter(), time.process_time()
+total = 0.0
+g = zarr.open_group(path, mode="r")
+completed = np.flatnonzero(chunk_files.rows(g["completed"], 0, g["completed"].shape[0]))
+masks = g["masks"][:]
+arr = g["outputs/target"]
+for i in range(0, len(completed), block):
+    r = completed[i:i + block]
+    total += float(chunk_files.take(arr, r).sum(dtype=np.float64))  # touch the data
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "cpu": time.process_time() - c0, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 AGG_CHILD = r"""
 import json, resource, sys, time
 from datatransfer.influence.aggregate import aggregate
@@ -206,13 +226,14 @@ def main() -> None:
     out = folder / "influence.zarr"
 
     child(READ_CHILD, str(store), str(a.block))  # warm the page cache: both sides then read from memory
-    reads, aggs, diags, refreshes, refs, sums, floors = [], [], [], [], [], [], []
+    reads, files, aggs, diags, refreshes, refs, sums, floors = [], [], [], [], [], [], [], []
     sb = str(a.sums_block)
     completed = zarr.open_array(str(store / "completed"), mode="r+")
     new = max(1, int(round(a.rows * a.new)))
     try:
         for _ in range(a.repeat):  # interleaved, so background load hits every side alike
             reads.append(child(READ_CHILD, str(store), str(a.block)))
+            files.append(child(FILES_READ_CHILD, str(store), str(a.block)))
             aggs.append(child(AGG_CHILD, str(store), str(out), str(a.block), "0", "0", sb))
             refs.append(child(REF_CHILD, str(store), str(a.block)))
             sums.append(child(SUMS_CHILD, str(store), str(a.block)))
@@ -235,6 +256,9 @@ def main() -> None:
 
     (tr, mr), (ta, ma) = best(reads), best(aggs)
     print(f"plain zarr read of masks + outputs   : {tr:7.2f} s   peak memory {mr:7.0f} MB")
+    (tc, mc) = best(files)
+    print(f"the same read from the chunk files   : {tc:7.2f} s   peak memory {mc:7.0f} MB   (store/chunk_files.py, "
+          f"as the aggregation reads)")
     print(f"aggregation (difference of means)    : {ta:7.2f} s   peak memory {ma:7.0f} MB   (+ Welch SEs, "
           f"row-block sums written)")
     (tp, mp) = best(refs)
@@ -251,16 +275,18 @@ def main() -> None:
     (tl, _) = best(floors)
     print(f"refresh floor: totals read, Welch, influences written: {tl:7.2f} s   (what any refresh does)")
     print(f"ratio aggregation / read: {ta / tr:.2f}  (target <= 1.25); reference / read: {tp / tr:.2f}; read + "
-          f"sums / read: {tk / tr:.2f}")
+          f"sums / read: {tk / tr:.2f}; aggregation / chunk-file read: {ta / tc:.2f}")
     print(f"ratio refresh / full aggregation: {tf / ta:.3f}  (target <= 0.05); its floor / full aggregation: "
           f"{tl / ta:.3f}")
-    print(f"CPU seconds (all threads; the work, whatever the load): read {cpu(reads):.2f}, aggregation "
+    print(f"CPU seconds (all threads; the work, whatever the load): read {cpu(reads):.2f}, chunk-file read "
+          f"{cpu(files):.2f}, aggregation "
           f"{cpu(aggs):.2f} ({cpu(aggs) / cpu(reads):.2f}x), reference {cpu(refs):.2f}, read + sums {cpu(sums):.2f}, "
           f"refresh {cpu(refreshes):.2f} ({cpu(refreshes) / cpu(aggs):.3f}x the aggregation), refresh floor "
           f"{cpu(floors):.2f}")
     print(f"peak memory of aggregation: {ma / 1024:.2f} GB (target <= 2 GB; python + numpy + zarr alone: "
           f"{base:.0f} MB)")
-    print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, aggregate "
+    print(f"all times (s): read {[round(x['seconds'], 2) for x in reads]}, chunk-file read "
+          f"{[round(x['seconds'], 2) for x in files]}, aggregate "
           f"{[round(x['seconds'], 2) for x in aggs]}, reference {[round(x['seconds'], 2) for x in refs]}, "
           f"read + sums {[round(x['seconds'], 2) for x in sums]}, refresh "
           f"{[round(x['seconds'], 2) for x in refreshes]}, refresh floor {[round(x['seconds'], 2) for x in floors]}"

@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 import zarr
 
+from datatransfer.store import chunk_files
 from datatransfer.store.extend import fingerprint_rows
 from datatransfer.store.integrity import brief, chunk_file
 from datatransfer.store.sweep_store import Store, bulk_reads
@@ -68,7 +69,7 @@ def completed_since(store: Store, previous: Optional[zarr.Group]) -> Tuple[np.nd
         with bulk_reads():
             for r0, r1 in _runs(changed):  # slices: zarr reads a slice much faster than single rows
                 try:
-                    flags[r0:r1] = arr[r0:r1]
+                    flags[r0:r1] = chunk_files.rows(arr, r0, r1)
                 except Exception:  # a damaged chunk: row by row, a damaged one is not completed (a warning)
                     for r in range(r0, r1):
                         got = store._row("completed", r)
@@ -104,9 +105,8 @@ def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int, skipped: Opt
     """Yield (rows of the block, their data) for ``rows`` (sorted store indices), reading ``ahead`` blocks ahead
     (one thread, in order).
 
-    Each block is one slice ``arr[r0:r1]`` over the span of its rows (rows in between that are not used, e.g. not
-    completed yet, are dropped after the read: a slice is much faster in zarr than a point selection). When that read
-    fails, the block's rows are read one by one, and a row whose chunk cannot be decoded (left empty by a crash,
+    Each block is read by ``chunk_files.take``: its rows' chunk files (a local store), else one zarr slice over the
+    span of its rows, the unused rows in between dropped after the read. When that read fails, the block's rows are read one by one, and a row whose chunk cannot be decoded (left empty by a crash,
     garbage) is left out with a warning naming the row and the file: the rows yielded are exactly those whose data
     comes with them. Rows left out are added to ``skipped`` (if given); rows already in it are not read."""
     if skipped:
@@ -114,10 +114,8 @@ def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int, skipped: Opt
     blocks = [rows[i:i + block_rows] for i in range(0, len(rows), block_rows)]
 
     def read(block: np.ndarray) -> Tuple[np.ndarray, np.ndarray, List[int]]:
-        r0, r1 = int(block[0]), int(block[-1]) + 1
         try:
-            data = arr[r0:r1]
-            return block, (data if r1 - r0 == len(block) else data[block - r0]), []
+            return block, chunk_files.take(arr, block), []
         except Exception:  # a damaged chunk, or an unused row in the span mid-write: read the used rows one by one
             return _rows_one_by_one(arr, block)
 

@@ -4,7 +4,8 @@ values (:func:`row_problem`) and the store's identity (:func:`identity_problem`)
 A per-row array has one chunk per row. A chunk that cannot be decoded (a zero-length file left by a node crash,
 garbage bytes, a chunk being written right now) must not make a whole read fail: :func:`read_rows` reads the array
 in one fast read and, only where that fails, in halves until the undecodable chunks are found (a few reads per
-damaged chunk, not one per row); those rows keep the fill value and are reported through ``on_error``.
+damaged chunk, not one per row); those rows keep the fill value and are reported through ``on_error``. Local
+stores are read from their chunk files (store/chunk_files.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import zarr
+
+from datatransfer.store import chunk_files
 
 OnError = Callable[[zarr.Array, int, Exception], None]
 
@@ -33,7 +36,7 @@ def read_rows(arr: zarr.Array, on_error: OnError) -> np.ndarray:
     while todo:
         lo, hi = todo.pop()
         try:
-            out[lo:hi] = arr[lo:hi]
+            out[lo:hi] = chunk_files.rows(arr, lo, hi)
         except Exception as e:  # decoding errors are codec-specific (RuntimeError of zstd, ValueError, ...)
             if hi - lo == 1:
                 on_error(arr, lo, e)
@@ -46,7 +49,7 @@ def read_rows(arr: zarr.Array, on_error: OnError) -> np.ndarray:
 def read_row(arr: zarr.Array, row: int, on_error: OnError) -> Optional[np.ndarray]:
     """Row ``row`` of ``arr``, or None (after ``on_error(arr, row, error)``) if its chunk cannot be decoded."""
     try:
-        return np.asarray(arr[int(row)])
+        return chunk_files.rows(arr, int(row), int(row) + 1)[0]
     except Exception as e:
         on_error(arr, int(row), e)
         return None
