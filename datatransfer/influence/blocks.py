@@ -108,7 +108,8 @@ def read_blocks(arr: zarr.Array, rows: np.ndarray, block_rows: int, skipped: Opt
     Each block is read by ``chunk_files.take``: its rows' chunk files (a local store), else one zarr slice over the
     span of its rows, the unused rows in between dropped after the read. When that read fails, the block's rows are
     read one by one, and a row whose chunk cannot be decoded (left empty by a crash, garbage) is left out with a
-    warning naming the row and the file: the rows yielded are exactly those whose data comes with them. Rows left out are added to ``skipped`` (if given); rows already in it are not read."""
+    warning naming the row and the file: the rows yielded are exactly those whose data comes with them. Rows left
+    out are added to ``skipped`` (if given); rows already in it are not read."""
     if skipped:
         rows = rows[~np.isin(rows, sorted(skipped))]
     blocks = [rows[i:i + block_rows] for i in range(0, len(rows), block_rows)]
