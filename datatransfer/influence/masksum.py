@@ -183,8 +183,13 @@ def mask_sums(masks: np.ndarray, y: np.ndarray, out: np.ndarray, total: np.ndarr
     tiles = -(-k // TILE)
     cuts = np.linspace(0, tiles, min(max(threads, 1), tiles) + 1).astype(int)
     with _slp():  # compiles on the first call of a process (or loads numba's cache)
-        kernel(perm, off, y, out, total, col0, sq0, cuts[0], cuts[1])  # compiled before other threads call it
-        if len(cuts) > 2:
-            with cf.ThreadPoolExecutor(len(cuts) - 2) as pool:
-                list(pool.map(lambda i: kernel(perm, off, y, out, total, col0, sq0, cuts[i], cuts[i + 1]),
-                              range(1, len(cuts) - 1)))
+        if len(cuts) == 2:
+            kernel(perm, off, y, out, total, col0, sq0, cuts[0], cuts[1])
+            return
+        kernel(perm, off, y, out, total, col0, sq0, 0, 0)  # no tile: compiled for these types before the threads
+        with cf.ThreadPoolExecutor(len(cuts) - 2) as pool:  # the tiles' columns are disjoint: no two write alike
+            rest = [pool.submit(kernel, perm, off, y, out, total, col0, sq0, cuts[i], cuts[i + 1])
+                    for i in range(1, len(cuts) - 1)]
+            kernel(perm, off, y, out, total, col0, sq0, cuts[0], cuts[1])  # the first share, here meanwhile
+            for f in rest:
+                f.result()

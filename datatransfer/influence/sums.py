@@ -97,7 +97,7 @@ def read_sums(outputs, masks: np.ndarray, rows: np.ndarray, mi: np.ndarray, ki: 
     n, k, pairs = avg.shape[0], avg.shape[0] + avg.shape[1], len(mi)
     sums = Sums.zeros(pairs, masks.shape[1], k)
     batch = int(np.clip(batch_mb * 2 ** 20 // (4 * k * pairs), block_rows, 2048))
-    threads = compute_threads()
+    threads = compute_threads(outputs)
     ybuf = np.empty((batch + block_rows, pairs, n), dtype=outputs.dtype)  # a batch, as stored (float32)
     abuf = np.empty((batch + block_rows, pairs, k - n))
     got, agg, smp, filled = [], [], [], 0

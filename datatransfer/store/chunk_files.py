@@ -113,6 +113,11 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.astype(object), b.astype(object)))
 
 
+def reads_files(arr: zarr.Array) -> bool:
+    """Whether :func:`rows` and :func:`take` read ``arr`` from its chunk files (not through zarr)."""
+    return _decoder(arr) is not None
+
+
 def rows(arr: zarr.Array, r0: int, r1: int) -> np.ndarray:
     """``arr[r0:r1]`` for an array of a sweep store: from the chunk files where this module can, else by zarr."""
     decoder = _decoder(arr)
