@@ -170,16 +170,16 @@ def blas_limit(threads: int = 0):
     return threadpool_limits(limits=threads or compute_threads(), user_api="blas")
 
 
-def compute_threads(outputs: Optional[zarr.Array] = None) -> int:
-    """Threads for the products beside the reading thread: a worker process's share of the CPUs (set in aggregation
-    workers), else all CPUs but one, or all of them where ``outputs`` are read from their chunk files
-    (store/chunk_files.py): the reading thread then needs a fraction of a core (0.9 CPU-s for the 7,540 rows of the
-    bench against ~3 for their sums; docs/performance.md)."""
+def compute_threads(outputs: Optional[zarr.Array] = None, reading: bool = True) -> int:
+    """Threads for the products: a worker process's share of the CPUs (set in aggregation workers), else all CPUs
+    but one beside a reading thread, or all of them where ``outputs`` are read from their chunk files
+    (store/chunk_files.py: the reading thread then needs a fraction of a core, 0.9 CPU-s for the 7,540 rows of the
+    bench against ~3 for their sums; docs/performance.md) or nothing is being read (``reading=False``)."""
     threads = int(os.environ.get("DATATRANSFER_BLAS_THREADS", "0"))
     if threads > 0:
         return threads
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    light = outputs is not None and chunk_files.reads_files(outputs)
+    light = not reading or (outputs is not None and chunk_files.reads_files(outputs))
     return cpus if light else max(1, cpus - 1)
 
 

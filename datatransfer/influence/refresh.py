@@ -293,8 +293,9 @@ def _total(g: zarr.Group, prev: Optional[zarr.Group], prev_blocks: int, q: int, 
                 s = Sums(d.s_in[i:i + 1], d.total[i:i + 1], d.n_in, d.count)
             else:
                 s = ss.read_block(g, j, [q])
-            if tot is None:
-                tot = Sums(s.s_in.copy(), s.total.copy(), s.n_in.copy(), s.count)
+            if tot is None:  # a task's delta is this pair's alone and not used after this: summed into in place
+                own = (j, q) in deltas
+                tot = Sums(s.s_in if own else s.s_in.copy(), s.total.copy(), s.n_in.copy(), s.count)
             else:
                 _accumulate(tot, s, 1.0)
         return tot

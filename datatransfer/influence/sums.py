@@ -72,7 +72,8 @@ class Sums:
         n, n_in = int(self.count), self.n_in.copy()
         check_coverage(n_in, n - n_in, unit_names)
         k = self.total.shape[1] // 2
-        infl, se = welch(self.s_in[p][:, :k], self.s_in[p][:, k:], self.total[p, :k], self.total[p, k:], n_in, n)
+        infl, se = welch(self.s_in[p][:, :k], self.s_in[p][:, k:], self.total[p, :k], self.total[p, k:], n_in, n,
+                         compute_threads(reading=False))
         return Estimate(infl, n_in, n - n_in, self.total[p, :k] / n, n, se=se)
 
 
@@ -109,7 +110,8 @@ def read_sums(outputs, masks: np.ndarray, rows: np.ndarray, mi: np.ndarray, ki: 
         check(block, y)
         at = slice(filled, filled + len(block))
         ybuf[at] = y
-        np.matmul(y, avg, out=abuf[at], dtype=np.float64)
+        # one (b·P, n) x (n, C + 1) product: a (b, P, n) operand is multiplied row by row (measured 2.2x slower)
+        np.matmul(y.reshape(-1, n).astype(np.float64), avg, out=abuf[at].reshape(-1, k - n))
         got.append(block)
         agg.append(abuf[at, :, -1].copy())
         smp.append(y[:, :, sample])

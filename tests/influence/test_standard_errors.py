@@ -91,7 +91,8 @@ def test_ridge_without_bootstrap_has_no_se(tmp_path):
 
 
 def test_blocked_welch_equals_the_whole_array_formulas_bitwise():
-    """welch() runs in blocks of units (~1 MB at a time: 13 of the 40 units here, a partial last block): the same
+    """welch() runs in blocks of units (~1 MB at a time: 13 of the 40 units here, a partial last block), split
+    between threads or not: the same
     operations in the same order as these whole-array ones, so the same bits, including units in fewer than 2 rows
     (NaN) and in every row."""
     from datatransfer.influence.estimators import welch
@@ -115,7 +116,8 @@ def test_blocked_welch_equals_the_whole_array_formulas_bitwise():
         v0 = np.maximum(b2 - b * b * r0, 0.0) * (r0 / (n0 - 1))
         want_se = np.sqrt(v1 + v0)
     want_se[np.broadcast_to((n1 < 2) | (n0 < 2), want_se.shape)] = np.nan
-    infl, se = welch(s_in, s_sq, total, total_sq, n_in, rows)
-    np.testing.assert_array_equal(infl, want_infl)
-    np.testing.assert_array_equal(se, want_se)
+    for threads in (1, 2, 3):  # the units split between threads: the same bits
+        infl, se = welch(s_in, s_sq, total, total_sq, n_in, rows, threads)
+        np.testing.assert_array_equal(infl, want_infl)
+        np.testing.assert_array_equal(se, want_se)
     assert np.isnan(se[:3]).all() and np.isfinite(se[3:]).all()
