@@ -81,15 +81,17 @@ class Cost:
                                               f"last row's end ({self.concurrency:.1f} rows at a time on average)")
             out = [f"cost: {self.rows} rows {what} x {self.seconds_per_row:.1f} s/row ({self.source}) = "
                    f"{self.device_hours:.2f} {unit}-hours ({per}); wall time {wall}"]
+        return out + self.disk_lines()
+
+    def disk_lines(self) -> List[str]:
+        """The store's size on disk, now and projected (none if neither is known)."""
         disk = [f"{self.store_bytes / 1e6:.1f} MB now"] if self.store_bytes is not None else []
         if self.projected_bytes is not None:
             disk.append(f"{'' if disk else 'new store: '}{self.projected_bytes / 1e6:.1f} MB projected when its "
                         f"{self.total_rows} rows are complete ({self.projected_how})")
         elif self.projected_how:
             disk.append(f"{'' if disk else 'new store: '}{self.projected_how}")
-        if disk:
-            out.append("store size on disk: " + "; ".join(disk))
-        return out
+        return ["store size on disk: " + "; ".join(disk)] if disk else []
 
 
 def duration(seconds: float) -> str:
@@ -299,8 +301,8 @@ def _measured(store, use, done: int, total: int, models: float, string_bytes: in
 
 
 def unmeasured(store) -> Cost:
-    """The size lines of ``launch.status`` for a store with no completed row yet (its cost is not known): the store
-    now, and the upper bound of it complete."""
+    """What ``launch.status`` knows of a store with no completed row yet: not its cost, but its size now and the
+    upper bound of it complete (``disk_lines``)."""
     use = size.usage(store.path, store.group)
     projected, how = _bounded(store, use, store.num_rows, use.per_model or 0, size.info_bytes("cpu"))
     return Cost(0, float("nan"), "no completed row", "cpu", 1, 1, use.total, projected_bytes=projected,
@@ -346,11 +348,10 @@ def transfers(cfg) -> Cost:
         tasks = math.ceil(rows / max(1, int(cfg.launcher.rows_per_task)))
         parallel = min(int(cfg.launcher.array_parallelism) or tasks, tasks) if tasks else 1
     else:
-        from datatransfer.launchers.local import local_workers
-        from datatransfer.rows.worker import cpus_allotted
+        from datatransfer.launchers.local import local_workers, worker_threads
 
         parallel = local_workers(cfg)
-        threads = max(1, cpus_allotted() // parallel)
+        threads = worker_threads(parallel)
     done = np.flatnonzero(store.completed())
     fields = store.row_stat_fields
     per_target, spr, source = float("nan"), float("nan"), "no completed row of this store has its times"

@@ -267,6 +267,11 @@ def _run_here(cfg, store: Store, rows: List[int], threads: int, on_done: Callabl
     return failed
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads of each of ``workers`` local worker processes: the allotted CPUs split evenly."""
+    return max(1, cpus_allotted() // workers)
+
+
 def local_workers(cfg) -> int:
     """launcher.workers, or for 0 (auto): one worker per allotted CPU on the CPU, a single one on a GPU."""
     if int(cfg.launcher.workers) > 0:
@@ -297,7 +302,7 @@ def run_local(cfg, store: Store, plan: Optional[Tuple[List[int], Dict[int, Optio
     if len(rows) == 0:
         return 0
     workers = max(1, min(local_workers(cfg), len(rows)))
-    threads = max(1, cpus_allotted() // workers)
+    threads = worker_threads(workers)
     bar = tqdm(total=total, initial=total - len(rows) - len(held), unit="row", desc="rows", dynamic_ncols=True)
     done = 0
     failed: Dict[int, str] = {}
@@ -352,7 +357,7 @@ def summary(store: Store) -> str:
 def _log_cost(cfg, store: Optional[Store], rows: int) -> None:
     """The dry run's cost lines (launchers/cost.py) for ``rows`` rows in this launcher's worker processes."""
     workers = local_workers(cfg)
-    for line in cost.estimate(cfg, store, rows, max(1, cpus_allotted() // workers), workers).lines():
+    for line in cost.estimate(cfg, store, rows, worker_threads(workers), workers).lines():
         log.info("%s", line)
 
 

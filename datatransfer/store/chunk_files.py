@@ -23,7 +23,8 @@ import numpy as np
 import zarr
 
 _lock = threading.Lock()
-_decoders: Dict[Tuple[str, str], Optional["_Decoder"]] = {}  # (store root, array path) -> decoder, None: use zarr
+# (store root, array path and the metadata that decoding depends on) -> decoder; None: zarr reads that array
+_decoders: Dict[Tuple, Optional["_Decoder"]] = {}
 
 
 class _Decoder:
@@ -32,6 +33,7 @@ class _Decoder:
     def __init__(self, arr: zarr.Array, root: Path):
         from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
         from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.buffer.cpu import Buffer
 
         meta = arr.metadata
         codecs = list(meta.codecs)
@@ -45,33 +47,35 @@ class _Decoder:
         self.row_shape = tuple(arr.shape[1:])
         self.dtype = np.dtype(arr.dtype)  # replaced by the type of zarr's own read when checked (_decoder)
         self.fill = arr.fill_value
+        self.buffer = Buffer
 
     def row(self, r: int) -> Optional[np.ndarray]:
         """Row ``r``, or None if its chunk was never written (its fill value)."""
-        from zarr.core.buffer.cpu import Buffer
-
         try:
             with open(f"{self.folder}/{self.encode((r,) + (0,) * len(self.row_shape))}", "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return None
-        buf = Buffer.from_bytes(data)
+        buf = self.buffer.from_bytes(data)
         for codec in self.byte_codecs:
             buf = codec._decode_sync(buf, self.spec)
         out = self.array_codec._decode_sync(buf, self.spec).as_numpy_array()
         return out.reshape(self.row_shape)
 
-    def rows(self, r0: int, r1: int) -> np.ndarray:
-        out = np.empty((r1 - r0, *self.row_shape), dtype=self.dtype)
-        for r in range(r0, r1):
+    def take(self, rows_) -> np.ndarray:
+        """The rows ``rows_`` (a sequence of ints), unwritten ones as the fill value."""
+        out = np.empty((len(rows_), *self.row_shape), dtype=self.dtype)
+        for k, r in enumerate(rows_):
             got = self.row(r)
-            out[r - r0] = self.fill if got is None else got
+            out[k] = self.fill if got is None else got
         return out
 
 
-def _decoder(arr: zarr.Array) -> Optional[_Decoder]:
-    """The decoder of ``arr``, made and checked against zarr's own read of its first written row on first use
-    (and again if the array's metadata changes); None where zarr reads."""
+def _decoder(arr: zarr.Array, wanted=()) -> Optional[_Decoder]:
+    """The decoder of ``arr``, made and checked against zarr's own read of a written row on first use (and again if
+    the array's metadata changes); None where zarr reads. The row checked is the first written of the rows
+    ``wanted`` by the caller, else of the array's first 64: rows written anywhere are found by the reads that ask
+    for them."""
     root = getattr(arr.store, "root", None)
     if not isinstance(arr.store, zarr.storage.LocalStore) or root is None or arr.ndim < 1:
         return None
@@ -84,12 +88,12 @@ def _decoder(arr: zarr.Array) -> Optional[_Decoder]:
     if arr.chunks[0] == 1 and tuple(arr.chunks[1:]) == tuple(arr.shape[1:]):
         try:
             made = _Decoder(arr, Path(root))
-            probe = _first_written(made, arr.shape[0])
+            probe = _first_written(made, wanted, arr.shape[0])
             if probe is None:  # nothing written yet: zarr reads, and the check is made again next time
                 return None
             theirs = np.asarray(arr[probe:probe + 1])
             made.dtype = theirs.dtype  # the array type zarr gives (numpy's StringDType for text)
-            decoder = made if _same(made.rows(probe, probe + 1), theirs) else None
+            decoder = made if _same(made.take([probe]), theirs) else None
         except Exception:  # other zarr internals, or a damaged first chunk: zarr reads this array
             decoder = None
     with _lock:
@@ -97,11 +101,11 @@ def _decoder(arr: zarr.Array) -> Optional[_Decoder]:
     return decoder
 
 
-def _first_written(decoder: _Decoder, rows: int) -> Optional[int]:
-    """The first of the first 64 rows whose chunk exists, or None."""
-    for r in range(min(rows, 64)):
-        if decoder.row(r) is not None:
-            return r
+def _first_written(decoder: _Decoder, wanted, rows: int) -> Optional[int]:
+    """The first of the first 64 rows of ``wanted`` (else of the array) whose chunk exists, or None."""
+    for r in list(wanted[:64]) or range(min(rows, 64)):
+        if decoder.row(int(r)) is not None:
+            return int(r)
     return None
 
 
@@ -120,23 +124,20 @@ def reads_files(arr: zarr.Array) -> bool:
 
 def rows(arr: zarr.Array, r0: int, r1: int) -> np.ndarray:
     """``arr[r0:r1]`` for an array of a sweep store: from the chunk files where this module can, else by zarr."""
-    decoder = _decoder(arr)
+    r0, r1 = int(r0), int(r1)
+    decoder = _decoder(arr, range(r0, r1))
     if decoder is None:
         return np.asarray(arr[r0:r1])
-    return decoder.rows(int(r0), int(r1))
+    return decoder.take(range(r0, r1))
 
 
 def take(arr: zarr.Array, rows_: np.ndarray) -> np.ndarray:
     """``arr[rows_]`` for sorted row indices: only those rows' chunk files where this module reads, else one zarr
     slice over their span (much faster in zarr than a point selection) with the others dropped."""
     rows_ = np.asarray(rows_, dtype=np.int64)
-    decoder = _decoder(arr)
+    decoder = _decoder(arr, rows_)
     if decoder is None:
         r0, r1 = int(rows_[0]), int(rows_[-1]) + 1
         data = np.asarray(arr[r0:r1])
         return data if r1 - r0 == len(rows_) else data[rows_ - r0]
-    out = np.empty((len(rows_), *decoder.row_shape), dtype=decoder.dtype)
-    for k, r in enumerate(rows_.tolist()):
-        got = decoder.row(r)
-        out[k] = decoder.fill if got is None else got
-    return out
+    return decoder.take(rows_.tolist())

@@ -70,3 +70,13 @@ def test_an_array_replaced_with_another_layout_is_checked_again(tmp_path):
     arr = group.create_array("x", shape=(3, 4), chunks=(1, 4), dtype="int32", fill_value=-1, overwrite=True)
     arr[2] = [1, 2, 3, 4]
     assert chunk_files.rows(arr, 0, 3).tolist() == [[-1] * 4, [-1] * 4, [1, 2, 3, 4]]
+
+
+def test_rows_written_only_late_in_the_array_are_read_from_their_files(tmp_path):
+    """The check against zarr's read uses the rows asked for: it used to look only at the first 64 rows, so an array
+    written only past them (rows a repair left) went to zarr, and each read opened 64 missing files first."""
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    arr = group.create_array("x", shape=(100, 2), chunks=(1, 2), dtype="float32", fill_value=np.nan)
+    arr[80] = [8.0, 0.5]
+    got = chunk_files.rows(arr, 70, 90)
+    assert chunk_files._same(got, np.asarray(arr[70:90])) and chunk_files.reads_files(arr)

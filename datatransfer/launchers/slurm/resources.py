@@ -126,7 +126,9 @@ def check(launcher: Any, prefix: str = "launcher.", quiet: bool = False) -> None
     problems = [problem(launcher, p, group, prefix) for p, group in by_partition.items()]
     if all(problems):  # several partitions (partition=a,b): refused only if none of them can run a task
         raise ConfigError("; ".join(problems))
-    for p, group in by_partition.items() if not quiet else ():
+    if quiet:
+        return
+    for p, group in by_partition.items():
         limit = group[0].time_limit_min
         offers = " / ".join(sorted({n.describe() for n in group}))
         shown = "unknown" if limit is None else "none" if limit == math.inf else f"{limit:g} min"

@@ -171,7 +171,7 @@ def _cost_lines(store: Store, c: RowCounts, done) -> List[str]:
     from datatransfer.launchers import cost
 
     if done is None:
-        return ["cost: no completed row with provenance times yet", *cost.unmeasured(store).lines()[1:]]
+        return ["cost: no completed row with provenance times yet", *cost.unmeasured(store).disk_lines()]
     lines = done.lines(what="completed")
     left = c.total - c.completed
     if left:

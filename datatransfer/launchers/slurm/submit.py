@@ -100,7 +100,7 @@ def _plan_and_submit(cfg: Any, store: Optional[Store], overrides: Sequence[str])
         log.info("%s", text.splitlines()[0])
         log.info("nothing to submit: every row is completed, queued or running")
         if store is not None:  # its size, now and when the rows in flight are complete
-            for line in cost.estimate(cfg, store, 0, int(cfg.launcher.cpus_per_task) or 1, 1).lines()[1:]:
+            for line in cost.estimate(cfg, store, 0, int(cfg.launcher.cpus_per_task) or 1, 1).disk_lines():
                 log.info("%s", line)
         return None
     if source.startswith("assumed"):  # a dry run where Slurm cannot be asked
