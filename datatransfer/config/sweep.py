@@ -73,7 +73,9 @@ class ModelConfig:
 class TrainConfig(Recipe):
     """Source-model recipe (schedule: onecycle | cyclic | constant)."""
 
-    epochs: int = 2
+    # 3 (2 until 2026-12-07): a third epoch doubles the weak digit matches' influence on the mini demo while the rows'
+    # noise stays, so 224 three-epoch rows answer more clearly than 352 two-epoch ones (docs/configuration.md)
+    epochs: int = 3
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-2
@@ -153,9 +155,9 @@ class RandomSubsetsSweepConfig:
     unit: str = "class"
     alpha: float = 0.5  # fraction of units in each mask
     scheme: str = "fixed_size"  # fixed_size: exactly round(alpha * U) units | bernoulli: each unit in w.p. alpha
-    # 352: what fits the mini demo in ~9 min on 2 quiet cores (bf16, 8 models per process); its digits answer is at
-    # z >= 3 for 7 of 10 classes (128: 6/10); measured in docs/configuration.md, "The mini recipe"
-    num_models: int = 352
+    # 224: what fits the mini demo (3-epoch rows, bf16, 8 models per process) in ~9 min on 2 quiet cores; its digits
+    # answer is at z >= 3 for 9 of 10 classes; measured in docs/configuration.md, "The mini recipe"
+    num_models: int = 224
     seed: int = 0
     # Repeated rows, for the noise ceiling of the diagnostics (docs/estimators.md): 0 = none; k >= 2 = every k-th
     # row (i % k == k - 1) trains on the mask of row i - 1 with its own seed, so 1/k of the rows are repeats.

@@ -128,7 +128,7 @@ def test_every_stage_is_a_recipe_with_its_own_defaults():
     assert keys == ["epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "peak_epoch",
                     "step_every", "step_gamma"]
     defaults = {  # the mini recipe: each stage's own values
-        TrainConfig: (2, 128, "adam", 1e-2, 0.9, 0.0, "onecycle", 0.6, 5, 0.1),
+        TrainConfig: (3, 128, "adam", 1e-2, 0.9, 0.0, "onecycle", 0.6, 5, 0.1),
         FixedTransferConfig: (2, 64, "sgd", 0.1, 0.9, 1e-3, "cyclic", 0.5, 5, 0.1),
         FullTransferConfig: (1, 64, "adam", 1e-3, 0.9, 0.0, "onecycle", 0.3, 5, 0.1),
     }

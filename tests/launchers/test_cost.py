@@ -49,7 +49,7 @@ def test_a_bench_result_of_another_recipe_is_labelled_so(tmp_path):
     assert label.endswith("on Chip A")
     _, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A",
                              cfg=compose(["experiment=mini", "train.epochs=1", "model.width=16"]))
-    assert "for the mini recipe, not this sweep's (model.width: 10 -> 16; train.epochs: 2 -> 1)" in label
+    assert "for the mini recipe, not this sweep's (model.width: 10 -> 16; train.epochs: 3 -> 1)" in label
 
 
 def test_status_cost_counts_the_rows_that_ran_at_once(tmp_path):
