@@ -74,7 +74,7 @@ class TrainConfig(Recipe):
     """Source-model recipe (schedule: onecycle | cyclic | constant)."""
 
     # 3 (2 until 2026-12-07): a third epoch doubles the weak digit matches' influence on the mini demo while the rows'
-    # noise stays, so 224 three-epoch rows answer more clearly than 352 two-epoch ones (docs/configuration.md)
+    # noise stays: 224 three-epoch rows answer more clearly than 352 two-epoch ones (docs/configuration.md)
     epochs: int = 3
     batch_size: int = 128
     optimizer: str = "adam"
@@ -156,7 +156,7 @@ class RandomSubsetsSweepConfig:
     alpha: float = 0.5  # fraction of units in each mask
     scheme: str = "fixed_size"  # fixed_size: exactly round(alpha * U) units | bernoulli: each unit in w.p. alpha
     # 224: what fits the mini demo (3-epoch rows, bf16, 8 models per process) in ~9 min on 2 quiet cores; its digits
-    # answer is at z >= 3 for 9 of 10 classes; measured in docs/configuration.md, "The mini recipe"
+    # answer is at z >= 3 for 8-9 of 10 classes (two sweep seeds); docs/configuration.md, "Why 3 epochs and 224 models"
     num_models: int = 224
     seed: int = 0
     # Repeated rows, for the noise ceiling of the diagnostics (docs/estimators.md): 0 = none; k >= 2 = every k-th
