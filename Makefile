@@ -33,5 +33,10 @@ $(FFCV_STAMP): $(STAMP) scripts/install_ffcv.sh
 	scripts/install_ffcv.sh $(VENV)
 	touch $(FFCV_STAMP)
 
+# Most tests keep one core busy (app start-ups, single-threaded training), so two pytest-xdist workers share the 2
+# cores, a test file to a worker (its module fixtures built once, its tests in order; the real-Slurm tests are one
+# file, tests/launchers/test_slurm_cluster.py). `make test TEST_WORKERS=0` runs them in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(FFCV_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
