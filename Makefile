@@ -35,8 +35,9 @@ $(FFCV_STAMP): $(STAMP) scripts/install_ffcv.sh
 
 # Most tests keep one core busy (app start-ups, single-threaded training), so two pytest-xdist workers share the 2
 # cores, a test file to a worker (its module fixtures built once, its tests in order; the real-Slurm tests are one
-# file, tests/launchers/test_slurm_cluster.py). `make test TEST_WORKERS=0` runs them in this process.
+# file, tests/launchers/test_slurm_cluster.py), in the order tests/conftest.py gives the files.
+# `make test TEST_WORKERS=0` runs them in this process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) $(FFCV_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
