@@ -111,11 +111,12 @@ def batched(args: argparse.Namespace) -> Dict[str, dict]:
     from datatransfer.masks import row_mask
     from datatransfer.rows.trained import TrainedRows
     from datatransfer.train.loop import make_runtime
+    from datatransfer.train.precision import amp_here
 
     ks = [int(k) for k in args.batched.split(",")]
     amp = ["train.amp=true"] if str(args.device).startswith("cuda") else []
     cfg = compose([f"compute.device={args.device}", *amp, *args.override])
-    rt = make_runtime(cfg.compute.device, cfg.train.amp, 1 if rt_is_cpu(args) else args.workers)
+    rt = make_runtime(cfg.compute.device, amp_here(cfg), 1 if rt_is_cpu(args) else args.workers)
     runner = TrainedRows(cfg, rt, {t: i for i, t in enumerate(cfg.targets)})
     rows = list(range(max(ks)))
     masks = {r: row_mask(int(cfg.sweep.seed), r, runner.source.num_classes, float(cfg.sweep.alpha)) for r in rows}
@@ -149,6 +150,7 @@ def setup(args: argparse.Namespace, root: Path):
     from datatransfer import data
     from datatransfer.config import compose
     from datatransfer.train.loop import make_runtime
+    from datatransfer.train.precision import amp_here
 
     t = time.perf_counter()
     w, h = (int(v) for v in args.image_size.split("x"))
@@ -159,7 +161,7 @@ def setup(args: argparse.Namespace, root: Path):
                    f"compute.device={args.device}", f"compute.loader_workers={args.workers}",
                    f"train.batch_size={args.batch_size}", f"transfer.fixed.batch_size={args.batch_size}",
                    f"transfer.full.batch_size={args.batch_size}", "targets=[pets]"])
-    rt = make_runtime(cfg.compute.device, cfg.train.amp, args.workers)
+    rt = make_runtime(cfg.compute.device, amp_here(cfg), args.workers)
     gpu = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu"
     print(f"device {gpu}, AMP {rt.amp}, channels-last, batch {args.batch_size}, torch {torch.__version__}, "
           f"FFCV workers {args.workers}", flush=True)

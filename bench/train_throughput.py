@@ -34,6 +34,7 @@ from datatransfer.data import memory
 from datatransfer.masks import row_mask
 from datatransfer.train import loop as train
 from datatransfer.train.models import build
+from datatransfer.train.precision import amp_here
 
 
 def ours(model, split, recipe, rt, seed: int) -> float:
@@ -74,7 +75,7 @@ def training_step(args) -> None:
         split = memory.Split(split.x[:args.images], split.y[:args.images])
     if args.arch == "resnet18":  # RGB model: replicate the grey channel
         split = memory.Split(split.x.expand(-1, 3, -1, -1).contiguous(), split.y)
-    rt = train.make_runtime(cfg.compute.device, cfg.train.amp, torch.get_num_threads())
+    rt = train.make_runtime(cfg.compute.device, amp_here(cfg), torch.get_num_threads())
     print(f"training step: {args.arch}, {len(split)} images {tuple(split.x.shape[1:])}, batch {args.batch_size}, "
           f"{args.epochs} epochs per run, {args.repeats} runs each, torch threads {torch.get_num_threads()}, "
           f"device {rt.device}", flush=True)

@@ -12,6 +12,7 @@ from datatransfer.config import compose
 from datatransfer.rows.trained import TrainedRows
 from datatransfer.store.sweep_store import Store
 from datatransfer.train.loop import make_runtime
+from datatransfer.train.precision import resolve_amp
 
 
 def test_mini_sweep_end_to_end_and_rerun(tmp_path):
@@ -50,7 +51,7 @@ def test_mini_sweep_end_to_end_and_rerun(tmp_path):
     # auto compute.models_per_process=4 trained rows 0-2 together, docs/configuration.md "Determinism")
     cfg = compose(TINY + [f"store.path={store_path}"])
     assert all(store.provenance(i)["models_per_process"] == 3 for i in range(3))
-    rows = TrainedRows(cfg, make_runtime("cpu", cfg.train.amp, threads=1), {"digits": 0, "coarse": 1})
+    rows = TrainedRows(cfg, make_runtime("cpu", resolve_amp(cfg), threads=1), {"digits": 0, "coarse": 1})
     row = dict(rows.run_group([0, 1, 2], [store.masks[i] for i in range(3)], [None] * 3))[1]
     np.testing.assert_allclose(row.outputs["digits"], before[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(row.predictions["coarse"], store.predictions("coarse")[1])

@@ -111,7 +111,8 @@ def needs_gpu(cfg: Any) -> str:
         return f"compute.device={device}: on a node without a GPU every row fails"
     # mixed precision runs on CPUs too (bf16), so it marks a CUDA recipe only for models too large for CPUs
     if device == "auto" and cfg.train.amp and cfg.model.arch != "small_cnn":
-        return (f"train.amp=true, model.arch={cfg.model.arch}: on a node without a GPU the rows would silently train "
+        amp = str(cfg.train.amp).lower()  # true, or auto (which means true for architectures other than the small CNN)
+        return (f"train.amp={amp}, model.arch={cfg.model.arch}: on a node without a GPU the rows would silently train "
                 "on its CPUs, in bf16 instead of fp16")
     return ""
 

@@ -93,7 +93,10 @@ class TrainConfig(Recipe):
     eval_res: int = 224
     # Mixed precision for the whole row: on CUDA fp16 autocast + grad scaler + fp16 inputs; on the CPU bf16 autocast
     # (1.3-1.6x the models per CPU-hour where the CPU has AMX / AVX-512 BF16; docs/performance.md). false: float32.
-    amp: bool = True
+    # auto: true on CUDA and for GPU architectures, for the small CNN on a CPU only where bf16 is native (emulated
+    # bf16 is ~5x slower than float32); resolved once when the store is created, which records the bool
+    # (train/precision.py). true | false | auto.
+    amp: Any = "auto"
 
 
 @dataclass
@@ -277,8 +280,8 @@ class ComputeConfig:
     # quasi-random order (data larger than RAM, as FFCV advises).
     os_cache: bool = True
     # Rows whose source models one worker process trains at once (the batched row runner, docs/performance.md):
-    # 0 = auto (measured per device: AUTO_MODELS_PER_PROCESS in rows/worker.py); 1 = one row at a time. Only the
-    # small CNN stacks; other architectures run one row at a time whatever this says.
+    # 0 = auto (measured per device and precision: AUTO_MODELS_PER_PROCESS in rows/worker.py); 1 = one row at a
+    # time. Only the small CNN stacks; other architectures run one row at a time whatever this says.
     models_per_process: int = 0
 
 

@@ -181,6 +181,7 @@ def _validate_trained(cfg: Any) -> None:
     need(0 < tr.min_res <= tr.max_res, "train.min_res", f"need 0 < min_res <= max_res, got {tr.min_res}, {tr.max_res}")
     need(tr.start_ramp <= tr.end_ramp, "train.start_ramp", f"must be <= train.end_ramp, got {tr.start_ramp}")
     need(tr.res_step >= 1 and tr.eval_res >= 1, "train.res_step", "res_step and eval_res must be positive")
+    need(isinstance(tr.amp, bool) or tr.amp == "auto", "train.amp", f"must be true, false or auto, got {tr.amp!r}")
     fx = cfg.transfer.fixed
     need(fx.solver in ("newton", "lbfgs", "sgd"), "transfer.fixed.solver",
          f"must be newton, lbfgs or sgd, got {fx.solver!r}")

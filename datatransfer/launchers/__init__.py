@@ -32,7 +32,11 @@ def preflight(cfg: Any) -> None:
     """What the config alone cannot tell, checked on this machine before any store is created or changed: the
     local launcher trains here, so a CUDA device it asks for must exist (a ConfigError naming compute.device); a
     Slurm request no node of the partition can run is refused before a new store is made for it (the submission
-    asks ``sinfo`` again, as it does for an existing store)."""
+    asks ``sinfo`` again, as it does for an existing store). ``train.amp=auto`` becomes this machine's choice (or
+    the existing store's), before anything reads it."""
+    from datatransfer.train.precision import resolve_amp
+
+    resolve_amp(cfg)
     if cfg.launcher.name == "slurm" and not cfg.launch.dry_run and not Path(cfg.store.path).exists():
         from datatransfer.launchers.slurm import resources
 

@@ -123,21 +123,31 @@ def _per_row(store, spans: np.ndarray, completed: Optional[np.ndarray] = None) -
 
 
 def processor(device_type: str) -> str:
-    """This machine's processor of ``device_type``: the CPU's model name, or the first GPU's name ('' if unknown)."""
+    """This machine's processor of ``device_type``: the first GPU's name, or the CPU's model name with its widest
+    vector extension ('AMD EPYC, AVX2'): one model name covers CPUs of several generations whose speeds, and whose
+    best precision (native bf16 or not), differ several-fold. '' if unknown."""
     if device_type == "cuda":
         import torch
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    name, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:  # not Linux
-        pass
-    import platform
+        import platform
 
-    return platform.processor()
+        return platform.processor()
+    isa = next((label for flag, label in CPU_EXTENSIONS if flag in flags), "")
+    return f"{name}, {isa}" if name and isa else name
+
+
+# The widest extension first: what bench results of CPUs sharing a model name are told apart by.
+CPU_EXTENSIONS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
 
 
 def bench_file(device_type: str, model: str = "", folder: Path = BENCH_RESULTS) -> Path:

@@ -21,6 +21,7 @@ from datatransfer.store.provenance import RowRun
 from datatransfer.store.sweep_store import Store
 from datatransfer.train.checkpoint import RowCheckpoint
 from datatransfer.train.loop import make_runtime, resolve_device
+from datatransfer.train.precision import resolve_amp
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,19 @@ def cpus_allotted() -> int:
     return len(os.sched_getaffinity(0))
 
 
-# compute.models_per_process=0 (auto) per device type, from bench/models_per_hour.py (docs/performance.md)
-AUTO_MODELS_PER_PROCESS = {"cpu": 8, "cuda": 8}
+# compute.models_per_process=0 (auto) per device type and precision (train.amp), from bench/models_per_hour.py
+# (docs/performance.md): on the CPU, bf16 gains most at K = 8 (1.15-1.5x on AMX / AVX-512 BF16 CPUs); float32 at
+# K = 4 (1.14x on an AVX2-only AMD EPYC, 1.09-1.14x on the Intel kind; K = 8 was slower than one at a time on both
+# AMD kinds). CUDA: not measured yet.
+AUTO_MODELS_PER_PROCESS = {("cpu", True): 8, ("cpu", False): 4, ("cuda", True): 8, ("cuda", False): 8}
 
 
 def models_per_process(cfg, added_targets: Optional[Sequence[str]] = None) -> int:
-    """How many rows a worker trains at once: ``compute.models_per_process``, or for 0 the measured default of the
-    device (``AUTO_MODELS_PER_PROCESS``); 1 for rows that do not batch (planted rows, targets added later,
-    architectures other than the small CNN). A group is K consecutive rows of those to run, whatever the number of
-    workers, so a row's group (and so its bits) does not depend on how many workers share the sweep."""
+    """How many rows a worker trains at once: ``compute.models_per_process``, or for 0 the measured default of
+    the device and precision (``AUTO_MODELS_PER_PROCESS``); 1 for rows that do not batch (planted rows, targets
+    added later, architectures other than the small CNN). A group is K consecutive rows of those to run, whatever
+    the number of workers, so a row's group (and so its bits) does not depend on how many workers share the
+    sweep."""
     # FFCV loaders are not stacked: zipping K of them gave one model of a group far lower source accuracy
     # (tests/data/test_ffcv_sweeps.py); the paper-scale FFCV path trains ResNets, which do not stack anyway.
     if (added_targets or row_kind(cfg) != "trained" or cfg.model.arch != "small_cnn" or cfg.sweep.unit != "class"
@@ -50,7 +55,8 @@ def models_per_process(cfg, added_targets: Optional[Sequence[str]] = None) -> in
     k = int(cfg.compute.get("models_per_process", 0) or 0)
     if k > 0:
         return k
-    return AUTO_MODELS_PER_PROCESS.get(resolve_device(cfg.compute.device).type, 1)
+    device = resolve_device(cfg.compute.device).type
+    return AUTO_MODELS_PER_PROCESS.get((device, resolve_amp(cfg)), 1)
 
 
 def groups(rows: Sequence[int], k: int) -> List[List[int]]:
@@ -68,7 +74,7 @@ class Worker:
 
     def __init__(self, cfg, store_path: str, threads: Optional[int] = None,
                  added_targets: Optional[Sequence[str]] = None):
-        self.rt = make_runtime(cfg.compute.device, cfg.train.amp, threads or cpus_allotted())
+        self.rt = make_runtime(cfg.compute.device, resolve_amp(cfg), threads or cpus_allotted())
         store = Store.open(store_path, mode="r+")
         if added_targets:
             store = store.scoped(list(added_targets), layout.saved_backbones(store.path, store.num_rows))

@@ -16,6 +16,7 @@ from datatransfer.masks import examples
 from datatransfer.store.provenance import code_version
 from datatransfer.store.spec import LATER_KEYS, StoreSpec, TargetSpec, defining  # noqa: F401 (re-exported)
 from datatransfer.store.sweep_store import Store
+from datatransfer.train.precision import resolve_amp
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def resolved_config(cfg) -> dict:
 
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
+    resolve_amp(cfg)  # a store records the precision its rows train in, never "auto"
     unit_names, targets, modes, unit_index = _units_and_targets(cfg)
     resolved = resolved_config(cfg)
     sw = cfg.sweep

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datatransfer.train.checkpoint import RowCheckpoint
+from datatransfer.train.precision import native_bf16
 from datatransfer.train.schedules import lr_factor
 
 log = logging.getLogger(__name__)  # DEBUG: one line per epoch (python -m launch ... hydra.verbose=datatransfer.train)
@@ -55,23 +56,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX); assume so where torch cannot tell."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True
-
-
 def make_runtime(device: str, amp: bool, threads: int) -> Runtime:
-    """Set this process up to train (thread count, cuDNN autotuning) and describe it."""
+    """Set this process up to train (thread count, cuDNN autotuning) and describe it. ``amp``: a resolved
+    ``train.amp`` (``precision.resolve_amp``), not "auto"."""
+    if not isinstance(amp, bool):
+        raise TypeError(f"make_runtime needs train.amp as true or false, got {amp!r} (precision.resolve_amp)")
     dev = resolve_device(device)
     torch.set_num_threads(max(1, int(threads)))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
-    elif amp and not _fast_bf16():
-        log.warning("train.amp=true on a CPU without AVX-512 BF16 / AMX: bf16 is emulated there and slower than "
-                    "float32; set train.amp=false on this machine (rows would then differ from bf16 ones)")
+    elif amp and not native_bf16():
+        log.warning("train.amp=true on a CPU without AVX-512 BF16 / AMX: bf16 is emulated there, ~5x slower than "
+                    "float32; a new sweep with train.amp=auto (the default) trains in float32 here")
     return Runtime(dev, bool(amp), torch.get_num_threads())
 
 

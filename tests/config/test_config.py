@@ -83,6 +83,7 @@ def test_bad_overrides_exit_nonzero_naming_the_key(tmp_path, override, needle):
         ("transfer.modes=[fixed,linear]", "transfer.modes"),
         ("transfer.modes=[]", "transfer.modes: select at least one of ['fixed', 'full']"),
         ("launcher.workers=-1", "launcher.workers"),
+        ("train.amp=yes", "train.amp: must be true, false or auto, got 'yes'"),
     ],
 )
 def test_bad_values_exit_nonzero_and_leave_no_store(tmp_path, override, needle):

@@ -137,4 +137,4 @@ def test_every_stage_is_a_recipe_with_its_own_defaults():
         assert tuple(getattr(schema(), k) for k in keys) == values, schema.__name__
     cfg = compose(["train.lr=0.3", "transfer.full.epochs=4", "transfer.fixed.step_gamma=0.5"])
     assert (cfg.train.lr, cfg.transfer.full.epochs, cfg.transfer.fixed.step_gamma) == (0.3, 4, 0.5)
-    assert (cfg.transfer.fixed.solver, cfg.transfer.full.head_init, cfg.train.amp) == ("newton", "linear_probe", True)
+    assert (cfg.transfer.fixed.solver, cfg.transfer.full.head_init, cfg.train.amp) == ("newton", "linear_probe", "auto")

@@ -149,3 +149,17 @@ def test_planted_rows_are_costed_by_their_sleep_and_example_units_are_labelled(t
     _, _, label = from_bench("cpu", 8, True, tmp_path, model="Chip A",
                              cfg=compose(["experiment=mini", "sweep=example_subsets"]))
     assert "not this sweep's (sweep.unit: 'class' -> 'example')" in label
+
+
+def test_cpus_of_one_model_name_and_other_vector_extensions_keep_their_own_results(tmp_path):
+    """QA: an AVX2-only AMD EPYC was costed from the AVX-512 BF16 AMD EPYC's file (both 'AMD EPYC'), whose rows
+    ran 2x faster in a precision the AVX2 machine does not use."""
+    import platform
+
+    from datatransfer.launchers.cost import CPU_EXTENSIONS, processor
+
+    name = processor("cpu")
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        assert any(name.endswith(f", {label}") for _, label in CPU_EXTENSIONS), name
+    assert bench_file("cpu", "AMD EPYC, AVX2").name == "models_per_hour-cpu-amd-epyc-avx2.json"
+    assert bench_file("cpu", "AMD EPYC, AVX2") != bench_file("cpu", "AMD EPYC, AVX-512 BF16")

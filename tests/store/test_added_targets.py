@@ -26,6 +26,7 @@ from datatransfer.store.spec import TargetSpec
 from datatransfer.store.sweep_store import Store
 from datatransfer.train import backbones
 from datatransfer.train.loop import make_runtime
+from datatransfer.train.precision import resolve_amp
 
 
 def _files(root: Path, skip=()) -> dict:
@@ -145,7 +146,7 @@ def test_add_targets_without_training(tmp_path, monkeypatch):
     # The added target's outputs are what the row would have computed had coarse been there from the start:
     # the source model is the saved one, and the transfer seed follows the target's position in the store.
     cfg = compose(base + ["targets=[digits,coarse]"])
-    rt = make_runtime("cpu", cfg.train.amp, cpus_allotted())  # as the app's one worker process (same numbers)
+    rt = make_runtime("cpu", resolve_amp(cfg), cpus_allotted())  # as the app's one worker process (same numbers)
     transfer = TargetTransfer(cfg, rt, {"digits": 0, "coarse": 1})
     transfer.datasets.pop("digits")
     outputs, predictions = transfer(backbones.load(layout.backbone(store_path, 1)), row_seed(0, 1))
