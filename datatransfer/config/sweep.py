@@ -94,7 +94,7 @@ class TrainConfig(Recipe):
     # Mixed precision for the whole row: on CUDA fp16 autocast + grad scaler + fp16 inputs; on the CPU bf16 autocast
     # (1.3-1.6x the models per CPU-hour where the CPU has AMX / AVX-512 BF16; docs/performance.md). false: float32.
     # auto: true on CUDA and for GPU architectures, for the small CNN on a CPU only where bf16 is native (emulated
-    # bf16 is ~5x slower than float32); resolved once when the store is created, which records the bool
+    # bf16 costs ~7x a float32 row); resolved once when the store is created, which records the bool
     # (train/precision.py). true | false | auto.
     amp: Any = "auto"
 

@@ -66,7 +66,7 @@ def make_runtime(device: str, amp: bool, threads: int) -> Runtime:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within an epoch: let cuDNN pick the fastest kernels
     elif amp and not native_bf16():
-        log.warning("train.amp=true on a CPU without AVX-512 BF16 / AMX: bf16 is emulated there, ~5x slower than "
+        log.warning("train.amp=true on a CPU without AVX-512 BF16 / AMX: bf16 is emulated there, ~7x slower than "
                     "float32; a new sweep with train.amp=auto (the default) trains in float32 here")
     return Runtime(dev, bool(amp), torch.get_num_threads())
 
