@@ -36,7 +36,7 @@ def cpus_allotted() -> int:
 
 # compute.models_per_process=0 (auto) per device type and precision (train.amp), from bench/models_per_hour.py
 # (docs/performance.md): on the CPU, bf16 gains most at K = 8 (1.15-1.5x on AMX / AVX-512 BF16 CPUs); float32 at
-# K = 4 (1.14x on an AVX2-only AMD EPYC, 1.09-1.14x on the Intel kind; K = 8 was slower than one at a time on both
+# K = 4 (1.00-1.14x on an AVX2-only AMD EPYC, 1.09-1.14x on the Intel kind; K = 8 was slower than one at a time on both
 # AMD kinds). CUDA: not measured yet.
 AUTO_MODELS_PER_PROCESS = {("cpu", True): 8, ("cpu", False): 4, ("cuda", True): 8, ("cuda", False): 8}
 
