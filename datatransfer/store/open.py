@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 def resolved_config(cfg) -> dict:
     """The config as plain containers, interpolations resolved and data roots made absolute: what a store records
     and fingerprints, so that the same sweep named from another working directory (a Slurm task, a resume) is
-    recognised as the same sweep."""
+    recognised as the same sweep. ``train.amp=auto`` is resolved first (in ``cfg`` too): a store records, and is
+    compared by, the precision its rows train in, never "auto"."""
+    resolve_amp(cfg)
     d = OmegaConf.to_container(cfg, resolve=True)
     if d.get("source", {}).get("root"):
         d["source"]["root"] = str(Path(d["source"]["root"]).resolve())
@@ -36,7 +38,6 @@ def resolved_config(cfg) -> dict:
 
 def store_spec(cfg) -> StoreSpec:
     validate(cfg)
-    resolve_amp(cfg)  # a store records the precision its rows train in, never "auto"
     unit_names, targets, modes, unit_index = _units_and_targets(cfg)
     resolved = resolved_config(cfg)
     sw = cfg.sweep
