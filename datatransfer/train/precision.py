@@ -10,7 +10,6 @@ one precision whatever machine runs it, and a store made elsewhere is continued 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -33,9 +32,13 @@ def native_bf16() -> bool:
 def _stored_amp(store_path: str) -> Optional[bool]:
     """The ``train.amp`` an existing store recorded (None: no store there, or no trained rows' config in it; False
     for a store made before the key existed, whose rows trained in float32)."""
-    meta = Path(store_path) / "zarr.json"
+    import zarr
+
+    p = Path(store_path)
+    if not (p / "zarr.json").is_file():
+        return None
     try:
-        recorded = json.loads(meta.read_text())["attributes"]["config"]["train"].get("amp", False)
+        recorded = zarr.open_group(str(p), mode="r").attrs["config"]["train"].get("amp", False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return recorded if isinstance(recorded, bool) else None
