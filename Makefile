@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Compile the installed packages to bytecode once. Python reads .pyc files but, where PYTHONDONTWRITEBYTECODE is
+# set (as on this project's machines), never writes them, and uv does not compile by default: every process then
+# compiled torch & co. from source, ~6 of the ~10 s each app and worker process spent importing
+# (docs/performance.md, "Start-up: bytecode"). -qq: a few packages ship files for other Python versions.
+COMPILE_DEPS = $(PY) -m compileall -qq -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
+COMPILE_OWN = $(PY) -m compileall -qq datatransfer launch aggregate tests bench || true
 
 .PHONY: demo test install clean-demo
 
@@ -12,11 +18,13 @@ $(STAMP): pyproject.toml
 	( $(PY) -m pip install -q --disable-pip-version-check 'uv>=0.5' \
 	  && $(VENV)/bin/uv pip install -q --python $(PY) -e '.[test]' ) \
 	|| $(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(COMPILE_DEPS)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(COMPILE_OWN)
 	$(PY) -m launch experiment=mini
 	$(PY) -m aggregate store.path=runs/mini/store.zarr
 	$(PY) -m aggregate.report store.path=runs/mini/store.zarr
@@ -31,6 +39,7 @@ FFCV_STAMP := $(VENV)/.ffcv-installed
 
 $(FFCV_STAMP): $(STAMP) scripts/install_ffcv.sh
 	scripts/install_ffcv.sh $(VENV)
+	$(COMPILE_DEPS)
 	touch $(FFCV_STAMP)
 
 # Most tests keep one core busy (app start-ups, single-threaded training), so two pytest-xdist workers share the 2
@@ -40,4 +49,5 @@ $(FFCV_STAMP): $(STAMP) scripts/install_ffcv.sh
 TEST_WORKERS ?= 2
 
 test: $(STAMP) $(FFCV_STAMP)
+	$(COMPILE_OWN)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
