@@ -45,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="pairs of runs per command")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "no-pycache"
         empty.mkdir()
